@@ -1,0 +1,68 @@
+// Package policy defines the sandbox policy: which network destinations a
+// sandbox may reach and with which filesystem and resource limits it is
+// created. It parses, validates and decides; it performs no I/O beyond
+// reading the bytes it is given (internal/egress enforces network decisions,
+// internal/sandbox enforces the rest).
+package policy
+
+// Version is the only policy schema version this build understands.
+const Version = 1
+
+// Policy is one sandbox's policy, as written in a standalone --policy file
+// or under sandboxes.NAME.policy in clawcage.yaml.
+type Policy struct {
+	// Version of the schema; 0 in a file means Version.
+	Version int `yaml:"version"`
+	// Presets names embedded presets whose rules are added to Network.
+	Presets []string `yaml:"presets"`
+	// Network lists the allow rules; anything not allowed is denied.
+	Network []Rule `yaml:"network"`
+	// Filesystem lists extra host paths made visible inside the sandbox.
+	Filesystem Filesystem `yaml:"filesystem"`
+	// Resources sets the sandbox's cgroup and disk limits.
+	Resources Resources `yaml:"resources"`
+}
+
+// Rule allows connections to the named hosts and/or address ranges on the
+// listed ports.
+type Rule struct {
+	// Name identifies the rule in decisions, logs and approvals.
+	Name string `yaml:"name"`
+	// Hosts are exact names or "*.example.com" wildcards (one or more labels).
+	Hosts []string `yaml:"hosts"`
+	// CIDRs are IPv4 or IPv6 ranges; a special-purpose address (private,
+	// loopback, ...) is reachable only through a range named here.
+	CIDRs []string `yaml:"cidrs"`
+	// Ports allowed; empty means 443.
+	Ports []int `yaml:"ports"`
+	// Methods allowed for plain HTTP requests; empty means any.
+	Methods []string `yaml:"methods"`
+	// Paths are globs matched against plain-HTTP request paths; empty means any.
+	Paths []string `yaml:"paths"`
+}
+
+// Filesystem lists host paths bound into the sandbox in addition to the
+// minimal root and the workspace.
+type Filesystem struct {
+	// ReadOnly paths are bound read-only at the same path inside.
+	ReadOnly []string `yaml:"read_only"`
+	// ReadWrite paths are bound read-write at the same path inside.
+	ReadWrite []string `yaml:"read_write"`
+}
+
+// Resources are the sandbox's limits; a zero value means the built-in default.
+type Resources struct {
+	// Memory limit in bytes (YAML accepts "512MiB", "1GiB", "1G" or a number).
+	Memory ByteSize `yaml:"memory"`
+	// Pids is the maximum number of tasks.
+	Pids int `yaml:"pids"`
+	// CPU is the number of CPUs' worth of time (1.5 = one and a half cores).
+	CPU float64 `yaml:"cpu"`
+	// Disk limits the workspace size in bytes.
+	Disk ByteSize `yaml:"disk"`
+	// Tmp limits the size of the sandbox's /tmp tmpfs in bytes.
+	Tmp ByteSize `yaml:"tmp"`
+}
+
+// ByteSize is a size in bytes that YAML may spell with a unit suffix.
+type ByteSize int64
