@@ -8,6 +8,9 @@ package policy
 // Version is the only policy schema version this build understands.
 const Version = 1
 
+// DefaultPort is the port a rule allows when it lists none.
+const DefaultPort = 443
+
 // Policy is one sandbox's policy, as written in a standalone --policy file
 // or under sandboxes.NAME.policy in clawcage.yaml.
 type Policy struct {
@@ -21,6 +24,36 @@ type Policy struct {
 	Filesystem Filesystem `yaml:"filesystem"`
 	// Resources sets the sandbox's cgroup and disk limits.
 	Resources Resources `yaml:"resources"`
+	// ProviderTools names the provider-side tools (see ProviderToolNames)
+	// the privacy router lets this sandbox's requests use; empty means none.
+	ProviderTools []string `yaml:"provider_tools"`
+}
+
+// providerToolNames are the provider-side tools a policy may allow: tools
+// that make the model provider reach the network on the agent's behalf.
+var providerToolNames = []string{
+	"web_search", "web_fetch", "code_execution", "mcp",
+	"code_interpreter", "file_search", "image_generation", "computer_use",
+}
+
+// ProviderToolNames returns the provider-side tool names a policy may list
+// under provider_tools.
+func ProviderToolNames() []string {
+	return append([]string(nil), providerToolNames...)
+}
+
+// AllowsProviderTool reports whether the policy lets the privacy router pass
+// requests that use the provider-side tool name (one of ProviderToolNames).
+func (p *Policy) AllowsProviderTool(name string) bool {
+	if p == nil {
+		return false
+	}
+	for _, t := range p.ProviderTools {
+		if t == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Rule allows connections to the named hosts and/or address ranges on the
@@ -33,7 +66,7 @@ type Rule struct {
 	// CIDRs are IPv4 or IPv6 ranges; a special-purpose address (private,
 	// loopback, ...) is reachable only through a range named here.
 	CIDRs []string `yaml:"cidrs"`
-	// Ports allowed; empty means 443.
+	// Ports allowed; empty means DefaultPort.
 	Ports []int `yaml:"ports"`
 	// Methods allowed for plain HTTP requests; empty means any.
 	Methods []string `yaml:"methods"`
@@ -63,6 +96,3 @@ type Resources struct {
 	// Tmp limits the size of the sandbox's /tmp tmpfs in bytes.
 	Tmp ByteSize `yaml:"tmp"`
 }
-
-// ByteSize is a size in bytes that YAML may spell with a unit suffix.
-type ByteSize int64
