@@ -1,0 +1,213 @@
+package usage
+
+import (
+	"context"
+	"database/sql"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func openTemp(t *testing.T) (*Ledger, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "usage db", "usage.db") // a space, to test DSN escaping
+	if err := mkdir(filepath.Dir(path)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, path
+}
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func rec(sandbox, model string, at time.Duration, cost float64, latency time.Duration, status int) Record {
+	return Record{Time: t0.Add(at), Sandbox: sandbox, Route: "default", Provider: "anthropic", Model: model,
+		TokensIn: 100, TokensOut: 10, CostUSD: cost, Latency: latency, TTFB: latency / 2, Status: status, Attempts: 1}
+}
+
+func TestSpend(t *testing.T) {
+	l, _ := openTemp(t)
+	ctx := context.Background()
+	for _, r := range []Record{
+		rec("a", "m1", 0, 0.5, time.Millisecond, 200),
+		rec("a", "m1", time.Hour, 0.25, time.Millisecond, 200),
+		rec("a", "m2", 2*time.Hour, 1, time.Millisecond, 200),
+		rec("b", "m1", time.Hour, 7, time.Millisecond, 200),
+	} {
+		if err := l.Record(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		sandbox string
+		since   time.Time
+		want    float64
+	}{
+		{"all of a", "a", time.Time{}, 1.75},
+		{"a since the second request", "a", t0.Add(time.Hour), 1.25},
+		{"a since after everything", "a", t0.Add(3 * time.Hour), 0},
+		{"b is separate from a", "b", time.Time{}, 7},
+		{"unknown sandbox spends nothing", "zzz", time.Time{}, 0},
+		{"empty sandbox name is not a wildcard", "", time.Time{}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := l.Spend(ctx, tc.sandbox, tc.since)
+			if err != nil || math.Abs(got-tc.want) > 1e-9 {
+				t.Fatalf("Spend = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSummary(t *testing.T) {
+	l, _ := openTemp(t)
+	ctx := context.Background()
+	rows := []Record{
+		rec("a", "m1", 0, 0.1, 10*time.Millisecond, 200),
+		rec("a", "m1", 1*time.Minute, 0.1, 30*time.Millisecond, 200),
+		rec("a", "m1", 2*time.Minute, 0.1, 20*time.Millisecond, 429),
+		rec("a", "m1", 3*time.Minute, 0, 40*time.Millisecond, 502),
+		rec("a", "m2", 0, 1, 5*time.Millisecond, 200),
+		rec("b", "m1", 0, 2, 7*time.Millisecond, 200),
+	}
+	rows[3].Error = "upstream: connection refused"
+	for _, r := range rows {
+		if err := l.Record(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		filter Filter
+		want   []SummaryRow
+	}{
+		{"everything grouped per sandbox and model", Filter{}, []SummaryRow{
+			{Sandbox: "a", Model: "m1", Requests: 4, TokensIn: 400, TokensOut: 40, CostUSD: 0.3, Errors: 2, P50Latency: 20 * time.Millisecond, AvgLatency: 25 * time.Millisecond},
+			{Sandbox: "a", Model: "m2", Requests: 1, TokensIn: 100, TokensOut: 10, CostUSD: 1, P50Latency: 5 * time.Millisecond, AvgLatency: 5 * time.Millisecond},
+			{Sandbox: "b", Model: "m1", Requests: 1, TokensIn: 100, TokensOut: 10, CostUSD: 2, P50Latency: 7 * time.Millisecond, AvgLatency: 7 * time.Millisecond},
+		}},
+		{"one sandbox", Filter{Sandbox: "b"}, []SummaryRow{
+			{Sandbox: "b", Model: "m1", Requests: 1, TokensIn: 100, TokensOut: 10, CostUSD: 2, P50Latency: 7 * time.Millisecond, AvgLatency: 7 * time.Millisecond},
+		}},
+		{"since drops older rows and moves the median", Filter{Sandbox: "a", Since: t0.Add(90 * time.Second)}, []SummaryRow{
+			{Sandbox: "a", Model: "m1", Requests: 2, TokensIn: 200, TokensOut: 20, CostUSD: 0.1, Errors: 2, P50Latency: 20 * time.Millisecond, AvgLatency: 30 * time.Millisecond},
+		}},
+		{"nothing selected is an empty list", Filter{Sandbox: "nobody"}, []SummaryRow{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := l.Summary(ctx, tc.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == nil || len(got) != len(tc.want) {
+				t.Fatalf("Summary = %+v, want %d rows", got, len(tc.want))
+			}
+			for i, w := range tc.want {
+				g := got[i]
+				if g.Sandbox != w.Sandbox || g.Model != w.Model || g.Route != "default" || g.Provider != "anthropic" ||
+					g.Requests != w.Requests || g.TokensIn != w.TokensIn || g.TokensOut != w.TokensOut ||
+					math.Abs(g.CostUSD-w.CostUSD) > 1e-9 || g.Errors != w.Errors ||
+					g.P50Latency != w.P50Latency || g.AvgLatency != w.AvgLatency || g.AvgTTFB != w.AvgLatency/2 {
+					t.Errorf("row %d = %+v\nwant %+v", i, g, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRecordRejectsAndStoresHostileStrings(t *testing.T) {
+	l, _ := openTemp(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		r    Record
+	}{
+		{"negative tokens", Record{Sandbox: "a", TokensIn: -1}},
+		{"negative cost", Record{Sandbox: "a", CostUSD: -0.01}},
+		{"NaN cost", Record{Sandbox: "a", CostUSD: math.NaN()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := l.Record(ctx, tc.r); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	// SQL metacharacters, escapes and oversize values are stored as data.
+	hostile := "x'); DROP TABLE requests;--\x1b[31m" + strings.Repeat("A", 1000)
+	if err := l.Record(ctx, Record{Sandbox: "a", Route: hostile, Model: hostile, Status: 200}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := l.Summary(ctx, Filter{})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Summary = %v, %v", got, err)
+	}
+	if got[0].Route != hostile[:maxField] || got[0].Model != hostile[:maxField] {
+		t.Fatalf("stored route %q not the clipped original", got[0].Route)
+	}
+	if got[0].First.IsZero() || time.Since(got[0].First) > time.Minute {
+		t.Fatalf("zero Time not replaced by now: %v", got[0].First)
+	}
+}
+
+func TestPersistsAcrossRestart(t *testing.T) {
+	l, path := openTemp(t)
+	ctx := context.Background()
+	for i := range 50 {
+		if err := l.Record(ctx, rec("a", "m1", time.Duration(i)*time.Second, 0.01, time.Millisecond, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	got, err := l2.Summary(ctx, Filter{})
+	if err != nil || len(got) != 1 || got[0].Requests != 50 {
+		t.Fatalf("after reopen: %+v, %v", got, err)
+	}
+	spend, _ := l2.Spend(ctx, "a", time.Time{})
+	if math.Abs(spend-0.5) > 1e-9 {
+		t.Fatalf("spend after reopen = %v", spend)
+	}
+}
+
+func TestSchemaVersioning(t *testing.T) {
+	l, path := openTemp(t)
+	l.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) {
+		t.Fatalf("user_version = %d, %v; want %d", v, err, len(migrations))
+	}
+	if _, err := db.Exec("PRAGMA user_version = 99"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "schema version 99 is newer") {
+		t.Fatalf("Open of a newer schema = %v", err)
+	}
+}
+
+func TestNotADatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usage.db")
+	if err := writeFile(path, []byte(strings.Repeat("this is not sqlite\n", 100))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Open of garbage = %v, want an error naming the file", err)
+	}
+}
