@@ -50,7 +50,10 @@ func Split(hostport string, defaultPort int) (host string, port int, err error) 
 			host = hostport
 		} else {
 			host, rest = hostport[:i], hostport[i:]
-			if strings.ContainsAny(host, ":[]") {
+			if strings.ContainsAny(host, "[]") {
+				return "", 0, fmt.Errorf("%q: unexpected bracket", hostport)
+			}
+			if strings.Contains(host, ":") {
 				return "", 0, fmt.Errorf("%q: an IPv6 address must be written in brackets, as [addr]:port", hostport)
 			}
 		}
