@@ -499,8 +499,11 @@ func NormalizeHostPattern(s string) (string, error) {
 	if strings.Contains(base, "*") {
 		return "", fmt.Errorf("%q: a wildcard is allowed only as a leading \"*.\"", s)
 	}
+	if h, port, ok := strings.Cut(base, ":"); ok && !strings.Contains(port, ":") && h != "" {
+		return "", fmt.Errorf("%q: a host takes no port; list ports under ports", s)
+	}
 	if a, ok, err := hostport.ParseIPLiteral(base); err != nil {
-		return "", fmt.Errorf("%q is a numeric host, not a name nor a canonical IP address", s)
+		return "", err
 	} else if ok {
 		return "", fmt.Errorf("%q is an IP address: list it under cidrs as %s", s, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
