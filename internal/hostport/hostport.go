@@ -222,6 +222,11 @@ func NormalizeHost(s string) (string, error) {
 	if name == "" || strings.HasSuffix(name, ".") {
 		return "", fmt.Errorf("host %q has an empty label", s)
 	}
+	if isLDH(name) {
+		// ASCII letters, digits, hyphens and dots: UTS #46 mapping is just
+		// lower-casing, so skip the IDNA machinery.
+		name = strings.ToLower(name)
+	}
 	if !isLDHLower(name) || hasPunyLabel(name) {
 		var err error
 		name, err = profile.ToASCII(name)
@@ -249,6 +254,17 @@ func isLDHLower(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// isLDH reports whether s holds only ASCII letters, digits, hyphens and dots.
+func isLDH(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20
+		if !((c >= 'a' && c <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '.') {
 			return false
 		}
 	}

@@ -157,6 +157,31 @@ var v6Table = []entry{
 	e("ff00::/8", "multicast"),
 }
 
+// byFirstByte indexes a table by the first byte of the address: the
+// entries whose prefix can contain an address starting with that byte, in
+// table order. Built once at start-up, read-only afterwards.
+type byFirstByte [256][]entry
+
+func index(t []entry) *byFirstByte {
+	var idx byFirstByte
+	for _, en := range t {
+		first := int(en.prefix.Addr().AsSlice()[0])
+		n := 1
+		if en.prefix.Bits() < 8 {
+			n = 1 << (8 - en.prefix.Bits())
+		}
+		for b := first; b < first+n; b++ {
+			idx[b] = append(idx[b], en)
+		}
+	}
+	return &idx
+}
+
+var (
+	v4Index = index(v4Table)
+	v6Index = index(v6Table)
+)
+
 // Classify returns the class of addr. The zero Addr and addresses with a
 // zone are special ("invalid" and the zone-less address's class).
 func Classify(addr netip.Addr) Class {
@@ -164,9 +189,11 @@ func Classify(addr netip.Addr) Class {
 		return Class{Special: true, Name: "invalid"}
 	}
 	addr = addr.WithZone("")
-	table := v4Table
-	if addr.Is6() {
-		table = v6Table
+	var table []entry
+	if addr.Is4() {
+		table = v4Index[addr.As4()[0]]
+	} else {
+		table = v6Index[addr.As16()[0]]
 	}
 	var best *entry
 	for i := range table {
