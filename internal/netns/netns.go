@@ -261,11 +261,8 @@ func onLockedThread(ctx context.Context, fn func() error) error {
 		return err
 	}
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: this thread's namespaces have changed.
-		errc <- fn()
-	}()
+	// The thread is never unlocked: its namespaces have changed.
+	onDedicatedThread(func() { errc <- fn() })
 	return <-errc
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -719,4 +720,50 @@ func openFDs(t *testing.T) map[int]string {
 		m[fd] = target
 	}
 	return m
+}
+
+func TestNoThreadLeftInNamespace(t *testing.T) {
+	needRoot(t)
+	ctx := testCtx(t)
+	var host unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &host); err != nil {
+		t.Fatal(err)
+	}
+	ns := newNS(t, ctx)
+	for range 20 {
+		ln, err := Listen(ctx, ns, "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Close()
+	}
+	// Every thread the scheduler can hand out, and the main thread, are
+	// still in the host namespace.
+	errc := make(chan error, 64)
+	for range cap(errc) {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var st unix.Stat_t
+			if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+				errc <- err
+				return
+			}
+			if st.Ino != host.Ino {
+				errc <- fmt.Errorf("thread %d is in network namespace %d, not the host's %d", unix.Gettid(), st.Ino, host.Ino)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	for range cap(errc) {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+	var main unix.Stat_t
+	unix.Stat("/proc/self/ns/net", &main)
+	if main.Ino != host.Ino {
+		t.Errorf("the main thread moved to network namespace %d", main.Ino)
+	}
 }
