@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -213,6 +214,9 @@ func NormalizeHost(s string) (string, error) {
 			return "", fmt.Errorf("host %q contains %q", s, c)
 		}
 	}
+	if !utf8.ValidString(s) {
+		return "", fmt.Errorf("host %q is not valid UTF-8", s)
+	}
 	if a, ok, err := ParseIPLiteral(s); err != nil {
 		return "", err
 	} else if ok {
@@ -234,6 +238,13 @@ func NormalizeHost(s string) (string, error) {
 			return "", fmt.Errorf("host %q is not a valid internationalised name: %w", s, err)
 		}
 		name = strings.TrimSuffix(name, ".")
+		// Punycode labels must decode to a valid label and encode back to
+		// themselves, so that one host has exactly one spelling.
+		if hasPunyLabel(name) {
+			if again, err := profile.ToASCII(name); err != nil || again != name {
+				return "", fmt.Errorf("host %q has an invalid punycode label", s)
+			}
+		}
 		// The mapping may have produced digits, dots or a new trailing dot
 		// (fullwidth digits, ideographic full stops): check again.
 		if a, ok, err := ParseIPLiteral(name); err != nil {

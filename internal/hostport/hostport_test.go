@@ -235,3 +235,11 @@ func FuzzNormalizeHost(f *testing.F) {
 		}
 	})
 }
+
+func TestNormalizeHostRejectsInvalidUTF8(t *testing.T) {
+	for _, s := range []string{"\xf90", "a\xffb.example", "\xc0\xae.example"} {
+		if n, err := NormalizeHost(s); err == nil {
+			t.Errorf("NormalizeHost(%q) = %q; want error", s, n)
+		}
+	}
+}

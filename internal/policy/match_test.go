@@ -407,3 +407,79 @@ func BenchmarkDecideAddr(b *testing.B) {
 		})
 	}
 }
+
+func TestRuleForAndWithRule(t *testing.T) {
+	tests := []struct {
+		dest string
+		want Rule
+		err  string
+	}{
+		{"API.Example.com", Rule{Name: "ok", Hosts: []string{"api.example.com"}, Ports: []int{443}}, ""},
+		{"api.example.com:8443", Rule{Name: "ok", Hosts: []string{"api.example.com"}, Ports: []int{8443}}, ""},
+		{"*.example.com:80", Rule{Name: "ok", Hosts: []string{"*.example.com"}, Ports: []int{80}}, ""},
+		{"10.0.5.3:5432", Rule{Name: "ok", CIDRs: []string{"10.0.5.3/32"}, Ports: []int{5432}}, ""},
+		{"[2001:db8::1]:443", Rule{Name: "ok", CIDRs: []string{"2001:db8::1/128"}, Ports: []int{443}}, ""},
+		{"bücher.example", Rule{Name: "ok", Hosts: []string{"xn--bcher-kva.example"}, Ports: []int{443}}, ""},
+		{"127.1:80", Rule{}, `"127.1" is a numeric host that is not a canonical dotted-quad IPv4 address`},
+		{"example.com:0", Rule{}, `"example.com:0": "0" is not a port`},
+		{"*.com", Rule{}, `"*.com" is too broad: a wildcard needs at least two labels after "*."`},
+	}
+	for _, tt := range tests {
+		r, err := RuleFor("ok", tt.dest)
+		if tt.err != "" {
+			if err == nil || err.Error() != tt.err {
+				t.Errorf("RuleFor(%q) error = %v; want %q", tt.dest, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || fmt.Sprint(r) != fmt.Sprint(tt.want) {
+			t.Errorf("RuleFor(%q) = %+v, %v; want %+v", tt.dest, r, err, tt.want)
+		}
+	}
+	base, err := Parse([]byte("presets: [telegram]\nnetwork:\n  - {name: a, hosts: [a.example.com]}\nresources: {memory: 1GiB}\n"), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := RuleFor("approved-1", "new.example.com:8443")
+	next, err := base.WithRule(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(base.Network) != 1 || len(next.Network) != 2 || next.Resources.Memory != 1<<30 || next.Presets[0] != "telegram" {
+		t.Fatalf("WithRule: base %+v next %+v", base, next)
+	}
+	if _, err := next.WithRule(r); err == nil || !strings.Contains(err.Error(), `duplicate rule name "approved-1"`) {
+		t.Fatalf("duplicate WithRule error = %v", err)
+	}
+	if _, err := base.WithRule(Rule{Name: "bad", Hosts: []string{"a.example.com"}, Ports: []int{70000}}); err == nil ||
+		err.Error() != "policy: network[1].ports[0]: 70000 is not a port" {
+		t.Fatalf("invalid WithRule error = %v", err)
+	}
+	back, ok := next.WithoutRule("approved-1")
+	if !ok || len(back.Network) != 1 || len(next.Network) != 2 {
+		t.Fatalf("WithoutRule: %+v %v", back, ok)
+	}
+	if _, ok := next.WithoutRule("nope"); ok {
+		t.Fatal("WithoutRule found a missing rule")
+	}
+}
+
+func TestDisplayDestination(t *testing.T) {
+	long := strings.Repeat("a", 60) + ".good.example." + strings.Repeat("b", 60) + ".evil.example"
+	tests := []struct{ host, want string }{
+		{"api.good.com.evil.example", "api.good.com.evil.example:443"},
+		{"аpple.com", "xn--pple-43d.com:443 (internationalised name)"},
+		{"APPLE.com", "apple.com:443"},
+		{"ｇｏｏｇｌｅ.com", "google.com:443"},
+		{"раураl.com", "xn--l-7sba6dbr.com:443 (internationalised name)"},
+		{long, long + ":443"},
+		{"evil.example\x1b[2K\rapi.github.com", `"evil.example\x1b[2K\rapi.github.com":443 (invalid host)`},
+		{"good.example\u202egnp.exe", `"good.example\u202egnp.exe":443 (invalid host)`},
+		{"2001:db8::1", "[2001:db8::1]:443"},
+	}
+	for _, tt := range tests {
+		if got := DisplayDestination(tt.host, 443); got != tt.want {
+			t.Errorf("DisplayDestination(%q) = %q; want %q", tt.host, got, tt.want)
+		}
+	}
+}

@@ -15,18 +15,18 @@ const DefaultPort = 443
 // or under sandboxes.NAME.policy in clawcage.yaml.
 type Policy struct {
 	// Version of the schema; 0 in a file means Version.
-	Version int `yaml:"version"`
+	Version int `yaml:"version,omitempty" json:"version,omitempty"`
 	// Presets names embedded presets whose rules are added to Network.
-	Presets []string `yaml:"presets"`
+	Presets []string `yaml:"presets,omitempty" json:"presets,omitempty"`
 	// Network lists the allow rules; anything not allowed is denied.
-	Network []Rule `yaml:"network"`
+	Network []Rule `yaml:"network,omitempty" json:"network,omitempty"`
 	// Filesystem lists extra host paths made visible inside the sandbox.
-	Filesystem Filesystem `yaml:"filesystem"`
+	Filesystem Filesystem `yaml:"filesystem,omitempty" json:"filesystem,omitempty"`
 	// Resources sets the sandbox's cgroup and disk limits.
-	Resources Resources `yaml:"resources"`
+	Resources Resources `yaml:"resources,omitempty" json:"resources,omitempty"`
 	// ProviderTools names the provider-side tools (see ProviderToolNames)
 	// the privacy router lets this sandbox's requests use; empty means none.
-	ProviderTools []string `yaml:"provider_tools"`
+	ProviderTools []string `yaml:"provider_tools,omitempty" json:"provider_tools,omitempty"`
 }
 
 // providerToolNames are the provider-side tools a policy may allow: tools
@@ -60,39 +60,39 @@ func (p *Policy) AllowsProviderTool(name string) bool {
 // listed ports.
 type Rule struct {
 	// Name identifies the rule in decisions, logs and approvals.
-	Name string `yaml:"name"`
+	Name string `yaml:"name,omitempty" json:"name,omitempty"`
 	// Hosts are exact names or "*.example.com" wildcards (one or more labels).
-	Hosts []string `yaml:"hosts"`
+	Hosts []string `yaml:"hosts,omitempty" json:"hosts,omitempty"`
 	// CIDRs are IPv4 or IPv6 ranges; a special-purpose address (private,
 	// loopback, ...) is reachable only through a range named here.
-	CIDRs []string `yaml:"cidrs"`
+	CIDRs []string `yaml:"cidrs,omitempty" json:"cidrs,omitempty"`
 	// Ports allowed; empty means DefaultPort.
-	Ports []int `yaml:"ports"`
+	Ports []int `yaml:"ports,omitempty" json:"ports,omitempty"`
 	// Methods allowed for plain HTTP requests; empty means any.
-	Methods []string `yaml:"methods"`
+	Methods []string `yaml:"methods,omitempty" json:"methods,omitempty"`
 	// Paths are globs matched against plain-HTTP request paths; empty means any.
-	Paths []string `yaml:"paths"`
+	Paths []string `yaml:"paths,omitempty" json:"paths,omitempty"`
 }
 
 // Filesystem lists host paths bound into the sandbox in addition to the
 // minimal root and the workspace.
 type Filesystem struct {
 	// ReadOnly paths are bound read-only at the same path inside.
-	ReadOnly []string `yaml:"read_only"`
+	ReadOnly []string `yaml:"read_only,omitempty" json:"read_only,omitempty"`
 	// ReadWrite paths are bound read-write at the same path inside.
-	ReadWrite []string `yaml:"read_write"`
+	ReadWrite []string `yaml:"read_write,omitempty" json:"read_write,omitempty"`
 }
 
 // Resources are the sandbox's limits; a zero value means the built-in default.
 type Resources struct {
 	// Memory limit in bytes (YAML accepts "512MiB", "1GiB", "1G" or a number).
-	Memory ByteSize `yaml:"memory"`
+	Memory ByteSize `yaml:"memory,omitempty" json:"memory,omitempty"`
 	// Pids is the maximum number of tasks.
-	Pids int `yaml:"pids"`
+	Pids int `yaml:"pids,omitempty" json:"pids,omitempty"`
 	// CPU is the number of CPUs' worth of time (1.5 = one and a half cores).
-	CPU float64 `yaml:"cpu"`
+	CPU float64 `yaml:"cpu,omitempty" json:"cpu,omitempty"`
 	// Disk limits the workspace size in bytes.
-	Disk ByteSize `yaml:"disk"`
+	Disk ByteSize `yaml:"disk,omitempty" json:"disk,omitempty"`
 	// Tmp limits the size of the sandbox's /tmp tmpfs in bytes.
-	Tmp ByteSize `yaml:"tmp"`
+	Tmp ByteSize `yaml:"tmp,omitempty" json:"tmp,omitempty"`
 }

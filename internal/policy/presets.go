@@ -152,6 +152,9 @@ func Presets() []PresetInfo {
 	for _, n := range presetNames() {
 		p := presets[n]
 		p.Rules = slices.Clone(p.Rules)
+		for i := range p.Rules {
+			p.Rules[i].Rule = p.Rules[i].Rule.clone()
+		}
 		p.Params = slices.Clone(p.Params)
 		out = append(out, p)
 	}
@@ -168,9 +171,7 @@ func ExpandPreset(name string, params map[string]string) ([]Rule, error) {
 	var out []Rule
 	for _, pr := range p.Rules {
 		if pr.FromParam == "" {
-			r := pr.Rule
-			r.Hosts = slices.Clone(r.Hosts)
-			out = append(out, r)
+			out = append(out, pr.Rule.clone())
 			continue
 		}
 		var param PresetParam
@@ -242,7 +243,7 @@ func paramRules(base Rule, p PresetParam, value string) ([]Rule, error) {
 	for _, ep := range eps {
 		r := byPort[ep.port]
 		if r == nil {
-			r = &Rule{Name: base.Name, Ports: []int{ep.port}, Methods: base.Methods, Paths: base.Paths}
+			r = &Rule{Name: base.Name, Ports: []int{ep.port}, Methods: slices.Clone(base.Methods), Paths: slices.Clone(base.Paths)}
 			byPort[ep.port] = r
 			ports = append(ports, ep.port)
 		}
