@@ -1,0 +1,378 @@
+package egress
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clawcage/clawcage/internal/hostport"
+	"github.com/clawcage/clawcage/internal/policy"
+)
+
+// outcome is one request's decision, logged as one line.
+type outcome struct {
+	sandbox string
+	method  string
+	host    string // normalised when possible, else escaped raw
+	port    int
+	allow   bool
+	rule    string
+	reason  string
+	detail  string
+	addr    netip.AddrPort
+	status  int
+	start   time.Time
+}
+
+func (p *Proxy) logDecision(o *outcome) {
+	decision := "deny"
+	level := slog.LevelInfo
+	if o.allow {
+		decision = "allow"
+	}
+	attrs := []slog.Attr{
+		slog.String("component", "egress"),
+		slog.String("sandbox", o.sandbox),
+		slog.String("method", escape(o.method)),
+		slog.String("host", escape(o.host)),
+		slog.Int("port", o.port),
+		slog.String("decision", decision),
+		slog.String("rule", o.rule),
+		slog.String("reason", o.reason),
+		slog.Duration("duration", time.Since(o.start)),
+	}
+	if o.detail != "" {
+		attrs = append(attrs, slog.String("detail", escape(o.detail)))
+	}
+	if o.addr.IsValid() {
+		attrs = append(attrs, slog.String("addr", o.addr.String()))
+	}
+	if o.status != 0 {
+		attrs = append(attrs, slog.Int("status", o.status))
+	}
+	p.opts.Logger.LogAttrs(context.Background(), level, "egress decision", attrs...)
+}
+
+// queueable reasons are denials an operator can turn into a host:port grant.
+func queueable(reason string) bool {
+	switch reason {
+	case policy.ReasonNoRuleForHost, policy.ReasonNoRuleForAddress, policy.ReasonPortNotAllowed:
+		return true
+	}
+	return false
+}
+
+// deny answers 403, raises the denial event and logs the decision.
+func (p *Proxy) deny(ctx context.Context, c net.Conn, o *outcome, keep bool) bool {
+	o.allow = false
+	o.status = http.StatusForbidden
+	body := denyBody{Error: "egress_denied", Host: escape(o.host), Port: o.port, Rule: o.rule, Reason: o.reason, Detail: escape(o.detail)}
+	if p.opts.Denials != nil && queueable(o.reason) {
+		if id := p.opts.Denials.Denied(ctx, Denial{Sandbox: o.sandbox, Host: o.host, Port: o.port, Method: o.method, Rule: o.rule, Reason: o.reason, Time: time.Now()}); id != "" {
+			body.Approve = "clawcage policy approve " + id
+		}
+	}
+	p.logDecision(o)
+	if err := writeJSON(c, http.StatusForbidden, body, keep); err != nil {
+		return false
+	}
+	return keep
+}
+
+// refuse answers a non-403 error (rate limit, DNS, upstream) and logs it.
+func (p *Proxy) refuse(c net.Conn, o *outcome, status int, keep bool) bool {
+	o.allow = false
+	o.status = status
+	p.logDecision(o)
+	err := writeJSON(c, status, map[string]any{"error": "egress_" + strings.ReplaceAll(o.reason, "-", "_"), "host": escape(o.host), "port": o.port, "reason": o.reason, "detail": escape(o.detail)}, keep)
+	return err == nil && keep
+}
+
+// handle serves one request and reports whether the client connection may
+// carry another.
+func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *bufio.Reader, req *http.Request, hostHdrs []string) bool {
+	o := &outcome{sandbox: s.name, method: req.Method, start: time.Now()}
+	clientKeep := !req.Close && req.Method != http.MethodConnect
+	t, err := parseTarget(req.Method, req.RequestURI, hostHdrs)
+	o.host, o.port = t.host, t.port
+	if err != nil {
+		var re *requestError
+		errors.As(err, &re)
+		o.reason, o.detail = re.reason, re.msg
+		if re.status == http.StatusForbidden {
+			return p.deny(ctx, c, o, false)
+		}
+		if o.host == "" {
+			o.host = req.RequestURI
+		}
+		return p.refuse(c, o, re.status, false)
+	}
+	if !s.limiter.Allow() {
+		o.reason = ReasonRateLimited
+		return p.refuse(c, o, http.StatusTooManyRequests, false)
+	}
+	if h, err := hostport.NormalizeHost(t.host); err == nil {
+		o.host = h
+		if reservedName(h) {
+			o.reason, o.detail = ReasonReserved, "stack services and the local machine are never reachable through the proxy"
+			return p.deny(ctx, c, o, clientKeep && drainBody(req))
+		}
+	}
+	m := s.matcher.Load()
+	method := req.Method
+	if t.connect {
+		method = ""
+	}
+	d := m.DecideName(t.host, t.port, method, t.path)
+	if d.Host != "" {
+		o.host = d.Host
+	}
+	o.rule, o.reason, o.detail = d.Rule, d.Reason, d.Detail
+	if !d.Allow {
+		return p.deny(ctx, c, o, clientKeep && drainBody(req))
+	}
+	if strings.HasPrefix(d.Rule, OncePrefix) && (p.opts.Once == nil || !p.opts.Once.Consume(s.name, d.Rule)) {
+		o.reason, o.detail = ReasonOnceUsed, "the single-use approval was already used"
+		return p.deny(ctx, c, o, clientKeep && drainBody(req))
+	}
+
+	// A slot for the tunnel or in-flight request.
+	select {
+	case s.tunnels <- struct{}{}:
+		defer func() { <-s.tunnels }()
+	default:
+		o.reason, o.detail = ReasonTooManyTunnels, fmt.Sprintf("the sandbox has %d tunnels or requests open", cap(s.tunnels))
+		return p.refuse(c, o, http.StatusTooManyRequests, false)
+	}
+
+	// Address stage: resolve once, check every address, dial a checked one.
+	var addrs []netip.Addr
+	if d.Addr.IsValid() {
+		addrs = []netip.Addr{d.Addr}
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, p.opts.ResolveTimeout)
+		addrs, err = p.opts.Resolver.LookupNetIP(rctx, "ip", d.Host)
+		cancel()
+		if err == nil && len(addrs) == 0 {
+			err = errors.New("no addresses")
+		}
+		if err != nil {
+			o.reason, o.detail = ReasonDNSFailed, err.Error()
+			return p.refuse(c, o, http.StatusBadGateway, false)
+		}
+		for _, a := range addrs {
+			ad := m.DecideAddr(a, t.port, d.Rule)
+			if !ad.Allow {
+				o.rule, o.reason, o.detail = d.Rule, ad.Reason, fmt.Sprintf("%s resolves to %s: %s", d.Host, a, ad.Detail)
+				return p.deny(ctx, c, o, clientKeep && drainBody(req))
+			}
+		}
+	}
+	for _, a := range addrs {
+		if p.isSelf(netip.AddrPortFrom(a, uint16(t.port))) {
+			o.reason, o.detail = ReasonProxyItself, fmt.Sprintf("%s reaches the egress proxy itself", netip.AddrPortFrom(a, uint16(t.port)))
+			return p.deny(ctx, c, o, clientKeep && drainBody(req))
+		}
+	}
+	up, addr, err := p.dial(ctx, addrs, t.port)
+	if err != nil {
+		o.reason, o.detail = ReasonUnreachable, err.Error()
+		return p.refuse(c, o, http.StatusBadGateway, false)
+	}
+	o.addr = addr
+	tun := &tunnel{rule: d.Rule, conns: []net.Conn{c, up}}
+	s.track(tun, true)
+	defer s.track(tun, false)
+	if t.connect {
+		defer tun.close()
+		p.tunnel(c, br, up, o, d)
+		return false
+	}
+	defer up.Close()
+	return p.forward(c, up, req, o, clientKeep) && !tun.isClosed()
+}
+
+func drainBody(req *http.Request) bool {
+	if req.Body == nil || req.Body == http.NoBody {
+		return true
+	}
+	_, err := io.Copy(io.Discard, io.LimitReader(req.Body, 64<<10))
+	if err != nil {
+		return false
+	}
+	n, _ := req.Body.Read(make([]byte, 1))
+	return n == 0
+}
+
+// dial connects to the first reachable checked address.
+func (p *Proxy) dial(ctx context.Context, addrs []netip.Addr, port int) (net.Conn, netip.AddrPort, error) {
+	var errs []error
+	for _, a := range addrs {
+		ap := netip.AddrPortFrom(a, uint16(port))
+		dctx, cancel := context.WithTimeout(ctx, p.opts.DialTimeout)
+		c, err := p.opts.Dial(dctx, "tcp", ap.String())
+		cancel()
+		if err == nil {
+			return c, ap, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, netip.AddrPort{}, fmt.Errorf("dial %s: %w", hostport.Join(addrs[0].String(), port), errors.Join(errs...))
+}
+
+// tunnel answers 200, checks the ClientHello of a name tunnel and splices.
+func (p *Proxy) tunnel(c net.Conn, br *bufio.Reader, up net.Conn, o *outcome, d policy.Decision) {
+	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
+		return
+	}
+	if !d.Addr.IsValid() {
+		// A name tunnel must open with a ClientHello naming that name.
+		c.SetReadDeadline(time.Now().Add(p.opts.HeaderTimeout))
+		ch, err := peekClientHello(br)
+		c.SetReadDeadline(time.Time{})
+		switch {
+		case errors.Is(err, errNotTLS):
+			o.reason, o.detail = ReasonNotTLS, "a tunnel to a host name must start with a TLS ClientHello naming it"
+		case err != nil:
+			o.reason, o.detail = ReasonSNIMismatch, err.Error()
+		case ch.hasECH:
+			o.reason, o.detail = ReasonECH, "encrypted ClientHello hides the destination"
+		case ch.sni == "":
+			o.reason, o.detail = ReasonSNIMismatch, "ClientHello without server_name"
+		default:
+			sni, nerr := hostport.NormalizeHost(ch.sni)
+			if nerr != nil || sni != d.Host {
+				o.reason, o.detail = ReasonSNIMismatch, fmt.Sprintf("ClientHello names %q, CONNECT named %q", ch.sni, d.Host)
+			}
+		}
+		if o.reason != policy.ReasonAllowed {
+			o.allow = false
+			p.logDecision(o)
+			return
+		}
+	}
+	o.allow = true
+	p.logDecision(o)
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			return
+		}
+		br.Discard(n)
+	}
+	splice(c, up)
+}
+
+// splice copies both ways until both directions end, propagating half-closes.
+func splice(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		io.Copy(b, a)
+		closeWrite(b)
+	}()
+	io.Copy(a, b)
+	closeWrite(a)
+	wg.Wait()
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		c.Close()
+	}
+}
+
+// hopHeaders are removed in both directions.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+}
+
+// forward sends a plain request to up and relays the response.
+func (p *Proxy) forward(c net.Conn, up net.Conn, req *http.Request, o *outcome, clientKeep bool) bool {
+	removeHop(req.Header)
+	req.RequestURI = ""
+	req.Close = true // one upstream connection per request
+	bw := bufio.NewWriter(up)
+	if err := req.Write(bw); err != nil {
+		o.reason, o.detail = ReasonUnreachable, err.Error()
+		return p.refuse(c, o, http.StatusBadGateway, false)
+	}
+	if err := bw.Flush(); err != nil {
+		o.reason, o.detail = ReasonUnreachable, err.Error()
+		return p.refuse(c, o, http.StatusBadGateway, false)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(up), req)
+	if err != nil {
+		o.reason, o.detail = ReasonUnreachable, "reading the response: "+err.Error()
+		return p.refuse(c, o, http.StatusBadGateway, false)
+	}
+	defer resp.Body.Close()
+	o.allow, o.status = true, resp.StatusCode
+	p.logDecision(o)
+	removeHop(resp.Header)
+	keep := clientKeep && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0)
+	resp.Close = !keep
+	if err := resp.Write(c); err != nil {
+		return false
+	}
+	return keep
+}
+
+// tunnel is a live connection pair allowed by rule.
+type tunnel struct {
+	rule   string
+	conns  []net.Conn
+	once   sync.Once
+	mu     sync.Mutex
+	closed bool
+}
+
+func (t *tunnel) close() {
+	t.once.Do(func() {
+		t.mu.Lock()
+		t.closed = true
+		t.mu.Unlock()
+		for _, c := range t.conns {
+			c.Close()
+		}
+	})
+}
+
+func (t *tunnel) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
+func (s *sandboxState) track(t *tunnel, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.live[t] = struct{}{}
+	} else {
+		delete(s.live, t)
+	}
+}
