@@ -35,6 +35,8 @@ is decided by the policy engine: processes the agent cannot reach.`,
 	root.AddCommand(
 		newDoctorCmd(g),
 		newSandboxCmd(g),
+		newKeysCmd(g), newUsageCmd(g),
+		newPolicyCmd(g), newPolicyEngineCmd(g),
 	)
 	return root
 }
