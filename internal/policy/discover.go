@@ -55,11 +55,12 @@ func (d Discovery) Discover(ctx context.Context) (map[string]string, error) {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		out, err := run(cctx, name, args...)
-		return strings.TrimSpace(string(out)), err
+		return string(out), err
 	}
 	params := map[string]string{}
 	var errs []error
 	if out, err := runT("npm", "config", "get", "registry"); err == nil {
+		out = strings.TrimSpace(out)
 		if out != "" && out != "undefined" && out != "null" {
 			params["npm.registry"] = out
 		}
@@ -67,7 +68,8 @@ func (d Discovery) Discover(ctx context.Context) (map[string]string, error) {
 		errs = append(errs, fmt.Errorf("npm config get registry: %w", err))
 	}
 	if out, err := runT("go", "env", "GOPROXY", "GOSUMDB"); err == nil {
-		lines := strings.Split(out, "\n")
+		// One line per variable, in order; an unset one is an empty line.
+		lines := strings.Split(strings.TrimRight(out, "\r\n"), "\n")
 		if len(lines) >= 1 && strings.TrimSpace(lines[0]) != "" {
 			params["go.proxy"] = strings.TrimSpace(lines[0])
 		}

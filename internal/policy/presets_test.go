@@ -239,6 +239,17 @@ func TestDiscoverClientsMissingOrFailing(t *testing.T) {
 	if err == nil || err.Error() != "go env GOPROXY GOSUMDB: exit status 1: go: broken" {
 		t.Fatalf("Discover error = %v", err)
 	}
+	// An empty GOPROXY line must not shift GOSUMDB into go.proxy.
+	run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
+		if name == "go" {
+			return []byte("\nsumdb.example.test\n"), nil
+		}
+		return nil, exec.ErrNotFound
+	}
+	got, err = Discovery{Run: run, AptDir: t.TempDir()}.Discover(context.Background())
+	if err != nil || got["go.proxy"] != "" || got["go.sumdb"] != "sumdb.example.test" {
+		t.Fatalf("Discover with empty GOPROXY = %v, %v", got, err)
+	}
 	// npm prints "undefined" when nothing is configured.
 	run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
 		return []byte("undefined\n"), nil
