@@ -26,6 +26,7 @@ func (p *Policy) Clone() *Policy {
 	c.Filesystem.ReadOnly = slices.Clone(p.Filesystem.ReadOnly)
 	c.Filesystem.ReadWrite = slices.Clone(p.Filesystem.ReadWrite)
 	c.ProviderTools = slices.Clone(p.ProviderTools)
+	c.LocalPorts = slices.Clone(p.LocalPorts)
 	return &c
 }
 

@@ -244,7 +244,7 @@ func (d *decoder) strList(n *yaml.Node, field string, each func(i int, s string,
 	}
 }
 
-var policyFields = []string{"version", "presets", "network", "filesystem", "resources", "provider_tools"}
+var policyFields = []string{"version", "presets", "network", "filesystem", "resources", "local_ports", "provider_tools"}
 
 func (d *decoder) policy(n *yaml.Node) *Policy {
 	n = resolve(n)
@@ -291,6 +291,8 @@ func (d *decoder) policy(n *yaml.Node) *Policy {
 			d.filesystem(v, &p.Filesystem)
 		case "resources":
 			d.resources(v, &p.Resources)
+		case "local_ports":
+			p.LocalPorts = d.ports(v, "local_ports")
 		case "provider_tools":
 			d.strList(v, "provider_tools", func(i int, s string, n *yaml.Node) {
 				for _, t := range providerToolNames {
@@ -358,24 +360,7 @@ func (d *decoder) rule(n *yaml.Node, field string) (Rule, bool) {
 				r.CIDRs = append(r.CIDRs, p.String())
 			})
 		case "ports":
-			seen := map[int64]bool{}
-			for i, pn := range d.seq(v, f) {
-				fi := index(f, i)
-				port, ok := d.integer(pn, fi)
-				if !ok {
-					continue
-				}
-				if port < 1 || port > 65535 {
-					d.errf(pn, fi, "%d is not a port", port)
-					continue
-				}
-				if seen[port] {
-					d.errf(pn, fi, "port %d is listed twice", port)
-					continue
-				}
-				seen[port] = true
-				r.Ports = append(r.Ports, int(port))
-			}
+			r.Ports = d.ports(v, f)
 		case "methods":
 			d.strList(v, f, func(i int, s string, n *yaml.Node) {
 				if err := checkMethod(s); err != nil {
@@ -403,6 +388,30 @@ func (d *decoder) rule(n *yaml.Node, field string) (Rule, bool) {
 		d.errf(n, field, "a rule needs hosts or cidrs")
 	}
 	return r, len(d.errs) == before
+}
+
+// ports decodes a list of distinct TCP ports.
+func (d *decoder) ports(n *yaml.Node, field string) []int {
+	var out []int
+	seen := map[int64]bool{}
+	for i, pn := range d.seq(n, field) {
+		fi := index(field, i)
+		port, ok := d.integer(pn, fi)
+		if !ok {
+			continue
+		}
+		if port < 1 || port > 65535 {
+			d.errf(pn, fi, "%d is not a port", port)
+			continue
+		}
+		if seen[port] {
+			d.errf(pn, fi, "port %d is listed twice", port)
+			continue
+		}
+		seen[port] = true
+		out = append(out, int(port))
+	}
+	return out
 }
 
 func (d *decoder) filesystem(n *yaml.Node, fs *Filesystem) {

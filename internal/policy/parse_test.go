@@ -20,6 +20,7 @@ network:
     paths: ["/v1/**"]
 filesystem: {read_only: [/opt/tools], read_write: [/srv/data]}
 resources: {memory: 1GiB, pids: 256, cpu: 1.5, disk: 5G, tmp: 512MiB}
+local_ports: [8000, 3000]
 provider_tools: [web_search]
 `
 
@@ -38,6 +39,7 @@ func TestParseFull(t *testing.T) {
 		},
 		Filesystem:    Filesystem{ReadOnly: []string{"/opt/tools"}, ReadWrite: []string{"/srv/data"}},
 		Resources:     Resources{Memory: 1 << 30, Pids: 256, CPU: 1.5, Disk: 5e9, Tmp: 512 << 20},
+		LocalPorts:    []int{8000, 3000},
 		ProviderTools: []string{"web_search"},
 	}
 	if !reflect.DeepEqual(p, want) {
@@ -79,7 +81,7 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate port", "network:\n  - {name: r, hosts: [a.example.com], ports: [443, 443]}\n",
 			"p.yaml:2: network[0].ports[1]: port 443 is listed twice"},
 		{"unknown top-level field", "netwrok: []\n",
-			`p.yaml:1: unknown field "netwrok" (want version, presets, network, filesystem, resources, provider_tools)`},
+			`p.yaml:1: unknown field "netwrok" (want version, presets, network, filesystem, resources, local_ports, provider_tools)`},
 		{"unknown rule field", "network:\n  - name: r\n    host: [a.example.com]\n",
 			`p.yaml:3: network[0]: unknown field "host" (want name, hosts, cidrs, ports, methods, paths)`},
 		{"duplicate key", "network:\n  - name: r\n    hosts: [a.example.com]\n    hosts: [b.example.com]\n",
@@ -178,6 +180,10 @@ func TestParseErrors(t *testing.T) {
 			`p.yaml:2: resources.cpu: want a number of CPUs such as 1 or 0.5, not "lots"`},
 		{"unknown provider tool", "provider_tools: [web_search, browse]\n",
 			`p.yaml:1: provider_tools[1]: unknown provider tool "browse" (want one of web_search, web_fetch, code_execution, mcp, code_interpreter, file_search, image_generation, computer_use)`},
+		{"local port too big", "local_ports: [8000, 65536]\n",
+			"p.yaml:1: local_ports[1]: 65536 is not a port"},
+		{"local port twice", "local_ports:\n  - 8000\n  - 8000\n",
+			"p.yaml:3: local_ports[1]: port 8000 is listed twice"},
 		{"network not a list", "network: {name: r}\n",
 			"p.yaml:1: network: want a list, not a mapping"},
 		{"rule not a mapping", "network:\n  - a.example.com\n",

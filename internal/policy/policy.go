@@ -24,6 +24,9 @@ type Policy struct {
 	Filesystem Filesystem `yaml:"filesystem,omitempty" json:"filesystem,omitempty"`
 	// Resources sets the sandbox's cgroup and disk limits.
 	Resources Resources `yaml:"resources,omitempty" json:"resources,omitempty"`
+	// LocalPorts are TCP ports the agent may bind (and connect to) inside
+	// its sandbox, for its own servers; 1-65535, no duplicates.
+	LocalPorts []int `yaml:"local_ports,omitempty" json:"local_ports,omitempty"`
 	// ProviderTools names the provider-side tools (see ProviderToolNames)
 	// the privacy router lets this sandbox's requests use; empty means none.
 	ProviderTools []string `yaml:"provider_tools,omitempty" json:"provider_tools,omitempty"`
