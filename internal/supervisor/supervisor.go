@@ -1,0 +1,665 @@
+// Package supervisor keeps the stack's processes running: it starts each
+// child, restarts it with exponential backoff when it exits, reports crash
+// loops, stops everything gracefully (SIGTERM, then SIGKILL) and answers
+// status queries over a root-only control socket.
+//
+// It does not know what its children are; a Spec says how to build and
+// start one. What a child gets (uid, listeners, environment) is decided by
+// whoever writes the Spec, so everything handed to a child is visible there.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// RestartPolicy says when an exited child is started again.
+type RestartPolicy int
+
+// Restart policies.
+const (
+	// RestartAlways restarts the child whatever its exit status.
+	RestartAlways RestartPolicy = iota
+	// RestartOnFailure restarts it unless it exited with status 0.
+	RestartOnFailure
+	// RestartNever leaves it exited.
+	RestartNever
+)
+
+func (p RestartPolicy) String() string {
+	switch p {
+	case RestartAlways:
+		return "always"
+	case RestartOnFailure:
+		return "on-failure"
+	case RestartNever:
+		return "never"
+	}
+	return fmt.Sprintf("RestartPolicy(%d)", int(p))
+}
+
+// ParseRestartPolicy parses "always", "on-failure" or "never".
+func ParseRestartPolicy(s string) (RestartPolicy, error) {
+	switch s {
+	case "always":
+		return RestartAlways, nil
+	case "on-failure":
+		return RestartOnFailure, nil
+	case "never":
+		return RestartNever, nil
+	}
+	return 0, fmt.Errorf("restart policy %q: want always, on-failure or never", s)
+}
+
+// Backoff is the delay between restarts: Initial for the first, multiplied
+// by Factor for each further restart up to Max, and back to Initial once
+// the child has stayed up for StableAfter.
+type Backoff struct {
+	Initial     time.Duration
+	Max         time.Duration
+	Factor      float64
+	StableAfter time.Duration
+}
+
+// DefaultBackoff restarts within 250 ms the first time, doubling to at most
+// 30 s, and forgets failures after 10 s of uptime.
+var DefaultBackoff = Backoff{Initial: 250 * time.Millisecond, Max: 30 * time.Second, Factor: 2, StableAfter: 10 * time.Second}
+
+func (b Backoff) withDefaults() Backoff {
+	if b.Initial <= 0 {
+		b.Initial = DefaultBackoff.Initial
+	}
+	if b.Max <= 0 {
+		b.Max = DefaultBackoff.Max
+	}
+	if b.Max < b.Initial {
+		b.Max = b.Initial
+	}
+	if b.Factor < 1 {
+		b.Factor = DefaultBackoff.Factor
+	}
+	if b.StableAfter <= 0 {
+		b.StableAfter = DefaultBackoff.StableAfter
+	}
+	return b
+}
+
+func (b Backoff) next(d time.Duration) time.Duration {
+	n := time.Duration(float64(d) * b.Factor)
+	if n > b.Max || n < d {
+		return b.Max
+	}
+	return n
+}
+
+// Spec describes one supervised child.
+type Spec struct {
+	// Name identifies the child in status, events and the journal
+	// ("router", "policy", "sandbox/assistant").
+	Name string
+	// Cmd builds a fresh command for every start. A nil SysProcAttr.Pdeathsig
+	// is set to SIGKILL and the child gets its own process group unless it
+	// asks for a new session. If Stdout or Stderr is nil, the stream goes to
+	// Options.Output.
+	Cmd func() (*exec.Cmd, error)
+	// Start starts the command (default: cmd.Start). runas.Spawner.Start
+	// fits here.
+	Start func(*exec.Cmd) error
+	// Restart is the restart policy.
+	Restart RestartPolicy
+	// Backoff paces restarts; zero fields take DefaultBackoff's.
+	Backoff Backoff
+	// StopTimeout is how long a child has to exit after SIGTERM before it is
+	// killed (default 5 s).
+	StopTimeout time.Duration
+	// Health, if set, is called every HealthInterval while the child runs;
+	// its error (or nil) is shown in Status.Health.
+	Health         func(ctx context.Context) error
+	HealthInterval time.Duration
+}
+
+// CrashLoop is the crash-loop rule: more than Restarts restarts within
+// Window is a crash loop.
+type CrashLoop struct {
+	Restarts int
+	Window   time.Duration
+}
+
+// Options configure a Supervisor.
+type Options struct {
+	// Logger receives one structured event per lifecycle change (key
+	// "component" is the child's name). Default: discard.
+	Logger *slog.Logger
+	// Output returns where a child's stream ("stdout" or "stderr") goes,
+	// for example a journal.LineWriter. Default: discard. If the returned
+	// writer is an io.Closer it is closed when the stream ends.
+	Output func(name, stream string) io.Writer
+	// OnEvent, if set, is called for every event (after logging).
+	OnEvent func(Event)
+	// CrashLoop defaults to 5 restarts within 60 s.
+	CrashLoop CrashLoop
+}
+
+// EventKind names a lifecycle event.
+type EventKind string
+
+// Event kinds.
+const (
+	EventStarted     EventKind = "started"
+	EventStartFailed EventKind = "start-failed"
+	EventExited      EventKind = "exited"
+	EventRestarting  EventKind = "restarting"
+	EventCrashLoop   EventKind = "crash-loop"
+	EventStopped     EventKind = "stopped"
+	EventGaveUp      EventKind = "not-restarted"
+)
+
+// Event is one lifecycle change of a child, as logged and reported.
+type Event struct {
+	Time     time.Time
+	Name     string
+	Kind     EventKind
+	PID      int
+	Exit     string // "exit status 3", "signal: killed"
+	Restarts int
+	Delay    time.Duration // before the next start (EventRestarting)
+	Uptime   time.Duration // of the run that ended (EventExited)
+	Reason   string
+}
+
+// Status is a snapshot of one child.
+type Status struct {
+	Name         string        `json:"name"`
+	State        string        `json:"state"` // starting, running, backoff, stopping, stopped, exited
+	PID          int           `json:"pid,omitempty"`
+	StartedAt    time.Time     `json:"started_at,omitzero"`
+	Uptime       time.Duration `json:"uptime_ns,omitempty"`
+	Restarts     int           `json:"restarts"`
+	LastExit     string        `json:"last_exit,omitempty"`
+	LastExitTime time.Time     `json:"last_exit_time,omitzero"`
+	CrashLoop    bool          `json:"crash_loop"`
+	Health       string        `json:"health"` // ok, crash-loop, an error, or the state
+	Restart      string        `json:"restart"`
+}
+
+// Supervisor runs a set of children.
+type Supervisor struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	children map[string]*child
+	runCtx   context.Context // set by Run; nil before
+	stopping bool
+	wg       sync.WaitGroup
+}
+
+// New returns a Supervisor; add children with Add and start them with Run.
+func New(opts Options) *Supervisor {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.CrashLoop.Restarts <= 0 {
+		opts.CrashLoop.Restarts = 5
+	}
+	if opts.CrashLoop.Window <= 0 {
+		opts.CrashLoop.Window = time.Minute
+	}
+	return &Supervisor{opts: opts, log: opts.Logger, children: map[string]*child{}}
+}
+
+// Add registers a child. Before Run it is started when Run starts; while
+// Run is running it is started at once.
+func (s *Supervisor) Add(spec Spec) error {
+	if spec.Name == "" {
+		return errors.New("supervisor: child without a name")
+	}
+	if spec.Cmd == nil {
+		return fmt.Errorf("supervisor: child %s: no Cmd", spec.Name)
+	}
+	spec.Backoff = spec.Backoff.withDefaults()
+	if spec.StopTimeout <= 0 {
+		spec.StopTimeout = 5 * time.Second
+	}
+	if spec.HealthInterval <= 0 {
+		spec.HealthInterval = 5 * time.Second
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return fmt.Errorf("supervisor: child %s: supervisor is stopping", spec.Name)
+	}
+	if _, ok := s.children[spec.Name]; ok {
+		return fmt.Errorf("supervisor: child %s already exists", spec.Name)
+	}
+	c := &child{s: s, spec: spec, stop: make(chan struct{}), done: make(chan struct{}), state: "starting"}
+	s.children[spec.Name] = c
+	if s.runCtx != nil {
+		s.launch(c)
+	}
+	return nil
+}
+
+// launch starts c's loop. Called with s.mu held.
+func (s *Supervisor) launch(c *child) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(c.done)
+		c.loop(s.runCtx)
+	}()
+}
+
+// Remove stops the child (gracefully, see Spec.StopTimeout) and forgets it.
+func (s *Supervisor) Remove(ctx context.Context, name string) error {
+	s.mu.Lock()
+	c, ok := s.children[name]
+	started := s.runCtx != nil
+	if ok {
+		delete(s.children, name)
+	}
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("supervisor: no child %s", name)
+	}
+	c.requestStop()
+	if !started {
+		return nil
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("supervisor: stop %s: %w", name, ctx.Err())
+	}
+}
+
+// Run starts every child and supervises them until ctx ends, then stops
+// them all (SIGTERM, then SIGKILL after each StopTimeout) and returns once
+// every child has exited.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.runCtx != nil {
+		s.mu.Unlock()
+		return errors.New("supervisor: Run called twice")
+	}
+	s.runCtx = ctx
+	for _, c := range s.children {
+		s.launch(c)
+	}
+	s.mu.Unlock()
+
+	<-ctx.Done()
+	s.mu.Lock()
+	s.stopping = true
+	for _, c := range s.children {
+		c.requestStop()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Status returns a snapshot of every child, sorted by name.
+func (s *Supervisor) Status() []Status {
+	s.mu.Lock()
+	cs := make([]*child, 0, len(s.children))
+	for _, c := range s.children {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	out := make([]Status, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.status())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (s *Supervisor) emit(e Event) {
+	e.Time = time.Now()
+	attrs := []any{"component", e.Name, "event", string(e.Kind)}
+	if e.PID != 0 {
+		attrs = append(attrs, "pid", e.PID)
+	}
+	if e.Exit != "" {
+		attrs = append(attrs, "exit", e.Exit)
+	}
+	if e.Kind == EventExited {
+		attrs = append(attrs, "uptime", e.Uptime)
+	}
+	if e.Kind == EventRestarting {
+		attrs = append(attrs, "delay", e.Delay)
+	}
+	attrs = append(attrs, "restarts", e.Restarts)
+	if e.Reason != "" {
+		attrs = append(attrs, "reason", e.Reason)
+	}
+	level := slog.LevelInfo
+	switch e.Kind {
+	case EventCrashLoop, EventStartFailed:
+		level = slog.LevelError
+	case EventExited, EventRestarting, EventGaveUp:
+		level = slog.LevelWarn
+	}
+	s.log.Log(context.Background(), level, "process "+string(e.Kind), attrs...)
+	if s.opts.OnEvent != nil {
+		s.opts.OnEvent(e)
+	}
+}
+
+// child is the state of one supervised process.
+type child struct {
+	s    *Supervisor
+	spec Spec
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	mu           sync.Mutex
+	state        string
+	pid          int
+	startedAt    time.Time
+	restarts     int
+	lastExit     string
+	lastExitTime time.Time
+	crashLoop    bool
+	health       string
+}
+
+func (c *child) requestStop() { c.once.Do(func() { close(c.stop) }) }
+
+func (c *child) set(f func()) {
+	c.mu.Lock()
+	f()
+	c.mu.Unlock()
+}
+
+func (c *child) status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := Status{
+		Name: c.spec.Name, State: c.state, PID: c.pid, Restarts: c.restarts,
+		LastExit: c.lastExit, LastExitTime: c.lastExitTime, CrashLoop: c.crashLoop,
+		Restart: c.spec.Restart.String(),
+	}
+	if c.state == "running" {
+		st.StartedAt = c.startedAt
+		st.Uptime = time.Since(c.startedAt)
+	}
+	switch {
+	case c.crashLoop:
+		st.Health = "crash-loop"
+	case c.state == "running" && c.health != "":
+		st.Health = c.health
+	case c.state == "running" && c.spec.Health == nil:
+		st.Health = "ok"
+	default:
+		st.Health = c.state
+	}
+	return st
+}
+
+// loop starts, watches and restarts the child until it is told to stop or
+// its restart policy says it is done.
+func (c *child) loop(ctx context.Context) {
+	name := c.spec.Name
+	delay := c.spec.Backoff.Initial
+	var recent []time.Time // restart times inside the crash-loop window
+	for {
+		select {
+		case <-c.stop:
+			c.set(func() { c.state = "stopped" })
+			return
+		default:
+		}
+		res := c.runOnce(ctx)
+		if res.stopped {
+			c.set(func() { c.state = "stopped"; c.pid = 0 })
+			c.s.emit(Event{Name: name, Kind: EventStopped, PID: res.pid, Exit: res.exit, Restarts: c.restarts})
+			return
+		}
+		if res.startErr == nil && res.uptime >= c.spec.Backoff.StableAfter {
+			delay = c.spec.Backoff.Initial
+			recent = recent[:0]
+			c.set(func() { c.crashLoop = false })
+		}
+		failed := res.startErr != nil || res.code != 0
+		if c.spec.Restart == RestartNever || (c.spec.Restart == RestartOnFailure && !failed) {
+			c.set(func() { c.state = "exited"; c.pid = 0 })
+			c.s.emit(Event{Name: name, Kind: EventGaveUp, Exit: res.exit, Restarts: c.restarts,
+				Reason: "restart policy " + c.spec.Restart.String()})
+			return
+		}
+
+		now := time.Now()
+		recent = append(recent, now)
+		for len(recent) > 0 && now.Sub(recent[0]) > c.s.opts.CrashLoop.Window {
+			recent = recent[1:]
+		}
+		if len(recent) > c.s.opts.CrashLoop.Restarts {
+			c.mu.Lock()
+			first := !c.crashLoop
+			c.crashLoop = true
+			c.mu.Unlock()
+			if first {
+				c.s.emit(Event{Name: name, Kind: EventCrashLoop, Exit: res.exit, Restarts: c.restarts,
+					Reason: fmt.Sprintf("%d restarts within %s", len(recent), c.s.opts.CrashLoop.Window)})
+			}
+		}
+		c.set(func() { c.state = "backoff"; c.pid = 0; c.restarts++ })
+		c.s.emit(Event{Name: name, Kind: EventRestarting, Exit: res.exit, Restarts: c.restarts, Delay: delay})
+		t := time.NewTimer(delay)
+		select {
+		case <-c.stop:
+			t.Stop()
+			c.set(func() { c.state = "stopped" })
+			c.s.emit(Event{Name: name, Kind: EventStopped, Restarts: c.restarts})
+			return
+		case <-t.C:
+		}
+		delay = c.spec.Backoff.next(delay)
+	}
+}
+
+type runResult struct {
+	startErr error
+	stopped  bool // ended because of requestStop
+	pid      int
+	code     int // exit code; -1 if killed by a signal
+	exit     string
+	uptime   time.Duration
+}
+
+// runOnce starts the child and waits for it to exit or to be stopped.
+func (c *child) runOnce(ctx context.Context) runResult {
+	name := c.spec.Name
+	c.set(func() { c.state = "starting" })
+	cmd, err := c.spec.Cmd()
+	if err == nil && cmd == nil {
+		err = errors.New("the Cmd function returned no command")
+	}
+	var closers []io.Closer
+	closeAll := func() {
+		for _, cl := range closers {
+			cl.Close()
+		}
+	}
+	var copies sync.WaitGroup
+	var readEnds []*os.File
+	if err == nil {
+		prepare(cmd)
+		for _, st := range []struct {
+			name string
+			dst  *io.Writer
+		}{{"stdout", &cmd.Stdout}, {"stderr", &cmd.Stderr}} {
+			if *st.dst != nil {
+				continue
+			}
+			w := io.Discard
+			if c.s.opts.Output != nil {
+				w = c.s.opts.Output(name, st.name)
+			}
+			r, pw, perr := os.Pipe()
+			if perr != nil {
+				err = fmt.Errorf("pipe for %s: %w", st.name, perr)
+				break
+			}
+			*st.dst = pw
+			closers = append(closers, pw)
+			readEnds = append(readEnds, r)
+			copies.Add(1)
+			go func() {
+				defer copies.Done()
+				io.Copy(w, r)
+				r.Close()
+				if wc, ok := w.(io.Closer); ok {
+					wc.Close()
+				}
+			}()
+		}
+	}
+	if err == nil {
+		start := c.spec.Start
+		if start == nil {
+			start = (*exec.Cmd).Start
+		}
+		err = start(cmd)
+	}
+	closeAll() // the child has its copies of the pipes' write ends
+	if err != nil {
+		copies.Wait()
+		c.s.emit(Event{Name: name, Kind: EventStartFailed, Restarts: c.restarts, Reason: err.Error()})
+		return runResult{startErr: err, code: -1, exit: "start failed: " + err.Error()}
+	}
+	started := time.Now()
+	pid := cmd.Process.Pid
+	c.set(func() { c.state = "running"; c.pid = pid; c.startedAt = started; c.health = "" })
+	c.s.emit(Event{Name: name, Kind: EventStarted, PID: pid, Restarts: c.restarts})
+
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	healthCtx, stopHealth := context.WithCancel(ctx)
+	if c.spec.Health != nil {
+		go c.checkHealth(healthCtx)
+	}
+
+	var werr error
+	stopped := false
+	select {
+	case werr = <-waited:
+	case <-c.stop:
+		stopped = true
+		werr = c.terminate(cmd, waited)
+	}
+	stopHealth()
+	uptime := time.Since(started)
+	drain(&copies, readEnds)
+	res := runResult{stopped: stopped, pid: pid, uptime: uptime}
+	res.code, res.exit = describeExit(cmd, werr)
+	c.set(func() { c.lastExit = res.exit; c.lastExitTime = time.Now() })
+	if !stopped {
+		c.s.emit(Event{Name: name, Kind: EventExited, PID: pid, Exit: res.exit, Restarts: c.restarts, Uptime: uptime})
+	}
+	return res
+}
+
+// drain waits for the output copies to reach EOF, but not for long: a
+// process that left the child's process group may still hold the pipes.
+func drain(copies *sync.WaitGroup, readEnds []*os.File) {
+	done := make(chan struct{})
+	go func() { copies.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		for _, r := range readEnds {
+			r.Close() // unblocks the copy
+		}
+		<-done
+	}
+}
+
+// prepare sets the options every supervised child gets.
+func prepare(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	a := cmd.SysProcAttr
+	if a.Pdeathsig == 0 {
+		a.Pdeathsig = syscall.SIGKILL
+	}
+	if !a.Setsid && !a.Setctty && !a.Foreground {
+		a.Setpgid = true
+		a.Pgid = 0
+	}
+}
+
+// terminate sends SIGTERM to the child's process group, then SIGKILL after
+// the stop timeout, and returns the Wait error.
+func (c *child) terminate(cmd *exec.Cmd, waited <-chan error) error {
+	pid := cmd.Process.Pid
+	signal := func(sig syscall.Signal) {
+		// The whole group first (own group or session: pgid == pid), then
+		// the leader in case it moved.
+		_ = syscall.Kill(-pid, sig)
+		_ = cmd.Process.Signal(sig)
+	}
+	c.set(func() { c.state = "stopping" })
+	signal(syscall.SIGTERM)
+	t := time.NewTimer(c.spec.StopTimeout)
+	defer t.Stop()
+	select {
+	case err := <-waited:
+		_ = syscall.Kill(-pid, syscall.SIGKILL) // stragglers in the group
+		return err
+	case <-t.C:
+	}
+	signal(syscall.SIGKILL)
+	return <-waited
+}
+
+func describeExit(cmd *exec.Cmd, err error) (int, string) {
+	ps := cmd.ProcessState
+	if ps == nil {
+		if err != nil {
+			return -1, err.Error()
+		}
+		return -1, "unknown"
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return -1, "signal: " + ws.Signal().String()
+	}
+	return ps.ExitCode(), fmt.Sprintf("exit status %d", ps.ExitCode())
+}
+
+func (c *child) checkHealth(ctx context.Context) {
+	t := time.NewTicker(c.spec.HealthInterval)
+	defer t.Stop()
+	for {
+		hctx, cancel := context.WithTimeout(ctx, c.spec.HealthInterval)
+		err := c.spec.Health(hctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		h := "ok"
+		if err != nil {
+			h = "unhealthy: " + err.Error()
+		}
+		c.set(func() { c.health = h })
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
