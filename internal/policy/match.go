@@ -55,6 +55,10 @@ type CompileOptions struct {
 	// the client's configuration ("npm.registry", "go.proxy", ...); see
 	// DiscoverPresetParams.
 	PresetParams map[string]string
+	// Extra are rules granted at run time (operator approvals), tried after
+	// the policy's own and its presets'. An approval may knowingly widen a
+	// restricted rule, so Extra is not checked for contradictions with them.
+	Extra []Rule
 }
 
 type compiledRule struct {
@@ -106,14 +110,17 @@ func (p *Policy) Compile(opts CompileOptions) (*Matcher, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return compile(rules)
+	checked := len(rules)
+	rules = append(rules, opts.Extra...)
+	return compile(rules, checked)
 }
 
 // NewMatcher compiles rules directly, without presets; the rules must be
 // valid (as Parse returns them).
-func NewMatcher(rules []Rule) (*Matcher, error) { return compile(slices.Clone(rules)) }
+func NewMatcher(rules []Rule) (*Matcher, error) { return compile(slices.Clone(rules), len(rules)) }
 
-func compile(rules []Rule) (*Matcher, error) {
+// compile builds a matcher; rules[:checked] are checked for contradictions.
+func compile(rules []Rule, checked int) (*Matcher, error) {
 	m := &Matcher{
 		byName: make(map[string]int32, len(rules)),
 		exact:  map[string][]int32{},
@@ -187,8 +194,8 @@ func compile(rules []Rule) (*Matcher, error) {
 		m.rules = append(m.rules, cr)
 	}
 	if len(errs) == 0 {
-		eff := make([]Rule, len(m.rules))
-		for i := range m.rules {
+		eff := make([]Rule, min(checked, len(m.rules)))
+		for i := range eff {
 			eff[i] = m.rules[i].rule
 		}
 		for _, c := range contradictions(eff) {

@@ -300,6 +300,31 @@ func TestCompileContradictionWithPreset(t *testing.T) {
 	}
 }
 
+func TestCompileExtraRules(t *testing.T) {
+	p, err := Parse([]byte("network:\n  - {name: read, hosts: [api.example.com], methods: [GET]}\n"), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant := Rule{Name: "approved/7", Hosts: []string{"API.example.com"}, Ports: []int{443}}
+	m, err := p.Compile(CompileOptions{Extra: []Rule{grant}})
+	if err != nil {
+		t.Fatalf("an approval widening a restricted rule must compile: %v", err)
+	}
+	if d := m.DecideName("api.example.com", 443, "", ""); !d.Allow || d.Rule != "approved/7" {
+		t.Fatalf("CONNECT after approval = %+v", d)
+	}
+	if d := m.DecideName("api.example.com", 443, "GET", "/"); !d.Allow || d.Rule != "read" {
+		t.Fatalf("GET after approval = %+v; want the policy's own rule first", d)
+	}
+	if _, err := p.Compile(CompileOptions{Extra: []Rule{{Name: "read", Hosts: []string{"x.example"}}}}); err == nil ||
+		err.Error() != `rule "read": defined twice` {
+		t.Fatalf("duplicate extra rule name: %v", err)
+	}
+	if _, err := p.Compile(CompileOptions{Extra: []Rule{{Name: "bad", Hosts: []string{"127.1"}}}}); err == nil {
+		t.Fatal("extra rule with a numeric host trick compiled")
+	}
+}
+
 func TestMatcherConcurrentUse(t *testing.T) {
 	m := mustMatcher(t, matrixPolicy)
 	var wg sync.WaitGroup
