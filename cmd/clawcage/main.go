@@ -37,6 +37,7 @@ is decided by the policy engine: processes the agent cannot reach.`,
 		newSandboxCmd(g),
 		newKeysCmd(g), newUsageCmd(g),
 		newPolicyCmd(g), newPolicyEngineCmd(g),
+		newLogsCmd(g),
 	)
 	return root
 }
