@@ -280,6 +280,14 @@ func capLastCap() (int, error) {
 	return n, nil
 }
 
+// EnvSupervised is set to "1" in the environment of every component the
+// supervisor starts. A component that sees it must call HardenSelf before
+// anything else and refuse to start if it fails.
+const EnvSupervised = "CLAWCAGE_SUPERVISED"
+
+// Supervised reports whether the process was started by the supervisor.
+func Supervised() bool { return os.Getenv(EnvSupervised) == "1" }
+
 // HardenSelf is called first thing by a component started by a Spawner. It
 // makes the process non-dumpable (no core dumps, no ptrace or /proc/PID/mem
 // access by its own uid) and verifies that it runs as a non-root uid with no
