@@ -508,3 +508,49 @@ func TestDisplayDestination(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecideName checks the name stage against a simple oracle: with a
+// policy of one exact host and one wildcard, a CONNECT is allowed exactly
+// when the normalised host is that host or ends in ".wild.example".
+func FuzzDecideName(f *testing.F) {
+	m, err := NewMatcher([]Rule{
+		{Name: "exact", Hosts: []string{"api.example.com"}},
+		{Name: "wild", Hosts: []string{"*.wild.example"}, Ports: []int{443, 8443}},
+		{Name: "lan", CIDRs: []string{"10.0.0.0/8"}, Ports: []int{443}},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"api.example.com", "API.EXAMPLE.COM.", "a.wild.example", "wild.example", "evilwild.example",
+		"10.1.2.3", "127.1", "0x0a.1", "[::ffff:10.1.2.3]", "ａｐｉ.example.com", "api.example.com\x00", "x.wild.example.."} {
+		f.Add(s, 443)
+	}
+	f.Fuzz(func(t *testing.T, host string, port int) {
+		d := m.DecideName(host, port, "", "")
+		if !d.Allow {
+			return
+		}
+		if d.Reason != ReasonAllowed || d.Host == "" || port != 443 && port != 8443 {
+			t.Fatalf("DecideName(%q, %d) = %+v", host, port, d)
+		}
+		switch d.Rule {
+		case "exact":
+			if d.Host != "api.example.com" || port != 443 {
+				t.Fatalf("exact rule allowed %q:%d (from %q)", d.Host, port, host)
+			}
+		case "wild":
+			if !strings.HasSuffix(d.Host, ".wild.example") {
+				t.Fatalf("wildcard rule allowed %q (from %q)", d.Host, host)
+			}
+		case "lan":
+			if !d.Addr.IsValid() || !netip.MustParsePrefix("10.0.0.0/8").Contains(d.Addr) || port != 443 {
+				t.Fatalf("cidr rule allowed %q %v:%d (from %q)", d.Host, d.Addr, port, host)
+			}
+		default:
+			t.Fatalf("unexpected rule %q", d.Rule)
+		}
+		if again := m.DecideName(d.Host, port, "", ""); again.Allow != d.Allow || again.Rule != d.Rule || again.Host != d.Host {
+			t.Fatalf("normalised host decides differently: %+v vs %+v", again, d)
+		}
+	})
+}

@@ -127,6 +127,9 @@ func parsePreset(name string, data []byte) (PresetInfo, error) {
 			}
 			f.Network[i].Hosts[j] = n
 		}
+		if r.FromParam == "" && len(r.Ports) == 0 {
+			f.Network[i].Ports = []int{DefaultPort}
+		}
 		f.Network[i].Name = name + "/" + r.Name
 	}
 	return PresetInfo{Name: name, Description: strings.TrimSpace(f.Description), Rules: f.Network, Params: f.Params}, nil
