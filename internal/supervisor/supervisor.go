@@ -125,6 +125,10 @@ type Spec struct {
 	// its error (or nil) is shown in Status.Health.
 	Health         func(ctx context.Context) error
 	HealthInterval time.Duration
+	// LogAttrs are added to every event this child logs, after "component"
+	// (set to Name), so they can override it: a sandbox child named
+	// "sandbox/a" can log as component "sandbox" with sandbox "a".
+	LogAttrs []any
 }
 
 // CrashLoop is the crash-loop rule: more than Restarts restarts within
@@ -325,7 +329,7 @@ func (s *Supervisor) Status() []Status {
 	return out
 }
 
-func (s *Supervisor) emit(e Event) {
+func (s *Supervisor) emit(e Event, extra ...any) {
 	e.Time = time.Now()
 	attrs := []any{"component", e.Name, "event", string(e.Kind)}
 	if e.PID != 0 {
@@ -344,6 +348,8 @@ func (s *Supervisor) emit(e Event) {
 	if e.Reason != "" {
 		attrs = append(attrs, "reason", e.Reason)
 	}
+	attrs = append(attrs, extra...)
+	attrs = append(attrs, "child", e.Name)
 	level := slog.LevelInfo
 	switch e.Kind {
 	case EventCrashLoop, EventStartFailed:
@@ -375,6 +381,8 @@ type child struct {
 	crashLoop    bool
 	health       string
 }
+
+func (c *child) emit(e Event) { c.s.emit(e, c.spec.LogAttrs...) }
 
 func (c *child) requestStop() { c.once.Do(func() { close(c.stop) }) }
 
@@ -425,7 +433,7 @@ func (c *child) loop(ctx context.Context) {
 		res := c.runOnce(ctx)
 		if res.stopped {
 			c.set(func() { c.state = "stopped"; c.pid = 0 })
-			c.s.emit(Event{Name: name, Kind: EventStopped, PID: res.pid, Exit: res.exit, Restarts: c.restarts})
+			c.emit(Event{Name: name, Kind: EventStopped, PID: res.pid, Exit: res.exit, Restarts: c.restarts})
 			return
 		}
 		if res.startErr == nil && res.uptime >= c.spec.Backoff.StableAfter {
@@ -436,7 +444,7 @@ func (c *child) loop(ctx context.Context) {
 		failed := res.startErr != nil || res.code != 0
 		if c.spec.Restart == RestartNever || (c.spec.Restart == RestartOnFailure && !failed) {
 			c.set(func() { c.state = "exited"; c.pid = 0 })
-			c.s.emit(Event{Name: name, Kind: EventGaveUp, Exit: res.exit, Restarts: c.restarts,
+			c.emit(Event{Name: name, Kind: EventGaveUp, Exit: res.exit, Restarts: c.restarts,
 				Reason: "restart policy " + c.spec.Restart.String()})
 			return
 		}
@@ -452,18 +460,18 @@ func (c *child) loop(ctx context.Context) {
 			c.crashLoop = true
 			c.mu.Unlock()
 			if first {
-				c.s.emit(Event{Name: name, Kind: EventCrashLoop, Exit: res.exit, Restarts: c.restarts,
+				c.emit(Event{Name: name, Kind: EventCrashLoop, Exit: res.exit, Restarts: c.restarts,
 					Reason: fmt.Sprintf("%d restarts within %s", len(recent), c.s.opts.CrashLoop.Window)})
 			}
 		}
 		c.set(func() { c.state = "backoff"; c.pid = 0; c.restarts++ })
-		c.s.emit(Event{Name: name, Kind: EventRestarting, Exit: res.exit, Restarts: c.restarts, Delay: delay})
+		c.emit(Event{Name: name, Kind: EventRestarting, Exit: res.exit, Restarts: c.restarts, Delay: delay})
 		t := time.NewTimer(delay)
 		select {
 		case <-c.stop:
 			t.Stop()
 			c.set(func() { c.state = "stopped" })
-			c.s.emit(Event{Name: name, Kind: EventStopped, Restarts: c.restarts})
+			c.emit(Event{Name: name, Kind: EventStopped, Restarts: c.restarts})
 			return
 		case <-t.C:
 		}
@@ -538,13 +546,13 @@ func (c *child) runOnce(ctx context.Context) runResult {
 	closeAll() // the child has its copies of the pipes' write ends
 	if err != nil {
 		copies.Wait()
-		c.s.emit(Event{Name: name, Kind: EventStartFailed, Restarts: c.restarts, Reason: err.Error()})
+		c.emit(Event{Name: name, Kind: EventStartFailed, Restarts: c.restarts, Reason: err.Error()})
 		return runResult{startErr: err, code: -1, exit: "start failed: " + err.Error()}
 	}
 	started := time.Now()
 	pid := cmd.Process.Pid
 	c.set(func() { c.state = "running"; c.pid = pid; c.startedAt = started; c.health = "" })
-	c.s.emit(Event{Name: name, Kind: EventStarted, PID: pid, Restarts: c.restarts})
+	c.emit(Event{Name: name, Kind: EventStarted, PID: pid, Restarts: c.restarts})
 
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
@@ -568,7 +576,7 @@ func (c *child) runOnce(ctx context.Context) runResult {
 	res.code, res.exit = describeExit(cmd, werr)
 	c.set(func() { c.lastExit = res.exit; c.lastExitTime = time.Now() })
 	if !stopped {
-		c.s.emit(Event{Name: name, Kind: EventExited, PID: pid, Exit: res.exit, Restarts: c.restarts, Uptime: uptime})
+		c.emit(Event{Name: name, Kind: EventExited, PID: pid, Exit: res.exit, Restarts: c.restarts, Uptime: uptime})
 	}
 	return res
 }
