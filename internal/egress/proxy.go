@@ -366,7 +366,8 @@ func (p *Proxy) logBad(sandbox string, err error) {
 	if errors.As(err, &re) {
 		reason = re.reason
 	}
-	p.opts.Logger.LogAttrs(context.Background(), slog.LevelInfo, "egress",
+	p.opts.Logger.LogAttrs(context.Background(), slog.LevelInfo, "egress decision",
+		slog.String("component", "egress"),
 		slog.String("sandbox", sandbox),
 		slog.String("decision", "deny"),
 		slog.String("reason", reason),
