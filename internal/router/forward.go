@@ -250,6 +250,8 @@ chain:
 			if !tried && last == nil {
 				tk.done(0, 0)
 				ae := &apiError{status: http.StatusServiceUnavailable, message: fmt.Sprintf("clawcage: every target of route %s is cooling down after repeated failures", route.name), retryAfter: sleep, reason: "cooldown"}
+				h.setRouteHeaders(w.Header(), route, Target{}, attempts)
+				ae.write(w, q.ep.dialect)
 				h.finish(w, q, route, Target{}, ae.status, attempts, start, nil, ae)
 				return
 			}
@@ -293,11 +295,16 @@ chain:
 	if q.ep.metered && m.seen {
 		actualTokens = m.in + m.out
 		cost = r.cost(servedBy.Model, m.in, m.out)
-	} else if !q.ep.metered {
-		actualTokens = 0
+	} else if !q.ep.metered || res.outcome == final {
+		actualTokens = 0 // nothing generated: the estimate is given back
 	}
 	tk.done(actualTokens, cost)
 	h.finish(w, q, route, servedBy, res.status, attempts, start, res, nil)
+	if res.outcome == aborted {
+		// End the connection without the final chunk so the sandbox's
+		// client sees a truncated response, not a clean end.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func outcomeLabel(res *attemptResult) string {

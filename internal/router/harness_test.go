@@ -135,6 +135,8 @@ type harness struct {
 	opts   router.Options
 	seen   *syncBuffer // every response header and body the tests saw
 	client *http.Client
+	// truncatedOK makes post accept a response cut short by the router.
+	truncatedOK bool
 }
 
 // newHarness starts four fake providers and a router serving sandbox
@@ -268,7 +270,7 @@ func (h *harness) post(path, body string, hdr ...string) (int, http.Header, []by
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
+	if err != nil && !h.truncatedOK {
 		h.t.Fatalf("read %s: %v", path, err)
 	}
 	return resp.StatusCode, resp.Header, b

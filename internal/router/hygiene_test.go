@@ -1,0 +1,158 @@
+package router_test
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/clawcage/clawcage/internal/router/routertest"
+)
+
+func TestInboundCredentialsDropped(t *testing.T) {
+	h := newHarness(t, nil)
+	status, _, body := h.post("/v1/chat/completions", chatBody,
+		"Authorization", "Bearer sandbox-stolen",
+		"X-Api-Key", "sandbox-xkey",
+		"Api-Key", "sandbox-azure",
+		"Cookie", "session=sandbox",
+		"Proxy-Authorization", "Basic c2FuZGJveA==",
+		"X-Goog-Api-Key", "sandbox-goog",
+		"Openai-Organization", "org-sandbox",
+		"Openai-Project", "proj-sandbox",
+		"X-Forwarded-For", "10.0.0.1",
+		"Anthropic-Beta", "tools-2024",
+	)
+	if status != 200 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	got := h.oa.Requests()[0].Header
+	for _, k := range []string{"X-Api-Key", "Api-Key", "Cookie", "Proxy-Authorization", "X-Goog-Api-Key", "Openai-Organization", "Openai-Project", "X-Forwarded-For"} {
+		if v := got.Get(k); v != "" {
+			t.Errorf("upstream got %s: %q", k, v)
+		}
+	}
+	if got.Get("Authorization") != "Bearer "+canaryOA {
+		t.Errorf("upstream Authorization is not the router's key")
+	}
+	if got.Get("Anthropic-Beta") != "tools-2024" {
+		t.Errorf("non-credential header Anthropic-Beta was not forwarded")
+	}
+	var all bytes.Buffer
+	_ = got.Write(&all)
+	if strings.Contains(all.String(), "sandbox-") {
+		t.Errorf("a sandbox credential reached the provider:\n%s", all.String())
+	}
+}
+
+func TestOutboundAccountHeadersStripped(t *testing.T) {
+	for _, kind := range []string{"openai", "anthropic"} {
+		t.Run(kind, func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.oa.EchoKeyHeader, h.an.EchoKeyHeader = true, true
+			path, body := "/v1/chat/completions", chatBody
+			if kind == "anthropic" {
+				path, body = "/v1/messages", claudeBody
+			}
+			status, hdr, _ := h.post(path, body)
+			if status != 200 {
+				t.Fatalf("status %d", status)
+			}
+			for _, k := range []string{"Set-Cookie", "Openai-Organization", "Openai-Project", "Anthropic-Organization-Id", "Request-Id", "X-Request-Id", "X-Ratelimit-Debug"} {
+				if v := hdr.Get(k); v != "" {
+					t.Errorf("client got %s: %q", k, v)
+				}
+			}
+			if hdr.Get("X-Ratelimit-Remaining-Requests") != "99" {
+				t.Errorf("harmless rate-limit header was not passed through")
+			}
+		})
+	}
+}
+
+func TestProviderErrorEchoingKeyIsRedacted(t *testing.T) {
+	h := newHarness(t, nil)
+	h.oa.EchoKeyInError = true
+	h.oa.Push(routertest.Behavior{Status: 401})
+	status, _, body := h.post("/v1/chat/completions", chatBody)
+	if status != 401 {
+		t.Fatalf("status %d", status)
+	}
+	if bytes.Contains(body, []byte(canaryOA)) || !bytes.Contains(body, []byte("[redacted]")) {
+		t.Errorf("error body = %s", body)
+	}
+}
+
+// TestCanaryKeyNeverLeaks runs every kind of request, success and failure,
+// and then searches everything observable outside the upstream connection
+// — logs, responses (headers and bodies), usage rows, metrics — for the
+// keys' bytes.
+func TestCanaryKeyNeverLeaks(t *testing.T) {
+	h := newHarness(t, nil)
+	h.oa.EchoKeyHeader, h.an.EchoKeyHeader = true, true
+	h.oa.EchoKeyInError, h.an.EchoKeyInError, h.ob.EchoKeyInError, h.an2.EchoKeyInError = true, true, true, true
+	h.keys.keys["oa"] = append(h.keys.keys["oa"], h.keys.keys["oa"][0])
+	h.keys.keys["oa"][1].ID, h.keys.keys["oa"][1].Secret = "oa-2", []byte(canaryOA2)
+
+	h.oa.Push(routertest.Behavior{Status: 429}, routertest.Behavior{Status: 500}, routertest.Behavior{Status: 400})
+	h.an.Push(routertest.Behavior{Status: 529}, routertest.Behavior{Status: 401}, routertest.Behavior{DieMidStream: true})
+	h.ob.Push(routertest.Behavior{Status: 503}, routertest.Behavior{Drop: true})
+	reqs := []struct{ path, body string }{
+		{"/v1/chat/completions", chatBody},
+		{"/v1/chat/completions", chatBody},
+		{"/v1/chat/completions", chatStreamBody},
+		{"/v1/chat/completions", chatBody},
+		{"/v1/responses", `{"model":"default","input":"hi"}`},
+		{"/v1/responses", `{"model":"default","input":"hi","stream":true}`},
+		{"/v1/embeddings", `{"model":"default","input":"hi"}`},
+		{"/v1/messages", claudeBody},
+		{"/v1/messages", claudeBody},
+		{"/v1/messages", `{"model":"claude","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"hi"}]}`},
+		{"/v1/messages/count_tokens", `{"model":"claude","messages":[{"role":"user","content":"hi"}]}`},
+		{"/v1/messages", `{"model":"claude","max_tokens":20,"tools":[{"type":"web_search_20250305","name":"web_search"}],"messages":[]}`},
+		{"/v1/chat/completions", `{"model":"nope"}`},
+	}
+	h.truncatedOK = true
+	var statuses []int
+	for _, r := range reqs {
+		status, _, _ := h.post(r.path, r.body)
+		statuses = append(statuses, status)
+	}
+	// The run must have exercised failures as well as successes.
+	var ok, failed int
+	for _, s := range statuses {
+		if s == 200 {
+			ok++
+		} else {
+			failed++
+		}
+	}
+	if ok < 5 || failed < 3 {
+		t.Fatalf("statuses %v: want a mix of successes and failures", statuses)
+	}
+	_ = h.r.Close()
+	var everything bytes.Buffer
+	everything.WriteString(h.logs.String())
+	everything.WriteString(h.seen.String())
+	for _, rec := range h.usage.records() {
+		fmt.Fprintf(&everything, "%+v\n", rec)
+	}
+	mfs, _ := h.r.Registry().Gather()
+	for _, mf := range mfs {
+		everything.WriteString(mf.String())
+	}
+	if len(mfs) < 5 {
+		t.Errorf("only %d metric families gathered", len(mfs))
+	}
+	if !strings.Contains(h.logs.String(), `"msg":"request"`) || !strings.Contains(h.seen.String(), "Hello from the fake") {
+		t.Fatalf("the run produced no logs or responses to search")
+	}
+	for _, k := range allCanaries {
+		for _, probe := range []string{k, k[len(k)-12:]} {
+			if i := strings.Index(everything.String(), probe); i >= 0 {
+				lo := max(0, i-200)
+				t.Errorf("key bytes %q found: ...%s...", probe, everything.String()[lo:min(len(everything.String()), i+50)])
+			}
+		}
+	}
+}
