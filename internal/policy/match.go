@@ -351,38 +351,56 @@ func (r *compiledRule) check(port int, method, path string, pathOK *int) int {
 
 func (m *Matcher) decideLiteral(a netip.Addr, port int, method, path, h string) Decision {
 	a = a.Unmap()
-	best, bestStage, bestRule := int32(-1), stageNone, int32(-1)
+	// Try the cidr rules containing a in rule order: the first that allows
+	// the request and whose address check passes wins.
+	bestStage, bestRule := stageNone, int32(-1)
+	var special *Decision
 	pathOK := -1
-	for _, c := range m.cidrs {
-		if !c.prefix.Contains(a) || (best >= 0 && c.rule >= best) {
+	for i := range m.rules {
+		cr := &m.rules[i]
+		if !cr.containsAddr(a) {
 			continue
 		}
-		st := m.rules[c.rule].check(port, method, path, &pathOK)
-		if st < 0 {
-			best = c.rule
-		} else if st > bestStage || (st == bestStage && (bestRule < 0 || c.rule < bestRule)) {
-			bestStage, bestRule = st, c.rule
+		st := cr.check(port, method, path, &pathOK)
+		if st >= 0 {
+			if st > bestStage || bestRule < 0 {
+				bestStage, bestRule = st, int32(i)
+			}
+			continue
+		}
+		d := m.addrCheck(a, port, int32(i))
+		if d.Allow {
+			d.Host, d.Addr = h, a
+			return d
+		}
+		if special == nil {
+			special = &d
 		}
 	}
-	if best < 0 {
-		d := Decision{Reason: ReasonNoRuleForAddress, Host: h, Addr: a, Detail: "IP destinations are allowed only by cidr rules"}
-		if bestRule >= 0 {
-			d.Reason, d.Rule, d.Detail = stageReason[bestStage], m.rules[bestRule].rule.Name, ""
-			if bestStage == stageMethod && method == "" {
-				d.Reason = ReasonTunnelNotAllowed
-			}
-			if bestStage == stagePath && pathOK == 0 {
-				d.Reason = ReasonInvalidPath
-			}
-		}
-		return d
+	if special != nil {
+		special.Host, special.Addr = h, a
+		return *special
 	}
-	d := m.DecideAddr(a, port, "")
-	d.Host, d.Addr = h, a
-	if d.Allow {
-		d.Rule = m.rules[best].rule.Name
+	d := Decision{Reason: ReasonNoRuleForAddress, Host: h, Addr: a, Detail: "IP destinations are allowed only by cidr rules"}
+	if bestRule >= 0 {
+		d.Reason, d.Rule, d.Detail = stageReason[bestStage], m.rules[bestRule].rule.Name, ""
+		if bestStage == stageMethod && method == "" {
+			d.Reason = ReasonTunnelNotAllowed
+		}
+		if bestStage == stagePath && pathOK == 0 {
+			d.Reason = ReasonInvalidPath
+		}
 	}
 	return d
+}
+
+func (r *compiledRule) containsAddr(a netip.Addr) bool {
+	for _, p := range r.prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // DecideAddr is the address stage. addr is either a resolved address of a
@@ -391,10 +409,15 @@ func (m *Matcher) decideLiteral(a netip.Addr, port int, method, path, h string) 
 // (ipclass) is allowed for an allowed name; a special-purpose one only if a
 // cidr rule that allows the port names its range explicitly: the rule's
 // range lies within the special range and contains the address (so
-// 10.0.5.0/24 names 10.0.5.7, 0.0.0.0/0 names no private address).
+// 10.0.5.0/24 names 10.0.5.7, 0.0.0.0/0 names no private address), and the
+// rule is the name's own rule or one without methods and paths.
 // IPv4-mapped addresses are checked as IPv4; addresses embedded in NAT64,
-// 6to4, Teredo and IPv4-compatible forms must pass the same check. An IP
-// literal must also lie in some cidr rule that allows the port.
+// 6to4, Teredo and IPv4-compatible forms must pass the same check.
+//
+// With nameRule "" the request is unknown, so only cidr rules without
+// methods and paths count: the literal must lie in one that allows the
+// port. (DecideName already applies methods and paths to IP literals and
+// runs this check with the rule that allowed the request.)
 func (m *Matcher) DecideAddr(addr netip.Addr, port int, nameRule string) Decision {
 	if port < 1 || port > 65535 {
 		return Decision{Reason: ReasonInvalidPort, Rule: nameRule, Detail: fmt.Sprintf("%d is not a port", port)}
@@ -403,52 +426,62 @@ func (m *Matcher) DecideAddr(addr netip.Addr, port int, nameRule string) Decisio
 		return Decision{Reason: ReasonInvalidHost, Rule: nameRule, Detail: fmt.Sprintf("%q is not a dialable address", addr)}
 	}
 	a := addr.Unmap()
-	rule := nameRule
 	if nameRule != "" {
 		i, ok := m.byName[nameRule]
 		if !ok {
 			return Decision{Reason: ReasonUnknownRule, Rule: nameRule, Detail: "the policy has no rule of that name"}
 		}
-		if !m.rules[i].allowsPort(port) {
-			return Decision{Reason: ReasonPortNotAllowed, Rule: nameRule}
+		return m.addrCheck(a, port, i)
+	}
+	var first *Decision
+	for i := range m.rules {
+		cr := &m.rules[i]
+		if cr.restricted || !cr.containsAddr(a) || !cr.allowsPort(port) {
+			continue
 		}
-	} else {
-		found := int32(-1)
-		for _, c := range m.cidrs {
-			if c.prefix.Contains(a) && m.rules[c.rule].allowsPort(port) && (found < 0 || c.rule < found) {
-				found = c.rule
-			}
+		d := m.addrCheck(a, port, int32(i))
+		if d.Allow {
+			return d
 		}
-		if found < 0 {
-			return Decision{Reason: ReasonNoRuleForAddress, Detail: "IP destinations are allowed only by cidr rules"}
+		if first == nil {
+			first = &d
 		}
-		rule = m.rules[found].rule.Name
+	}
+	if first != nil {
+		return *first
+	}
+	return Decision{Reason: ReasonNoRuleForAddress, Detail: "IP destinations are allowed only by cidr rules without methods or paths"}
+}
+
+// addrCheck decides address a on port for rule i, which allowed the name
+// or the literal.
+func (m *Matcher) addrCheck(a netip.Addr, port int, i int32) Decision {
+	rule := m.rules[i].rule.Name
+	if !m.rules[i].allowsPort(port) {
+		return Decision{Reason: ReasonPortNotAllowed, Rule: rule}
 	}
 	c := ipclass.Classify(a)
-	if c.Special && !m.names(a, c.Range, port, nameRule) {
+	if c.Special && !m.names(a, c.Range, port, i) {
 		return Decision{Reason: ReasonSpecialAddress, Rule: rule, Detail: c.Name + " " + c.Range.String()}
 	}
-	if c.Inner != nil && c.Inner.Special && !m.names(c.Embedded, c.Inner.Range, port, nameRule) {
+	if c.Inner != nil && c.Inner.Special && !m.names(c.Embedded, c.Inner.Range, port, i) {
 		return Decision{Reason: ReasonSpecialAddress, Rule: rule, Detail: c.Name + " embedding " + c.Inner.Name + " " + c.Inner.Range.String()}
 	}
 	return Decision{Allow: true, Rule: rule, Reason: ReasonAllowed}
 }
 
 // names reports whether a cidr rule allowing port names special range r
-// for address a: its prefix lies within r and contains a. For an address
-// reached through a name, the naming rule must be the name's own rule or
-// one without method/path restrictions (which could reach a anyway).
-func (m *Matcher) names(a netip.Addr, r netip.Prefix, port int, nameRule string) bool {
+// for address a: its prefix lies within r and contains a, and it is rule
+// i itself or a rule without method/path restrictions (which could reach
+// a anyway).
+func (m *Matcher) names(a netip.Addr, r netip.Prefix, port int, i int32) bool {
 	for _, c := range m.cidrs {
 		p := c.prefix
 		if !p.Contains(a) || p.Bits() < r.Bits() || !r.Contains(p.Addr()) {
 			continue
 		}
 		cr := &m.rules[c.rule]
-		if !cr.allowsPort(port) {
-			continue
-		}
-		if nameRule == "" || !cr.restricted || cr.rule.Name == nameRule {
+		if cr.allowsPort(port) && (c.rule == i || !cr.restricted) {
 			return true
 		}
 	}
@@ -496,7 +529,7 @@ func contradictions(rules []Rule) []contradiction {
 				}
 				for _, ca := range ra.CIDRs {
 					pa, err := netip.ParsePrefix(ca)
-					if err == nil && pa.Bits() <= pb.Bits() && pa.Contains(pb.Addr()) {
+					if err == nil && pa.Bits() <= pb.Bits() && pa.Contains(pb.Addr()) && namesAlike(pa, pb) {
 						out = append(out, contradiction{b, a, fmt.Sprintf("restricts methods or paths for %s port %d, but rule %q allows every request there, so the restriction has no effect", cb, port, ra.Name)})
 						break next
 					}
@@ -505,6 +538,17 @@ func contradictions(rules []Rule) []contradiction {
 		}
 	}
 	return out
+}
+
+// namesAlike reports whether broad range pa (which contains pb) reaches
+// the addresses of pb: if pb lies in a special-purpose range, pa reaches
+// them only if it names that range too (lies within it).
+func namesAlike(pa, pb netip.Prefix) bool {
+	c := ipclass.Classify(pb.Addr())
+	if !c.Special || c.Range.Bits() > pb.Bits() {
+		return true
+	}
+	return pa.Bits() >= c.Range.Bits()
 }
 
 func overlappingPort(a, b []int) (int, bool) {

@@ -554,3 +554,38 @@ func FuzzDecideName(f *testing.F) {
 		}
 	})
 }
+
+// TestRestrictedNamingRuleDoesNotOpenTunnels: a rule that names the
+// metadata address for GET only must not let a broad cidr rule open a
+// CONNECT tunnel to it.
+func TestRestrictedNamingRuleDoesNotOpenTunnels(t *testing.T) {
+	m := mustMatcher(t, `network:
+  - {name: public, cidrs: [0.0.0.0/0], ports: [80]}
+  - {name: imds-get, cidrs: [169.254.169.254/32], ports: [80], methods: [GET], paths: ["/latest/meta-data/**"]}
+`)
+	tests := []struct {
+		name, host, method, path string
+		allow                    bool
+		rule, reason             string
+	}{
+		{"connect to metadata", "169.254.169.254", "", "", false, "public", ReasonSpecialAddress},
+		{"GET outside the allowed path", "169.254.169.254", "GET", "/latest/user-data", false, "public", ReasonSpecialAddress},
+		{"POST to metadata", "169.254.169.254", "POST", "/latest/meta-data/x", false, "public", ReasonSpecialAddress},
+		{"GET on the allowed path", "169.254.169.254", "GET", "/latest/meta-data/iam", true, "imds-get", ReasonAllowed},
+		{"connect to a public address", "8.8.8.8", "", "", true, "public", ReasonAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := m.DecideName(tt.host, 80, tt.method, tt.path)
+			if d.Allow != tt.allow || d.Rule != tt.rule || d.Reason != tt.reason {
+				t.Fatalf("DecideName = %+v; want allow=%v rule=%q reason=%q", d, tt.allow, tt.rule, tt.reason)
+			}
+		})
+	}
+	if d := m.DecideAddr(netip.MustParseAddr("169.254.169.254"), 80, ""); d.Allow {
+		t.Fatalf("DecideAddr(metadata, \"\") = %+v; a restricted rule must not count without a request", d)
+	}
+	if d := m.DecideAddr(netip.MustParseAddr("169.254.169.254"), 80, "imds-get"); !d.Allow {
+		t.Fatalf("DecideAddr(metadata, imds-get) = %+v; the rule's own range must count", d)
+	}
+}

@@ -194,6 +194,8 @@ func TestParseErrors(t *testing.T) {
 			`p.yaml:3: network[1]: restricts methods or paths for api.github.com port 443, but rule "all" allows every request there, so the restriction has no effect`},
 		{"cidr restriction voided", "network:\n  - {name: lan, cidrs: [10.0.0.0/8], ports: [80]}\n  - {name: api, cidrs: [10.0.5.0/24], ports: [80, 8080], paths: [/api/*]}\n",
 			`p.yaml:3: network[1]: restricts methods or paths for 10.0.5.0/24 port 80, but rule "lan" allows every request there, so the restriction has no effect`},
+		{"public cidr restriction voided by 0.0.0.0/0", "network:\n  - {name: all, cidrs: [0.0.0.0/0]}\n  - {name: dns, cidrs: [8.8.8.0/24], methods: [GET]}\n",
+			`p.yaml:3: network[1]: restricts methods or paths for 8.8.8.0/24 port 443, but rule "all" allows every request there, so the restriction has no effect`},
 		{"two errors both reported", "network:\n  - {name: r, hosts: [a.example.com], ports: [0]}\nresources: {pids: -1}\n",
 			"p.yaml:2: network[0].ports[0]: 0 is not a port\np.yaml:3: resources.pids: -1 is not a task count"},
 		{"not yaml", "network: [\n", "p.yaml:1: did not find expected node content"},
@@ -219,6 +221,8 @@ func TestParseNoContradiction(t *testing.T) {
 		"network:\n  - {name: all, hosts: [\"*.github.com\"]}\n  - {name: read, hosts: [github.com], methods: [GET]}\n",
 		"network:\n  - {name: a, hosts: [a.example.com], methods: [GET]}\n  - {name: b, hosts: [a.example.com], methods: [POST]}\n",
 		"network:\n  - {name: a, hosts: [a.example.com]}\n  - {name: b, hosts: [a.example.com]}\n",
+		// 0.0.0.0/0 does not reach special-purpose addresses, so it does not void a restriction on them.
+		"network:\n  - {name: all, cidrs: [0.0.0.0/0], ports: [80]}\n  - {name: imds, cidrs: [169.254.169.254/32], ports: [80], methods: [GET]}\n",
 	} {
 		if _, err := Parse([]byte(in), "p.yaml"); err != nil {
 			t.Errorf("Parse(%q): %v", in, err)
