@@ -354,7 +354,8 @@ func (m *Matcher) decideLiteral(a netip.Addr, port int, method, path, h string) 
 	// Try the cidr rules containing a in rule order: the first that allows
 	// the request and whose address check passes wins.
 	bestStage, bestRule := stageNone, int32(-1)
-	var special *Decision
+	var special Decision
+	haveSpecial := false
 	pathOK := -1
 	for i := range m.rules {
 		cr := &m.rules[i]
@@ -373,13 +374,13 @@ func (m *Matcher) decideLiteral(a netip.Addr, port int, method, path, h string) 
 			d.Host, d.Addr = h, a
 			return d
 		}
-		if special == nil {
-			special = &d
+		if !haveSpecial {
+			special, haveSpecial = d, true
 		}
 	}
-	if special != nil {
+	if haveSpecial {
 		special.Host, special.Addr = h, a
-		return *special
+		return special
 	}
 	d := Decision{Reason: ReasonNoRuleForAddress, Host: h, Addr: a, Detail: "IP destinations are allowed only by cidr rules"}
 	if bestRule >= 0 {
@@ -433,7 +434,8 @@ func (m *Matcher) DecideAddr(addr netip.Addr, port int, nameRule string) Decisio
 		}
 		return m.addrCheck(a, port, i)
 	}
-	var first *Decision
+	var first Decision
+	haveFirst := false
 	for i := range m.rules {
 		cr := &m.rules[i]
 		if cr.restricted || !cr.containsAddr(a) || !cr.allowsPort(port) {
@@ -443,12 +445,12 @@ func (m *Matcher) DecideAddr(addr netip.Addr, port int, nameRule string) Decisio
 		if d.Allow {
 			return d
 		}
-		if first == nil {
-			first = &d
+		if !haveFirst {
+			first, haveFirst = d, true
 		}
 	}
-	if first != nil {
-		return *first
+	if haveFirst {
+		return first
 	}
 	return Decision{Reason: ReasonNoRuleForAddress, Detail: "IP destinations are allowed only by cidr rules without methods or paths"}
 }
