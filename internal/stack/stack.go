@@ -1,0 +1,409 @@
+// Package stack builds and runs the process tree of `clawcage up` from a
+// configuration: state directories with the right owners, one network
+// namespace per sandbox with the router's and the egress proxy's listeners
+// inside it, the router and the policy engine as supervised children under
+// their own uids, the sandboxes, the journal and the control socket.
+//
+// Everything the supervisor hands to another process (a uid, a directory, a
+// listener, an environment variable) is decided in this file.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clawcage/clawcage/internal/config"
+	"github.com/clawcage/clawcage/internal/journal"
+	"github.com/clawcage/clawcage/internal/netns"
+	"github.com/clawcage/clawcage/internal/runas"
+	"github.com/clawcage/clawcage/internal/supervisor"
+)
+
+// Addresses of the sandbox-facing listeners, on each sandbox's own loopback.
+const (
+	RouterAddr = "127.0.0.1:8080" // inference.local:8080
+	ProxyAddr  = "127.0.0.1:3128" // HTTP(S)_PROXY
+)
+
+// SandboxSpec is what a sandbox runtime needs to build one sandbox's command.
+type SandboxSpec struct {
+	Name      string
+	Config    config.Sandbox
+	NetNS     *netns.NetNS // join it: setns(CLONE_NEWNET) before the new user namespace
+	Workspace string       // <state>/sandboxes/NAME/workspace, mounted at /sandbox
+	StateDir  string       // <state>/sandboxes/NAME
+}
+
+// Options configure Run.
+type Options struct {
+	// ConfigPath is clawcage.yaml.
+	ConfigPath string
+	// StateDir is the stack's state directory.
+	StateDir string
+	// Exe is the clawcage binary the components run (default: this one).
+	Exe string
+	// SandboxCommand builds an unstarted command running one sandbox. If nil
+	// and the configuration has sandboxes, Run refuses to start.
+	SandboxCommand func(SandboxSpec) (*exec.Cmd, error)
+	// Log, if set, also receives every event (the foreground view of `up`).
+	Log slog.Handler
+	// Backoff and StopTimeout tune the supervisor (zero: its defaults).
+	Backoff     supervisor.Backoff
+	StopTimeout time.Duration
+	// Ready, if set, is called once everything has been started.
+	Ready func()
+}
+
+// component is one trust-domain process: router or policy engine.
+type component struct {
+	name    string // router, policy
+	command string // the clawcage subcommand
+	addr    string // its listener inside each sandbox netns
+	id      runas.Identity
+	dir     string
+}
+
+// sandboxNet is one sandbox's namespace and the listeners kept open in it
+// for the whole life of the supervisor.
+type sandboxNet struct {
+	name  string
+	ns    *netns.NetNS
+	lns   map[string]net.Listener // component name -> listener
+	files map[string]*os.File     // component name -> dup for hand-over
+}
+
+// Run starts the stack and supervises it until ctx ends or a client asks
+// the control socket to stop; then it stops everything, removes the
+// sandboxes' network namespaces and returns. A configuration error is
+// returned before anything on disk is touched.
+func Run(ctx context.Context, opts Options) (err error) {
+	if opts.ConfigPath == "" || opts.StateDir == "" {
+		return errors.New("stack: config path and state directory are required")
+	}
+	cfgBytes, err := os.ReadFile(opts.ConfigPath)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := config.Parse(cfgBytes, opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Sandboxes) > 0 && opts.SandboxCommand == nil {
+		return errors.New("the configuration has sandboxes but this build has no sandbox runtime (internal/sandbox); refusing to start without it")
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("clawcage up must run as root: it creates namespaces and starts components under their own uids")
+	}
+	exe := opts.Exe
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return fmt.Errorf("find the clawcage binary: %w", err)
+		}
+	}
+
+	// Disk layout: state root 0711 root, journal 0700 root.
+	state, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if err := runas.PrepareStateRoot(state); err != nil {
+		return err
+	}
+	j, err := journal.Open(filepath.Join(state, "journal"), journal.Options{})
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	var h slog.Handler = journal.NewHandler(j, "supervisor", nil)
+	if opts.Log != nil {
+		h = slog.NewMultiHandler(h, opts.Log)
+	}
+	log := slog.New(h)
+
+	// The control socket first: it also refuses a second supervisor on the
+	// same state directory before anything else is changed.
+	sup := supervisor.New(supervisor.Options{
+		Logger: log,
+		Output: func(name, stream string) io.Writer { return outputFor(j, name, stream) },
+	})
+	ctl, err := supervisor.NewControlServer(supervisor.ControlSocketPath(state), sup, log)
+	if err != nil {
+		return err
+	}
+
+	comps := []*component{
+		{name: "router", command: "router", addr: RouterAddr},
+		{name: "policy", command: "policy-engine", addr: ProxyAddr},
+	}
+	for _, c := range comps {
+		if c.id, err = runas.ForComponent(c.name); err != nil {
+			return err
+		}
+		if err := runas.CheckUnused(c.id); err != nil {
+			return err
+		}
+		if c.dir, err = runas.PrepareStateDir(state, c.id); err != nil {
+			return err
+		}
+		// The component reads the exact configuration validated here, from
+		// a copy it owns (the operator's file may be unreadable to it).
+		if err := writeOwned(filepath.Join(c.dir, "clawcage.yaml"), cfgBytes, c.id); err != nil {
+			return err
+		}
+	}
+
+	// Namespaces and listeners, one set per sandbox.
+	names := make([]string, 0, len(cfg.Sandboxes))
+	for name := range cfg.Sandboxes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var nets []*sandboxNet
+	defer func() {
+		for _, sn := range nets {
+			sn.close()
+		}
+	}()
+	for _, name := range names {
+		sn, err := openSandboxNet(ctx, state, name, comps)
+		if err != nil {
+			return err
+		}
+		nets = append(nets, sn)
+		log.Info("sandbox network ready", "sandbox", name, "netns", sn.ns.Path(), "router", RouterAddr, "proxy", ProxyAddr)
+	}
+
+	spawner, err := runas.NewSpawner()
+	if err != nil {
+		return err
+	}
+	defer spawner.Close() // after the supervisor has stopped every child
+
+	for _, c := range comps {
+		spec := supervisor.Spec{
+			Name:        c.name,
+			Cmd:         componentCmd(exe, state, c, nets),
+			Start:       spawner.Start,
+			Restart:     supervisor.RestartAlways,
+			Backoff:     opts.Backoff,
+			StopTimeout: opts.StopTimeout,
+		}
+		if err := sup.Add(spec); err != nil {
+			return err
+		}
+	}
+	for _, sn := range nets {
+		sb := cfg.Sandboxes[sn.name]
+		policyName := sb.Restart
+		if policyName == "" {
+			policyName = config.RestartAlways
+		}
+		restart, err := supervisor.ParseRestartPolicy(policyName)
+		if err != nil {
+			return fmt.Errorf("sandbox %s: %w", sn.name, err)
+		}
+		spec := SandboxSpec{
+			Name: sn.name, Config: sb, NetNS: sn.ns,
+			StateDir:  filepath.Join(state, "sandboxes", sn.name),
+			Workspace: filepath.Join(state, "sandboxes", sn.name, "workspace"),
+		}
+		if err := os.MkdirAll(spec.Workspace, 0o700); err != nil {
+			return fmt.Errorf("sandbox %s: workspace: %w", sn.name, err)
+		}
+		build := opts.SandboxCommand
+		if err := sup.Add(supervisor.Spec{
+			Name:        "sandbox/" + sn.name,
+			Cmd:         func() (*exec.Cmd, error) { return build(spec) },
+			Restart:     restart,
+			Backoff:     opts.Backoff,
+			StopTimeout: opts.StopTimeout,
+			LogAttrs:    []any{"component", "sandbox", "sandbox", sn.name},
+		}); err != nil {
+			return err
+		}
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ctl.Handle("POST /v1/down", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log.Info("stop requested over the control socket")
+		supervisor.WriteJSON(w, http.StatusAccepted, map[string]string{"status": "stopping"})
+		stop()
+	}))
+	ctl.Handle("GET /v1/sandboxes", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		supervisor.WriteJSON(w, http.StatusOK, sandboxViews(nets, sup.Status()))
+	}))
+
+	var wg sync.WaitGroup
+	ctlErr := make(chan error, 1)
+	wg.Add(2)
+	go func() { defer wg.Done(); ctlErr <- ctl.Serve(runCtx) }()
+	go func() { defer wg.Done(); _ = sup.Run(runCtx) }()
+	log.Info("stack up", "state", state, "sandboxes", len(nets), "pid", os.Getpid())
+	if opts.Ready != nil {
+		opts.Ready()
+	}
+	select {
+	case <-runCtx.Done():
+	case err = <-ctlErr:
+		log.Error("control socket failed; stopping", "err", err)
+		stop()
+	}
+	wg.Wait()
+	log.Info("stack down")
+	for _, sn := range nets {
+		if derr := sn.ns.Delete(); derr != nil {
+			log.Warn("remove network namespace", "sandbox", sn.name, "err", derr)
+		}
+	}
+	return err
+}
+
+// outputFor routes a child's stream into the journal.
+func outputFor(j *journal.Journal, name, stream string) io.Writer {
+	if sb, ok := strings.CutPrefix(name, "sandbox/"); ok {
+		return journal.NewLineWriter(j, journal.Source{Component: "sandbox", Sandbox: sb, Stream: stream})
+	}
+	return journal.NewLineWriter(j, journal.Source{Component: name, Stream: stream, Structured: true})
+}
+
+// openSandboxNet re-opens the sandbox's namespace left by a previous
+// supervisor, or creates it, and opens every component's listener inside.
+func openSandboxNet(ctx context.Context, state, name string, comps []*component) (*sandboxNet, error) {
+	ns, err := netns.Open(state, name)
+	if err != nil {
+		if _, statErr := os.Lstat(filepath.Join(netns.Dir(state), name)); statErr == nil {
+			// A leftover mount point that is no longer a namespace.
+			_ = os.Remove(filepath.Join(netns.Dir(state), name))
+		}
+		if ns, err = netns.Create(ctx, state, name); err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", name, err)
+		}
+	}
+	sn := &sandboxNet{name: name, ns: ns, lns: map[string]net.Listener{}, files: map[string]*os.File{}}
+	for _, c := range comps {
+		ln, err := netns.Listen(ctx, ns, "tcp", c.addr)
+		if err != nil {
+			sn.close()
+			return nil, fmt.Errorf("sandbox %s: %s listener: %w", name, c.name, err)
+		}
+		sn.lns[c.name] = ln
+		f, err := netns.ListenerFile(ln)
+		if err != nil {
+			sn.close()
+			return nil, fmt.Errorf("sandbox %s: %w", name, err)
+		}
+		sn.files[c.name] = f
+	}
+	return sn, nil
+}
+
+func (sn *sandboxNet) close() {
+	for _, f := range sn.files {
+		f.Close()
+	}
+	for _, ln := range sn.lns {
+		ln.Close()
+	}
+	sn.ns.Close()
+}
+
+// componentEnv is the whole environment of a component: nothing else of the
+// supervisor's leaks through, except proxy and CA settings the host needs
+// to reach providers and registries.
+func componentEnv(dir string) []string {
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + dir,
+		"LANG=C.UTF-8",
+		runas.EnvSupervised + "=1",
+	}
+	for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+		"SSL_CERT_FILE", "SSL_CERT_DIR", "TZ", "GOPROXY", "GONOSUMDB", "GOPRIVATE", "npm_config_registry", "NPM_CONFIG_REGISTRY"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// componentCmd builds the command line, identity, environment and
+// inherited listeners of a component; called for every (re)start.
+func componentCmd(exe, state string, c *component, nets []*sandboxNet) func() (*exec.Cmd, error) {
+	return func() (*exec.Cmd, error) {
+		cmd := exec.Command(exe, c.command, "--config", filepath.Join(c.dir, "clawcage.yaml"), "--state", state)
+		cmd.Dir = c.dir
+		cmd.Env = componentEnv(c.dir)
+		runas.Configure(cmd, c.id)
+		if len(nets) == 0 {
+			return cmd, nil
+		}
+		names := make([]string, len(nets))
+		files := make([]*os.File, len(nets))
+		for i, sn := range nets {
+			names[i], files[i] = sn.name, sn.files[c.name]
+		}
+		if err := netns.ExportListeners(cmd, names, files); err != nil {
+			return nil, err
+		}
+		return cmd, nil
+	}
+}
+
+// writeOwned atomically writes data to path, mode 0600, owned by id.
+func writeOwned(path string, data []byte, id runas.Identity) error {
+	tmp := path + ".tmp-" + strconv.Itoa(os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr, os.Chown(tmp, int(id.UID), int(id.GID))); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// SandboxView is one entry of GET /v1/sandboxes.
+type SandboxView struct {
+	Name   string             `json:"name"`
+	NetNS  string             `json:"netns"`
+	Router string             `json:"router"`
+	Proxy  string             `json:"proxy"`
+	Status *supervisor.Status `json:"status,omitempty"`
+}
+
+func sandboxViews(nets []*sandboxNet, st []supervisor.Status) []SandboxView {
+	byName := map[string]supervisor.Status{}
+	for _, s := range st {
+		byName[s.Name] = s
+	}
+	out := make([]SandboxView, 0, len(nets))
+	for _, sn := range nets {
+		v := SandboxView{Name: sn.name, NetNS: sn.ns.Path(), Router: RouterAddr, Proxy: ProxyAddr}
+		if s, ok := byName["sandbox/"+sn.name]; ok {
+			v.Status = &s
+		}
+		out = append(out, v)
+	}
+	return out
+}

@@ -1,0 +1,379 @@
+package stack
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clawcage/clawcage/internal/journal"
+	"github.com/clawcage/clawcage/internal/netns"
+	"github.com/clawcage/clawcage/internal/runas"
+	"github.com/clawcage/clawcage/internal/supervisor"
+)
+
+// The test binary doubles as the components (argv[1] router or
+// policy-engine, as the stack runs them) and as a stand-in sandbox.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "router", "policy-engine":
+			os.Exit(fakeComponent(os.Args[1]))
+		case "fake-sandbox":
+			os.Exit(fakeSandbox(os.Args[2]))
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// fakeComponent behaves like a supervised component: harden, take the
+// inherited listeners, answer each connection with who it is.
+func fakeComponent(name string) int {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if !runas.Supervised() {
+		log.Error("not supervised")
+		return 2
+	}
+	if err := runas.HardenSelf(); err != nil {
+		log.Error("refusing to start", "err", err)
+		return 2
+	}
+	if _, err := os.Stat(filepath.Join(os.Getenv("HOME"), "clawcage.yaml")); err != nil {
+		log.Error("no config copy", "err", err)
+		return 2
+	}
+	lns, err := netns.InheritedListeners()
+	if err != nil {
+		log.Error("listeners", "err", err)
+		return 2
+	}
+	for sb, ln := range lns {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "%s %s uid=%d pid=%d", name, sb, os.Getuid(), os.Getpid())
+				c.Close()
+			}
+		}()
+		log.Info("serving", "sandbox", sb, "addr", ln.Addr().String())
+	}
+	select {}
+}
+
+// fakeSandbox joins the namespace passed as fd 3 and keeps calling both
+// services, printing what answered.
+func fakeSandbox(name string) int {
+	runtime.LockOSThread()
+	if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
+		fmt.Println("setns:", err)
+		return 2
+	}
+	for {
+		for _, addr := range []string{RouterAddr, ProxyAddr} {
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				fmt.Printf("dial %s: %v\n", addr, err)
+				continue
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			b, err := io.ReadAll(c)
+			c.Close()
+			fmt.Printf("%s -> %s (err %v)\n", addr, b, err)
+		}
+		c, err := net.DialTimeout("tcp", "192.0.2.1:80", time.Second)
+		if err == nil {
+			c.Close()
+		}
+		fmt.Printf("outside -> %v\n", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func helperBinary(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "clawcage")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+func journalLines(t *testing.T, state string) []journal.Entry {
+	t.Helper()
+	var out []journal.Entry
+	err := journal.Read(context.Background(), filepath.Join(state, "journal"), journal.ReadOptions{}, func(e journal.Entry) error {
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// waitJournal waits for an entry matching pred.
+func waitJournal(t *testing.T, state string, what string, pred func(journal.Entry) bool) journal.Entry {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, e := range journalLines(t, state) {
+			if pred(e) {
+				return e
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var dump []string
+	for _, e := range journalLines(t, state) {
+		dump = append(dump, journal.FormatText(e))
+	}
+	t.Fatalf("journal never showed %s:\n%s", what, strings.Join(dump, "\n"))
+	return journal.Entry{}
+}
+
+func statusOf(t *testing.T, state, name string) supervisor.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := supervisor.FetchStatus(ctx, supervisor.ControlSocketPath(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range st.Components {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no component %s in status %+v", name, st.Components)
+	return supervisor.Status{}
+}
+
+func TestStackEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates namespaces and runs components under their own uids")
+	}
+	for _, c := range []string{"router", "policy"} {
+		id, _ := runas.ForComponent(c)
+		if err := runas.CheckUnused(id); err != nil {
+			t.Skip(err)
+		}
+	}
+	bin := helperBinary(t)
+	state := filepath.Join(t.TempDir(), "state")
+	cfgPath := filepath.Join(t.TempDir(), "clawcage.yaml")
+	os.WriteFile(cfgPath, []byte("sandboxes:\n  sb1: {}\n  sb2: {restart: always}\n"), 0o600)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			ConfigPath: cfgPath, StateDir: state, Exe: bin,
+			Backoff: supervisor.Backoff{Initial: 50 * time.Millisecond},
+			SandboxCommand: func(s SandboxSpec) (*exec.Cmd, error) {
+				cmd := exec.Command(bin, "fake-sandbox", s.Name)
+				cmd.ExtraFiles = []*os.File{s.NetNS.File()}
+				return cmd, nil
+			},
+			Ready: func() { close(ready) },
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+
+	// Each sandbox reaches the router and the proxy on its own loopback,
+	// served by the component under its own uid, and nothing else.
+	for _, sb := range []string{"sb1", "sb2"} {
+		for _, want := range []string{"router " + sb + " uid=61001", "policy-engine " + sb + " uid=61002"} {
+			waitJournal(t, state, want, func(e journal.Entry) bool {
+				return e.Component == "sandbox" && e.Sandbox == sb && strings.Contains(e.Msg, want)
+			})
+		}
+		waitJournal(t, state, "no route out of "+sb, func(e journal.Entry) bool {
+			return e.Sandbox == sb && strings.HasPrefix(e.Msg, "outside -> ") && strings.Contains(e.Msg, "network is unreachable")
+		})
+	}
+	// Components' JSON logs arrive as structured events.
+	waitJournal(t, state, "router serving event", func(e journal.Entry) bool {
+		return e.Component == "router" && e.Stream == journal.StreamEvent && e.Msg == "serving" && e.Sandbox != ""
+	})
+
+	// Disk layout and owners.
+	for _, tt := range []struct {
+		path string
+		uid  uint32
+		mode os.FileMode
+	}{
+		{state, 0, 0o711},
+		{filepath.Join(state, "router"), 61001, 0o700},
+		{filepath.Join(state, "policy"), 61002, 0o700},
+		{filepath.Join(state, "journal"), 0, 0o700},
+		{filepath.Join(state, "netns"), 0, 0o700},
+	} {
+		st, err := os.Lstat(tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := st.Sys().(*syscall.Stat_t).Uid; uid != tt.uid || st.Mode().Perm() != tt.mode {
+			t.Errorf("%s: owner %d mode %v, want %d %v", tt.path, uid, st.Mode().Perm(), tt.uid, tt.mode)
+		}
+	}
+
+	// Chaos: kill -9 the router; it comes back, with the same sockets.
+	r1 := statusOf(t, state, "router")
+	if r1.State != "running" || r1.PID == 0 {
+		t.Fatalf("router status %+v", r1)
+	}
+	syscall.Kill(r1.PID, syscall.SIGKILL)
+	var r2 supervisor.Status
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		r2 = statusOf(t, state, "router")
+		if r2.State == "running" && r2.PID != r1.PID {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r2.PID == r1.PID || r2.Restarts != 1 || r2.LastExit != "signal: killed" {
+		t.Fatalf("after kill -9: router status %+v", r2)
+	}
+	newPID := fmt.Sprintf("pid=%d", r2.PID)
+	waitJournal(t, state, "sb1 served by the restarted router", func(e journal.Entry) bool {
+		return e.Sandbox == "sb1" && strings.Contains(e.Msg, "router sb1") && strings.Contains(e.Msg, newPID)
+	})
+
+	// GET /v1/sandboxes.
+	resp, err := supervisor.Client(supervisor.ControlSocketPath(state)).Get("http://clawcage/v1/sandboxes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views []SandboxView
+	json.NewDecoder(resp.Body).Decode(&views)
+	resp.Body.Close()
+	if len(views) != 2 || views[0].Name != "sb1" || views[0].Status == nil || views[0].Status.State != "running" {
+		t.Errorf("sandboxes view %+v", views)
+	}
+
+	// down over the control socket stops everything and removes the namespaces.
+	resp, err = supervisor.Client(supervisor.ControlSocketPath(state)).Post("http://clawcage/v1/down", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after down")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(state, "netns")); len(ents) != 0 {
+		t.Errorf("namespaces left behind: %v", ents)
+	}
+	if _, err := os.Stat(supervisor.ControlSocketPath(state)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("control socket left behind: %v", err)
+	}
+	if left := processesOf(61001, 61002); len(left) > 0 {
+		t.Errorf("component processes left: %v", left)
+	}
+}
+
+func processesOf(uids ...uint32) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		f, err := os.Open(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "Uid:"); ok {
+				fields := strings.Fields(rest)
+				for _, u := range uids {
+					if len(fields) > 0 && fields[0] == fmt.Sprint(u) {
+						out = append(out, pid)
+					}
+				}
+			}
+		}
+		f.Close()
+	}
+	sort.Ints(out)
+	return out
+}
+
+func TestBadConfigLeavesStateUntouched(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"bad restart policy", "sandboxes:\n  a:\n    restart: sometimes\n", `clawcage.yaml:3: sandboxes.a.restart`},
+		{"not yaml", "sandboxes: [\n", "clawcage.yaml:"},
+		{"unknown field", "sandboxez: {}\n", "clawcage.yaml:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "clawcage.yaml")
+			os.WriteFile(cfg, []byte(tt.yaml), 0o600)
+			state := filepath.Join(dir, "state")
+			err := Run(context.Background(), Options{ConfigPath: cfg, StateDir: state,
+				SandboxCommand: func(SandboxSpec) (*exec.Cmd, error) { return nil, errors.New("unused") }})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("state directory was created: %v", err)
+			}
+		})
+	}
+}
+
+func TestRefusesSandboxesWithoutRuntime(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "clawcage.yaml")
+	os.WriteFile(cfg, []byte("sandboxes:\n  a: {}\n"), 0o600)
+	err := Run(context.Background(), Options{ConfigPath: cfg, StateDir: filepath.Join(dir, "state")})
+	if err == nil || !strings.Contains(err.Error(), "no sandbox runtime") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
