@@ -110,6 +110,14 @@ func Open(path string) (*Ledger, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
+	// Create the file 0600 first: SQLite gives the -wal and -shm files the
+	// database file's mode. Rows name sandboxes, routes and models: the
+	// router's business only.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open usage ledger %s: %w", path, err)
+	}
+	f.Close()
 	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open usage ledger %s: %w", path, err)
@@ -118,11 +126,6 @@ func Open(path string) (*Ledger, error) {
 	if err := l.migrate(context.Background()); err != nil {
 		db.Close()
 		return nil, err
-	}
-	// Rows name sandboxes, routes and models: the router's business only.
-	if err := os.Chmod(path, 0o600); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("usage ledger %s: %w", path, err)
 	}
 	l.insert, err = db.Prepare(`INSERT INTO requests
 		(time_ns, sandbox, route, provider, model, tokens_in, tokens_out, cost_usd, latency_ns, ttfb_ns, status, attempts, error)

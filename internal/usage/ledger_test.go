@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +14,7 @@ import (
 func openTemp(t *testing.T) (*Ledger, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "usage db", "usage.db") // a space, to test DSN escaping
-	if err := mkdir(filepath.Dir(path)); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	l, err := Open(path)
@@ -204,10 +205,38 @@ func TestSchemaVersioning(t *testing.T) {
 
 func TestNotADatabase(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "usage.db")
-	if err := writeFile(path, []byte(strings.Repeat("this is not sqlite\n", 100))); err != nil {
+	if err := os.WriteFile(path, []byte(strings.Repeat("this is not sqlite\n", 100)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Open of garbage = %v, want an error naming the file", err)
+	}
+}
+
+func TestFilesArePrivate(t *testing.T) {
+	l, path := openTemp(t)
+	if err := l.Record(context.Background(), rec("a", "m", 0, 0, 0, 200)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %04o, want 0600", filepath.Base(p), fi.Mode().Perm())
+		}
+	}
+}
+func TestDSNPathWithSpaceAndPercent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a b%20c")
+	os.Mkdir(dir, 0o700)
+	l, err := Open(filepath.Join(dir, "usage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := os.Stat(filepath.Join(dir, "usage.db")); err != nil {
+		t.Fatalf("database not at the literal path: %v", err)
 	}
 }
