@@ -376,4 +376,3 @@ func TestRefusesSandboxesWithoutRuntime(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
-
