@@ -38,6 +38,8 @@ is decided by the policy engine: processes the agent cannot reach.`,
 		newKeysCmd(g), newUsageCmd(g),
 		newPolicyCmd(g), newPolicyEngineCmd(g),
 		newLogsCmd(g),
+		newAuditProbeCmd(g),
+		newRouterCmd(g),
 	)
 	return root
 }

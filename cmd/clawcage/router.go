@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clawcage/clawcage/internal/config"
+	"github.com/clawcage/clawcage/internal/netns"
+	"github.com/clawcage/clawcage/internal/policy"
+	"github.com/clawcage/clawcage/internal/router"
+	"github.com/clawcage/clawcage/internal/router/admin"
+	"github.com/clawcage/clawcage/internal/runas"
+	"github.com/clawcage/clawcage/internal/usage"
+	"github.com/clawcage/clawcage/internal/vault"
+)
+
+func newRouterCmd(g *globalOptions) *cobra.Command {
+	var cfgPath string
+	var listens, listenFDs []string
+	cmd := &cobra.Command{
+		Use:   "router --config FILE [--listen [SANDBOX=]ADDR]... [--listen-fd SANDBOX=FD]...",
+		Short: "Run the privacy router (provider keys, model routing, limits) on its own",
+		Long: `Run the privacy router. Each listener belongs to one sandbox: requests are
+attributed by the listener that accepted them. Under the supervisor the
+listeners are inherited (LISTEN_FDS/LISTEN_FDNAMES, named by sandbox);
+standalone, --listen opens TCP listeners and --listen-fd adopts an open
+listening socket. The admin socket is <state>/router/admin.sock (mode 0600).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("--config is required")
+			}
+			return runRouter(cmd.Context(), g.stateDir, cfgPath, listens, listenFDs)
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "clawcage.yaml with the router's providers, routes and the sandboxes' limits")
+	cmd.Flags().StringArrayVar(&listens, "listen", nil, "sandbox-facing listener `[SANDBOX=]ADDR` (repeatable; sandbox \"default\" when omitted)")
+	cmd.Flags().StringArrayVar(&listenFDs, "listen-fd", nil, "adopt an inherited listening socket `SANDBOX=FD` (repeatable)")
+	return cmd
+}
+
+type routerListener struct {
+	sandbox string
+	ln      net.Listener
+}
+
+func runRouter(ctx context.Context, stateDir, cfgPath string, listens, listenFDs []string) error {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "router")
+	// Hygiene before anything touches a key.
+	if runas.Supervised() {
+		if err := runas.HardenSelf(); err != nil {
+			return fmt.Errorf("router: refusing to start: %w", err)
+		}
+	}
+	hard, err := router.HardenProcess()
+	if err != nil {
+		return fmt.Errorf("router: refusing to start: %w", err)
+	}
+	if !hard.MemoryLocked {
+		log.Warn("process memory not locked", "reason", hard.MemoryLockNote)
+	}
+
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	lns, err := routerListeners(listens, listenFDs)
+	if err != nil {
+		return err
+	}
+	closeAll := func() {
+		for _, l := range lns {
+			l.ln.Close()
+		}
+	}
+	if len(lns) == 0 {
+		return errors.New("router: no listeners: pass --listen [SANDBOX=]ADDR or run under the supervisor")
+	}
+	for _, l := range lns {
+		if _, ok := cfg.Sandboxes[l.sandbox]; !ok && l.sandbox != "default" {
+			closeAll()
+			return fmt.Errorf("router: listener for sandbox %q: no such sandbox in %s", l.sandbox, cfgPath)
+		}
+	}
+
+	dir := filepath.Join(stateDir, "router")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		closeAll()
+		return fmt.Errorf("router state dir: %w", err)
+	}
+	v, err := vault.Open(dir)
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("router: open key vault: %w", err)
+	}
+	defer v.Close()
+	ledger, err := usage.Open(filepath.Join(dir, "usage.db"))
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("router: open usage ledger: %w", err)
+	}
+	defer ledger.Close()
+
+	opts, err := routerOptions(ctx, cfg, log)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	opts.Keys = vaultKeys{v}
+	opts.Usage = ledgerUsage{ledger}
+	opts.Log = log
+	r, err := router.New(opts)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	// Budgets are loaded before any listener is served (fail closed).
+	if err := r.SeedSpend(ctx); err != nil {
+		closeAll()
+		return fmt.Errorf("router: %w", err)
+	}
+	adminLn, err := admin.Listen(admin.SocketPath(stateDir), log)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	adminSrv := &http.Server{
+		Handler:           admin.NewHandler(admin.Deps{Vault: v, Ledger: ledger, Metrics: r.Registry(), Logger: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	errc := make(chan error, len(lns)+1)
+	var wg sync.WaitGroup
+	for _, l := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- r.Serve(ctx, l.ln, l.sandbox)
+		}()
+		log.Info("router listening", "sandbox", l.sandbox, "addr", l.ln.Addr().String())
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := adminSrv.Serve(adminLn)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
+	log.Info("router ready", "admin", admin.SocketPath(stateDir), "routes", strings.Join(r.Routes(), ","), "memory_locked", hard.MemoryLocked)
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+	}
+	stop()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = adminSrv.Shutdown(sctx)
+	cancel()
+	wg.Wait()
+	_ = r.Close()
+	os.Remove(admin.SocketPath(stateDir))
+	return first
+}
+
+// routerListeners collects inherited (supervisor), --listen-fd and --listen
+// listeners.
+func routerListeners(listens, listenFDs []string) ([]routerListener, error) {
+	var out []routerListener
+	fail := func(err error) ([]routerListener, error) {
+		for _, l := range out {
+			l.ln.Close()
+		}
+		return nil, err
+	}
+	inherited, err := netns.InheritedListeners()
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	names := make([]string, 0, len(inherited))
+	for n := range inherited {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		out = append(out, routerListener{sandbox: n, ln: inherited[n]})
+	}
+	for _, s := range listenFDs {
+		sb, fdStr, ok := strings.Cut(s, "=")
+		fd, err := strconv.Atoi(fdStr)
+		if !ok || sb == "" || err != nil || fd < 3 {
+			return fail(fmt.Errorf("--listen-fd %q: want SANDBOX=FD with FD ≥ 3", s))
+		}
+		f := os.NewFile(uintptr(fd), "listen-fd-"+sb)
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return fail(fmt.Errorf("--listen-fd %q: not a listening socket: %w", s, err))
+		}
+		out = append(out, routerListener{sandbox: sb, ln: ln})
+	}
+	for _, s := range listens {
+		spec, err := parseListen(s)
+		if err != nil {
+			return fail(err)
+		}
+		ln, err := net.Listen("tcp", spec.addr)
+		if err != nil {
+			return fail(fmt.Errorf("--listen %s: %w", s, err))
+		}
+		out = append(out, routerListener{sandbox: spec.sandbox, ln: ln})
+	}
+	return out, nil
+}
+
+// routerOptions converts the configuration into router options.
+func routerOptions(ctx context.Context, cfg *config.Config, log *slog.Logger) (router.Options, error) {
+	rc := cfg.Router
+	o := router.Options{
+		Providers:   make(map[string]router.Provider, len(rc.Providers)),
+		Routes:      make(map[string][]router.Target, len(rc.Routes)),
+		Prices:      make(map[string]router.Price, len(rc.Prices)),
+		Sandboxes:   make(map[string]router.Sandbox, len(cfg.Sandboxes)),
+		AllowDirect: rc.AllowDirect,
+		Retry: router.Retry{
+			Initial: rc.Retry.Initial.D(), Max: rc.Retry.Max.D(), Deadline: rc.Retry.Deadline.D(),
+			Cooldown: rc.Retry.Cooldown.D(), CooldownAfter: rc.Retry.CooldownAfter,
+		},
+	}
+	for name, p := range rc.Providers {
+		o.Providers[name] = router.Provider{Kind: p.Kind, BaseURL: p.BaseURL, Timeout: p.Timeout.D()}
+	}
+	for name, chain := range rc.Routes {
+		ts := make([]router.Target, len(chain))
+		for i, t := range chain {
+			ts[i] = router.Target{Provider: t.Provider, Model: t.Model}
+		}
+		o.Routes[name] = ts
+	}
+	for model, p := range rc.Prices {
+		o.Prices[model] = router.Price{Input: p.Input, Output: p.Output}
+	}
+	var params map[string]string
+	needParams := false
+	for _, sb := range cfg.Sandboxes {
+		needParams = needParams || len(sb.Policy.Presets) > 0
+	}
+	if needParams {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		var err error
+		params, err = policy.DiscoverPresetParams(dctx)
+		cancel()
+		if err != nil {
+			log.Warn("preset parameters: some sources failed", "err", err)
+		}
+	}
+	for name, sb := range cfg.Sandboxes {
+		l := sb.Limits
+		pol := sb.Policy
+		eg := &policyEgress{p: &pol}
+		m, err := pol.Compile(policy.CompileOptions{PresetParams: params})
+		if err != nil {
+			// Fail closed: no URL the provider would fetch is allowed.
+			log.Warn("sandbox policy does not compile: the provider may fetch no URL for it", "sandbox", name, "err", err)
+		} else {
+			eg.m = m
+		}
+		o.Sandboxes[name] = router.Sandbox{
+			Limits: router.Limits{RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute, Concurrent: l.Concurrent, USDPerDay: l.USDPerDay, USDPerMonth: l.USDPerMonth},
+			Egress: eg,
+		}
+		if l.USDPerDay > 0 || l.USDPerMonth > 0 {
+			for route, chain := range rc.Routes {
+				for _, t := range chain {
+					if _, ok := rc.Prices[t.Model]; !ok {
+						log.Warn("sandbox has a budget but a route's model has no price: its requests cost $0", "sandbox", name, "route", route, "model", t.Model)
+					}
+				}
+			}
+		}
+	}
+	return o, nil
+}
+
+// policyEgress answers the router's provider-side egress questions from a
+// sandbox policy: provider_tools for server tools, the network rules for
+// URLs the provider would fetch.
+type policyEgress struct {
+	p *policy.Policy
+	m *policy.Matcher
+}
+
+func (e *policyEgress) AllowsProviderTool(name string) bool { return e.p.AllowsProviderTool(name) }
+
+func (e *policyEgress) AllowsURL(host string, port int) bool {
+	return e.m != nil && e.m.DecideName(host, port, "", "").Allow
+}
+
+// vaultKeys adapts the vault to router.KeySource.
+type vaultKeys struct{ v *vault.Vault }
+
+func (k vaultKeys) Keys(provider string) []router.Key {
+	vk := k.v.Keys(provider)
+	out := make([]router.Key, len(vk))
+	for i, key := range vk {
+		out[i] = router.Key{ID: key.ID, Secret: key.Secret}
+	}
+	return out
+}
+
+// ledgerUsage adapts the usage ledger to router.UsageRecorder.
+type ledgerUsage struct{ l *usage.Ledger }
+
+func (u ledgerUsage) Record(ctx context.Context, r router.UsageRecord) error {
+	return u.l.Record(ctx, usage.Record{
+		Time: r.Time, Sandbox: r.Sandbox, Route: r.Route, Provider: r.Provider, Model: r.Model,
+		TokensIn: r.TokensIn, TokensOut: r.TokensOut, CostUSD: r.CostUSD, Latency: r.Latency, TTFB: r.TTFB,
+		Status: r.Status, Attempts: r.Attempts, Error: r.Error,
+	})
+}
+
+func (u ledgerUsage) Spend(ctx context.Context, sandbox string, since time.Time) (float64, error) {
+	return u.l.Spend(ctx, sandbox, since)
+}
