@@ -27,6 +27,10 @@ type Config struct {
 	Router Router `yaml:"router"`
 	// Sandboxes are the stack's sandboxes by name.
 	Sandboxes map[string]Sandbox `yaml:"sandboxes"`
+	// PresetParams parameterise presets whose hosts are the operator's own
+	// (for example "npm.registry"); an entry here wins over what
+	// policy.DiscoverPresetParams reads from the clients' configuration.
+	PresetParams map[string]string `yaml:"preset_params"`
 }
 
 // Router configures the privacy router.
@@ -159,8 +163,9 @@ func Load(path string) (*Config, error) {
 // rawConfig mirrors Config with sandbox policies kept as nodes, so that
 // internal/policy decodes them with its own rules and line numbers.
 type rawConfig struct {
-	Router    Router                `yaml:"router"`
-	Sandboxes map[string]rawSandbox `yaml:"sandboxes"`
+	Router       Router                `yaml:"router"`
+	Sandboxes    map[string]rawSandbox `yaml:"sandboxes"`
+	PresetParams map[string]string     `yaml:"preset_params"`
 }
 
 type rawSandbox struct {
@@ -188,8 +193,9 @@ func Parse(data []byte, source string) (*Config, error) {
 		doc = doc.Content[0]
 	}
 	v := validator{source: source, root: doc}
-	cfg := &Config{Router: raw.Router, Sandboxes: make(map[string]Sandbox, len(raw.Sandboxes))}
+	cfg := &Config{Router: raw.Router, Sandboxes: make(map[string]Sandbox, len(raw.Sandboxes)), PresetParams: raw.PresetParams}
 	v.router(&cfg.Router)
+	v.presetParams(cfg.PresetParams)
 	for _, name := range sortedKeys(raw.Sandboxes) {
 		rs := raw.Sandboxes[name]
 		sb := Sandbox{Command: rs.Command, Env: rs.Env, Restart: rs.Restart, Limits: rs.Limits}
@@ -321,6 +327,23 @@ func (v *validator) router(r *Router) {
 	}
 	if r.Retry.Max < r.Retry.Initial {
 		v.errorf([]string{"router", "retry", "max"}, "%s is less than initial %s", r.Retry.Max.D(), r.Retry.Initial.D())
+	}
+}
+
+func (v *validator) presetParams(params map[string]string) {
+	known := map[string]bool{}
+	for _, p := range policy.Presets() {
+		for _, param := range p.Params {
+			known[param.Name] = true
+		}
+	}
+	for _, k := range sortedKeys(params) {
+		path := []string{"preset_params", k}
+		if !known[k] {
+			v.errorf(path, "no preset takes a parameter %q (see `clawcage policy presets`)", k)
+		} else if strings.TrimSpace(params[k]) == "" {
+			v.errorf(path, "empty value")
+		}
 	}
 }
 

@@ -85,6 +85,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad sandbox name", "sandboxes:\n  Bad/Name: {}\n", "cfg.yaml:2: sandboxes.Bad/Name: sandbox name must match"},
 		{"bad policy port", "sandboxes:\n  a:\n    policy:\n      network:\n        - {name: r, hosts: [x.example.com], ports: [70000]}\n", "cfg.yaml:5:"},
 		{"not yaml", "router: [\n", "cfg.yaml:"},
+		{"unknown preset param", "preset_params:\n  npm.mirror: http://registry.example.test\n", `cfg.yaml:2: preset_params.npm.mirror: no preset takes a parameter "npm.mirror"`},
+		{"empty preset param", "preset_params:\n  npm.registry: ' '\n", "cfg.yaml:2: preset_params.npm.registry: empty value"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,6 +98,16 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("error = %q\nwant it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParsePresetParams(t *testing.T) {
+	cfg, err := Parse([]byte("preset_params:\n  npm.registry: http://registry.example.test/\n"), "cfg.yaml")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got := cfg.PresetParams["npm.registry"]; got != "http://registry.example.test/" {
+		t.Fatalf("npm.registry = %q", got)
 	}
 }
 
