@@ -37,7 +37,7 @@ is decided by the policy engine: processes the agent cannot reach.`,
 		newSandboxCmd(g),
 		newKeysCmd(g), newUsageCmd(g),
 		newPolicyCmd(g), newPolicyEngineCmd(g),
-		newLogsCmd(g),
+		newLogsCmd(g), newUpCmd(g), newStatusCmd(g), newDownCmd(g),
 		newAuditProbeCmd(g),
 		newRouterCmd(g),
 	)

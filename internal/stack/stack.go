@@ -22,7 +22,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/clawcage/clawcage/internal/config"
@@ -247,26 +246,37 @@ func Run(ctx context.Context, opts Options) (err error) {
 		supervisor.WriteJSON(w, http.StatusOK, sandboxViews(nets, sup.Status()))
 	}))
 
-	var wg sync.WaitGroup
+	// The control socket outlives the children: it disappears only once
+	// everything has stopped, which is what `clawcage down` waits for.
+	ctlCtx, ctlStop := context.WithCancel(context.Background())
+	defer ctlStop()
 	ctlErr := make(chan error, 1)
-	wg.Add(2)
-	go func() { defer wg.Done(); ctlErr <- ctl.Serve(runCtx) }()
-	go func() { defer wg.Done(); _ = sup.Run(runCtx) }()
+	go func() { ctlErr <- ctl.Serve(ctlCtx) }()
+	supDone := make(chan struct{})
+	go func() { defer close(supDone); _ = sup.Run(runCtx) }()
 	log.Info("stack up", "state", state, "sandboxes", len(nets), "pid", os.Getpid())
 	if opts.Ready != nil {
 		opts.Ready()
 	}
+	ctlDone := false
 	select {
 	case <-runCtx.Done():
 	case err = <-ctlErr:
+		ctlDone = true
 		log.Error("control socket failed; stopping", "err", err)
 		stop()
 	}
-	wg.Wait()
-	log.Info("stack down")
+	<-supDone
 	for _, sn := range nets {
 		if derr := sn.ns.Delete(); derr != nil {
 			log.Warn("remove network namespace", "sandbox", sn.name, "err", derr)
+		}
+	}
+	log.Info("stack down")
+	ctlStop()
+	if !ctlDone {
+		if cerr := <-ctlErr; cerr != nil && err == nil {
+			err = cerr
 		}
 	}
 	return err

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clawcage/clawcage/internal/journal"
+	"github.com/clawcage/clawcage/internal/stack"
+	"github.com/clawcage/clawcage/internal/supervisor"
+)
+
+// sandboxRuntime returns the function that builds a sandbox's command for
+// the stack, or nil while the sandbox runtime is not part of this build
+// (then `up` refuses configurations with sandboxes).
+func sandboxRuntime() func(stack.SandboxSpec) (*exec.Cmd, error) {
+	return nil
+}
+
+func newUpCmd(g *globalOptions) *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "up --config FILE [--state DIR]",
+		Short: "Run the stack in the foreground: router, policy engine and sandboxes, supervised",
+		Long: `Run the whole stack in the foreground as root: the privacy router and the
+policy engine as separate processes under their own uids without capabilities,
+one network namespace per sandbox with the router and egress proxy listening on
+its loopback, and the sandboxes. Crashed processes are restarted with backoff;
+everything is written to one journal (clawcage logs). Stop with Ctrl-C or
+clawcage down.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("--config is required")
+			}
+			return stack.Run(cmd.Context(), stack.Options{
+				ConfigPath:     cfgPath,
+				StateDir:       g.stateDir,
+				SandboxCommand: sandboxRuntime(),
+				Log:            slog.NewTextHandler(cmd.ErrOrStderr(), nil),
+			})
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "the stack's clawcage.yaml")
+	return cmd
+}
+
+func newStatusCmd(g *globalOptions) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show the running stack's components and sandboxes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			sock := supervisor.ControlSocketPath(g.stateDir)
+			st, err := supervisor.FetchStatus(ctx, sock)
+			if err != nil {
+				return err
+			}
+			var sbs []stack.SandboxView
+			if err := getJSON(ctx, sock, "/v1/sandboxes", &sbs); err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					*supervisor.StatusResponse
+					Sandboxes []stack.SandboxView `json:"sandboxes"`
+				}{st, sbs})
+			}
+			return printStatus(cmd.OutOrStdout(), st, sbs)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
+}
+
+func printStatus(w io.Writer, st *supervisor.StatusResponse, sbs []stack.SandboxView) error {
+	fmt.Fprintf(w, "supervisor pid %d\n\n", st.PID)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tUPTIME\tRESTARTS\tLAST EXIT\tHEALTH")
+	for _, c := range st.Components {
+		up := "-"
+		if c.State == "running" {
+			up = c.Uptime.Round(time.Second).String()
+		}
+		last := c.LastExit
+		if last == "" {
+			last = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", journal.Escape(c.Name), c.State, c.PID, up, c.Restarts,
+			journal.Escape(last), journal.Escape(c.Health))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(sbs) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SANDBOX\tNETNS\tROUTER\tPROXY")
+		for _, s := range sbs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", journal.Escape(s.Name), journal.Escape(s.NetNS), s.Router, s.Proxy)
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+func getJSON(ctx context.Context, sock, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://clawcage"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := supervisor.Client(sock).Do(req)
+	if err != nil {
+		return fmt.Errorf("ask the supervisor at %s: %w", sock, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s: supervisor answered %s: %s", path, resp.Status, journal.Escape(string(b)))
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(v); err != nil {
+		return fmt.Errorf("%s: decode: %w", path, err)
+	}
+	return nil
+}
+
+func newDownCmd(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Stop the running stack",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
+			defer cancel()
+			sock := supervisor.ControlSocketPath(g.stateDir)
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://clawcage/v1/down", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := supervisor.Client(sock).Do(req)
+			if err != nil {
+				return fmt.Errorf("ask the supervisor at %s to stop (is `clawcage up` running?): %w", sock, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				return fmt.Errorf("down: supervisor answered %s", resp.Status)
+			}
+			// The supervisor removes its socket once everything has stopped.
+			for {
+				if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
+					fmt.Fprintln(cmd.OutOrStdout(), "stack stopped")
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("down: the stack did not stop in time: %w", ctx.Err())
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		},
+	}
+}
