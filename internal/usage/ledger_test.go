@@ -240,3 +240,47 @@ func TestDSNPathWithSpaceAndPercent(t *testing.T) {
 		t.Fatalf("database not at the literal path: %v", err)
 	}
 }
+
+func BenchmarkRecord(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "usage.db")
+	l, err := Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	r := rec("assistant", "claude-sonnet", 0, 0.001, 800*time.Millisecond, 200)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.Time = t0.Add(time.Duration(i) * time.Millisecond)
+		if err := l.Record(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSpend100k(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "usage.db")
+	l, err := Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	tx, _ := l.db.Begin()
+	for i := range 100_000 {
+		sb := []string{"a", "b", "c", "d"}[i%4]
+		tx.Exec(`INSERT INTO requests (time_ns, sandbox, route, provider, model, tokens_in, tokens_out, cost_usd, latency_ns, ttfb_ns, status, attempts, error)
+			VALUES (?, ?, 'r', 'p', 'm', 1, 1, 0.001, 1, 1, 200, 1, '')`, t0.Add(time.Duration(i)*time.Second).UnixNano(), sb)
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	since := t0.Add(24 * time.Hour)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := l.Spend(ctx, "a", since); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

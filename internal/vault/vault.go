@@ -498,7 +498,16 @@ func (v *Vault) Keys(provider string) []Key {
 	if v.closed {
 		return nil
 	}
-	var out []Key
+	n := 0
+	for _, e := range v.entries {
+		if e.rec.Provider == provider {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]Key, 0, n)
 	for _, e := range v.entries {
 		if e.rec.Provider == provider {
 			out = append(out, Key{ID: e.rec.ID, Secret: Secret(e.secret.b)})

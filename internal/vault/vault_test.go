@@ -523,3 +523,81 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestConcurrentUse(t *testing.T) {
+	v := mustOpen(t, newDir(t))
+	if _, err := v.Set("p", []byte("sk-base-key-000000")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20 {
+			info, err := v.Set("p", []byte(fmt.Sprintf("sk-rotating-%06d", i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := v.Remove("p", info.ID); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			if k := v.Keys("p"); len(k) != 1 || string(k[0].Secret) != "sk-base-key-000000" {
+				t.Fatalf("after concurrent churn: %d keys", len(k))
+			}
+			return
+		default:
+		}
+		for _, k := range v.Keys("p") {
+			// A reader sees a whole key or (just removed) zeros, never garbage.
+			s := string(k.Secret)
+			if !strings.HasPrefix(s, "sk-") && strings.Trim(s, "\x00") != "" {
+				t.Fatalf("torn read of key %s", k.ID)
+			}
+		}
+		_ = v.List()
+	}
+}
+
+func BenchmarkKeys(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "v")
+	v, err := Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	for i := range 3 {
+		if _, err := v.Set("openai", []byte(fmt.Sprintf("sk-bench-%d-0123456789", i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if len(v.Keys("openai")) != 3 {
+			b.Fatal("keys")
+		}
+	}
+}
+
+func BenchmarkSet(b *testing.B) {
+	v, err := Open(filepath.Join(b.TempDir(), "v"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	for i := 0; i < b.N; i++ {
+		info, err := v.Set("openai", []byte(fmt.Sprintf("sk-bench-%d-0123456789", i)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := v.Remove("openai", info.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
