@@ -10,6 +10,7 @@ package stack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	"github.com/clawcage/clawcage/internal/config"
 	"github.com/clawcage/clawcage/internal/journal"
 	"github.com/clawcage/clawcage/internal/netns"
+	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/runas"
 	"github.com/clawcage/clawcage/internal/supervisor"
 )
@@ -64,13 +66,22 @@ type Options struct {
 	StopTimeout time.Duration
 	// Ready, if set, is called once everything has been started.
 	Ready func()
+	// DiscoverPresetParams finds registry parameters in the operator's
+	// environment (default policy.DiscoverPresetParams); the configuration's
+	// preset_params override what it finds.
+	DiscoverPresetParams func(context.Context) (map[string]string, error)
 }
+
+// PresetParamsFile is the file in the policy engine's state directory that
+// holds the preset parameters the supervisor discovered (JSON object).
+const PresetParamsFile = "preset-params.json"
 
 // component is one trust-domain process: router or policy engine.
 type component struct {
 	name    string // router, policy
 	command string // the clawcage subcommand
 	addr    string // its listener inside each sandbox netns
+	args    []string
 	id      runas.Identity
 	dir     string
 }
@@ -163,6 +174,19 @@ func Run(ctx context.Context, opts Options) (err error) {
 			return err
 		}
 	}
+	// Registry hosts for the npm/go/apt presets come from the operator's
+	// client configuration, which only this process (the operator's
+	// environment) can see; the policy engine gets the result as a file.
+	params := presetParams(ctx, opts.DiscoverPresetParams, cfg.PresetParams, log)
+	pj, err := json.Marshal(params)
+	if err != nil {
+		return fmt.Errorf("encode preset parameters: %w", err)
+	}
+	pol := comps[1]
+	if err := writeOwned(filepath.Join(pol.dir, PresetParamsFile), pj, pol.id); err != nil {
+		return err
+	}
+	pol.args = []string{"--preset-params", filepath.Join(pol.dir, PresetParamsFile)}
 
 	// Namespaces and listeners, one set per sandbox.
 	names := make([]string, 0, len(cfg.Sandboxes))
@@ -282,6 +306,30 @@ func Run(ctx context.Context, opts Options) (err error) {
 	return err
 }
 
+// presetParams merges discovered parameters with the configuration's
+// explicit ones (which win). A failed discovery is logged, not fatal: the
+// presets that need a missing parameter fail to compile in the engine, with
+// a message naming it.
+func presetParams(ctx context.Context, discover func(context.Context) (map[string]string, error), explicit map[string]string, log *slog.Logger) map[string]string {
+	if discover == nil {
+		discover = policy.DiscoverPresetParams
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	found, err := discover(dctx)
+	cancel()
+	if err != nil {
+		log.Warn("preset parameters: some sources failed", "err", err)
+	}
+	out := map[string]string{}
+	for k, v := range found {
+		out[k] = v
+	}
+	for k, v := range explicit {
+		out[k] = v
+	}
+	return out
+}
+
 // outputFor routes a child's stream into the journal.
 func outputFor(j *journal.Journal, name, stream string) io.Writer {
 	if sb, ok := strings.CutPrefix(name, "sandbox/"); ok {
@@ -354,7 +402,8 @@ func componentEnv(dir string) []string {
 // inherited listeners of a component; called for every (re)start.
 func componentCmd(exe, state string, c *component, nets []*sandboxNet) func() (*exec.Cmd, error) {
 	return func() (*exec.Cmd, error) {
-		cmd := exec.Command(exe, c.command, "--config", filepath.Join(c.dir, "clawcage.yaml"), "--state", state)
+		args := append([]string{c.command, "--config", filepath.Join(c.dir, "clawcage.yaml"), "--state", state}, c.args...)
+		cmd := exec.Command(exe, args...)
 		cmd.Dir = c.dir
 		cmd.Env = componentEnv(c.dir)
 		runas.Configure(cmd, c.id)

@@ -57,6 +57,18 @@ func fakeComponent(name string) int {
 		log.Error("no config copy", "err", err)
 		return 2
 	}
+	if name == "policy-engine" {
+		// The supervisor's discovery merged with the config's explicit value.
+		b, err := os.ReadFile(filepath.Join(os.Getenv("HOME"), PresetParamsFile))
+		if err != nil || string(b) != `{"go.proxy":"https://proxy.test.invalid","npm.registry":"https://explicit.test.invalid"}` {
+			log.Error("preset params", "content", string(b), "err", err)
+			return 2
+		}
+		if os.Args[len(os.Args)-2] != "--preset-params" {
+			log.Error("no --preset-params flag", "args", os.Args)
+			return 2
+		}
+	}
 	lns, err := netns.InheritedListeners()
 	if err != nil {
 		log.Error("listeners", "err", err)
@@ -190,7 +202,7 @@ func TestStackEndToEnd(t *testing.T) {
 	bin := helperBinary(t)
 	state := filepath.Join(t.TempDir(), "state")
 	cfgPath := filepath.Join(t.TempDir(), "clawcage.yaml")
-	os.WriteFile(cfgPath, []byte("sandboxes:\n  sb1: {}\n  sb2: {restart: always}\n"), 0o600)
+	os.WriteFile(cfgPath, []byte("preset_params: {npm.registry: \"https://explicit.test.invalid\"}\nsandboxes:\n  sb1: {}\n  sb2: {restart: always}\n"), 0o600)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -206,6 +218,9 @@ func TestStackEndToEnd(t *testing.T) {
 				return cmd, nil
 			},
 			Ready: func() { close(ready) },
+			DiscoverPresetParams: func(context.Context) (map[string]string, error) {
+				return map[string]string{"go.proxy": "https://proxy.test.invalid", "npm.registry": "https://found.test.invalid"}, nil
+			},
 		})
 	}()
 	select {
