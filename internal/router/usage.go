@@ -67,10 +67,18 @@ func (m *meter) line(l []byte) {
 	m.parse(bytes.TrimSpace(l[len("data:"):]))
 }
 
-// finish parses a buffered non-SSE body.
+// finish parses a buffered non-SSE body. Every dialect reports usage in a
+// top-level "usage" object; only that object is decoded.
 func (m *meter) finish() {
 	if !m.sse && !m.dropped && len(m.buf) > 0 {
-		m.parse(m.buf)
+		if fields, err := topFields(m.buf); err == nil {
+			if s, ok := fields["usage"]; ok {
+				var u usageFields
+				if json.Unmarshal(m.buf[s.start:s.end], &u) == nil {
+					m.add(&u)
+				}
+			}
+		}
 	}
 	m.buf = nil
 }
@@ -100,36 +108,41 @@ func (m *meter) parse(b []byte) {
 		return
 	}
 	for _, u := range []*usageFields{env.Usage, msgUsage(env), respUsage(env)} {
-		if u == nil {
-			continue
+		if u != nil {
+			m.add(u)
 		}
-		var in, out int64
-		have := false
-		if u.PromptTokens != nil {
-			in, have = *u.PromptTokens, true
+	}
+}
+
+// add takes the larger of the seen and reported counts (streams report
+// cumulative usage, Anthropic in two events).
+func (m *meter) add(u *usageFields) {
+	var in, out int64
+	have := false
+	if u.PromptTokens != nil {
+		in, have = *u.PromptTokens, true
+	}
+	if u.InputTokens != nil {
+		in, have = *u.InputTokens, true
+	}
+	if m.dialect == dialectAnthropic {
+		if u.CacheCreationTokens != nil {
+			in += *u.CacheCreationTokens
 		}
-		if u.InputTokens != nil {
-			in, have = *u.InputTokens, true
+		if u.CacheReadTokens != nil {
+			in += *u.CacheReadTokens
 		}
-		if m.dialect == dialectAnthropic {
-			if u.CacheCreationTokens != nil {
-				in += *u.CacheCreationTokens
-			}
-			if u.CacheReadTokens != nil {
-				in += *u.CacheReadTokens
-			}
-		}
-		if u.CompletionTokens != nil {
-			out, have = *u.CompletionTokens, true
-		}
-		if u.OutputTokens != nil {
-			out, have = *u.OutputTokens, true
-		}
-		if have {
-			m.seen = true
-			m.in = max(m.in, in)
-			m.out = max(m.out, out)
-		}
+	}
+	if u.CompletionTokens != nil {
+		out, have = *u.CompletionTokens, true
+	}
+	if u.OutputTokens != nil {
+		out, have = *u.OutputTokens, true
+	}
+	if have {
+		m.seen = true
+		m.in = max(m.in, in)
+		m.out = max(m.out, out)
 	}
 }
 

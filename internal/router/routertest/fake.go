@@ -72,6 +72,8 @@ type Provider struct {
 	EchoKeyHeader bool
 	// EchoKeyInError puts the received key into error bodies.
 	EchoKeyInError bool
+	// NoRecord stops keeping received requests (benchmarks).
+	NoRecord bool
 
 	srv *http.Server
 	ln  net.Listener
@@ -82,11 +84,22 @@ type Provider struct {
 }
 
 // Start starts a fake provider of kind on 127.0.0.1.
-func Start(kind string) (*Provider, error) {
+func Start(kind string) (*Provider, error) { return StartAt(kind, "127.0.0.1:0") }
+
+// StartAt starts a fake provider of kind on addr, which must be a loopback
+// address.
+func StartAt(kind, addr string) (*Provider, error) {
 	if kind != OpenAI && kind != Anthropic {
 		return nil, fmt.Errorf("routertest: unknown kind %q", kind)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("routertest: %w", err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("routertest: %s is not a loopback address", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("routertest: listen: %w", err)
 	}
@@ -169,7 +182,9 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var req request
 	_ = json.Unmarshal(body, &req)
 	p.mu.Lock()
-	p.reqs = append(p.reqs, Received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, Model: req.Model})
+	if !p.NoRecord {
+		p.reqs = append(p.reqs, Received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, Model: req.Model})
+	}
 	p.mu.Unlock()
 
 	key := r.Header.Get("X-Api-Key")
