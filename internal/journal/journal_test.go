@@ -354,3 +354,69 @@ func TestJournalLinesAreJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestLineWriterRateLimit(t *testing.T) {
+	dir := t.TempDir()
+	j, _ := Open(dir, Options{})
+	// A flooding sandbox: 1000 lines at once against a burst of 10 and a
+	// rate so low that no token comes back during the test.
+	w := NewLineWriter(j, Source{Component: "sandbox", Sandbox: "flood", Stream: StreamStdout, LinesPerSecond: 0.001, Burst: 10})
+	for i := range 1000 {
+		fmt.Fprintf(w, "line %d\n", i)
+	}
+	w.Close()
+	j.Close()
+	got := readAll(t, dir, Filter{})
+	if len(got) != 11 {
+		t.Fatalf("%d entries, want 10 lines and 1 drop notice", len(got))
+	}
+	if got[9].Msg != "line 9" || !strings.HasPrefix(got[10].Msg, "[990 lines dropped") {
+		t.Errorf("tail = %q, %q", got[9].Msg, got[10].Msg)
+	}
+}
+
+func FuzzLineWriter(f *testing.F) {
+	f.Add([]byte("plain\n"), true)
+	f.Add([]byte(`{"msg":"\u001b[2J","level":"INFO","k":{"n":["\u202e"]}}`+"\n"), true)
+	f.Add([]byte("\x1b[2J\r\n\xff"), false)
+	f.Fuzz(func(t *testing.T, data []byte, structured bool) {
+		dir := t.TempDir()
+		j, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := NewLineWriter(j, Source{Component: "c", Stream: StreamStdout, Structured: structured})
+		w.Write(data)
+		w.Close()
+		j.Close()
+		err = Read(context.Background(), dir, ReadOptions{}, func(e Entry) error {
+			b, _ := json.Marshal(e)
+			var back map[string]any
+			json.Unmarshal(b, &back)
+			var check func(v any)
+			check = func(v any) {
+				switch v := v.(type) {
+				case string:
+					if needsEscape(v) {
+						t.Fatalf("stored text %q holds a dangerous character", v)
+					}
+				case map[string]any:
+					for k, x := range v {
+						check(k)
+						check(x)
+					}
+				case []any:
+					for _, x := range v {
+						check(x)
+					}
+				}
+			}
+			delete(back, "time")
+			check(back)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}

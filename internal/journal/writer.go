@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Source says where lines written to a LineWriter come from.
@@ -19,22 +21,38 @@ type Source struct {
 	// that is a JSON object is stored as an event (level, msg, attrs) instead
 	// of as text. Never set it for a sandbox.
 	Structured bool
+	// LinesPerSecond and Burst cap how fast this source can fill the
+	// journal (and so push older entries out through rotation). Lines over
+	// the limit are dropped and counted; the count is recorded as one entry
+	// when lines pass again. Zero LinesPerSecond means no limit.
+	LinesPerSecond float64
+	Burst          int
 }
 
 // LineWriter turns a byte stream (a child's stdout or stderr) into journal
 // entries, one per line. Lines longer than MaxMsgBytes are split. It is safe
 // for concurrent use.
 type LineWriter struct {
-	j   *Journal
-	src Source
+	j       *Journal
+	src     Source
+	limiter *rate.Limiter // nil: unlimited
 
-	mu  sync.Mutex
-	buf []byte
+	mu      sync.Mutex
+	buf     []byte
+	dropped int
 }
 
 // NewLineWriter returns a writer that records each line it is given in j.
 func NewLineWriter(j *Journal, src Source) *LineWriter {
-	return &LineWriter{j: j, src: src}
+	w := &LineWriter{j: j, src: src}
+	if src.LinesPerSecond > 0 {
+		burst := src.Burst
+		if burst < 1 {
+			burst = 1
+		}
+		w.limiter = rate.NewLimiter(rate.Limit(src.LinesPerSecond), burst)
+	}
+	return w
 }
 
 // Write records every complete line in p and keeps the rest for later.
@@ -68,10 +86,28 @@ func (w *LineWriter) Close() error {
 		w.emit(w.buf)
 		w.buf = nil
 	}
+	w.flushDropped()
 	return nil
 }
 
+// flushDropped records how many lines the rate limit dropped.
+func (w *LineWriter) flushDropped() {
+	if w.dropped == 0 {
+		return
+	}
+	_ = w.j.Write(Entry{Component: w.src.Component, Sandbox: w.src.Sandbox, Stream: w.src.Stream,
+		Level: "WARN", Msg: fmt.Sprintf("[%d lines dropped: output rate limit of %g lines/s]", w.dropped, w.src.LinesPerSecond)})
+	w.dropped = 0
+}
+
 func (w *LineWriter) emit(line []byte) {
+	if w.limiter != nil {
+		if !w.limiter.Allow() {
+			w.dropped++
+			return
+		}
+		w.flushDropped()
+	}
 	e := Entry{Component: w.src.Component, Sandbox: w.src.Sandbox, Stream: w.src.Stream}
 	if w.src.Structured && parseStructured(line, &e) {
 		e.Stream = StreamEvent

@@ -72,6 +72,12 @@ type Options struct {
 	DiscoverPresetParams func(context.Context) (map[string]string, error)
 }
 
+// Output limits of one sandbox stream in the journal.
+const (
+	SandboxLinesPerSecond = 200
+	SandboxLineBurst      = 2000
+)
+
 // PresetParamsFile is the file in the policy engine's state directory that
 // holds the preset parameters the supervisor discovered (JSON object).
 const PresetParamsFile = "preset-params.json"
@@ -333,7 +339,9 @@ func presetParams(ctx context.Context, discover func(context.Context) (map[strin
 // outputFor routes a child's stream into the journal.
 func outputFor(j *journal.Journal, name, stream string) io.Writer {
 	if sb, ok := strings.CutPrefix(name, "sandbox/"); ok {
-		return journal.NewLineWriter(j, journal.Source{Component: "sandbox", Sandbox: sb, Stream: stream})
+		// A sandbox cannot flood the journal and rotate the evidence away.
+		return journal.NewLineWriter(j, journal.Source{Component: "sandbox", Sandbox: sb, Stream: stream,
+			LinesPerSecond: SandboxLinesPerSecond, Burst: SandboxLineBurst})
 	}
 	return journal.NewLineWriter(j, journal.Source{Component: name, Stream: stream, Structured: true})
 }
