@@ -420,3 +420,17 @@ func FuzzLineWriter(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkLineWriter(b *testing.B) {
+	j, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	w := NewLineWriter(j, Source{Component: "sandbox", Sandbox: "s", Stream: StreamStdout})
+	line := []byte("GET https://api.github.com/repos/x/y 200 \x1b[32mok\x1b[0m 123ms\n")
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		w.Write(line)
+	}
+}

@@ -767,3 +767,33 @@ func TestNoThreadLeftInNamespace(t *testing.T) {
 		t.Errorf("the main thread moved to network namespace %d", main.Ino)
 	}
 }
+
+// BenchmarkSandboxNetwork measures what the supervisor does per sandbox:
+// create the namespace, open the two listeners inside it, tear it down.
+func BenchmarkSandboxNetwork(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	ctx := context.Background()
+	state := b.TempDir()
+	for b.Loop() {
+		ns, err := Create(ctx, state, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		var lns []net.Listener
+		for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:3128"} {
+			ln, err := Listen(ctx, ns, "tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lns = append(lns, ln)
+		}
+		if err := ns.Delete(); err != nil {
+			b.Fatal(err)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+}
