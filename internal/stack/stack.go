@@ -135,6 +135,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	if c, err := net.DialTimeout("unix", supervisor.ControlSocketPath(state), time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("a supervisor is already running on %s (clawcage status --state %s)", state, state)
+	}
 	if err := runas.PrepareStateRoot(state); err != nil {
 		return err
 	}

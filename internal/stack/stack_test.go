@@ -290,6 +290,12 @@ func TestStackEndToEnd(t *testing.T) {
 		return e.Sandbox == "sb1" && strings.Contains(e.Msg, "router sb1") && strings.Contains(e.Msg, newPID)
 	})
 
+	// A second supervisor on the same state directory refuses to start.
+	if err := Run(ctx, Options{ConfigPath: cfgPath, StateDir: state, Exe: bin,
+		SandboxCommand: func(SandboxSpec) (*exec.Cmd, error) { return nil, errors.New("unused") }}); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Errorf("second Run: %v, want 'already running'", err)
+	}
+
 	// GET /v1/sandboxes.
 	resp, err := supervisor.Client(supervisor.ControlSocketPath(state)).Get("http://clawcage/v1/sandboxes")
 	if err != nil {
