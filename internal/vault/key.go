@@ -38,9 +38,9 @@ func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 // Key is one decrypted provider key as handed to the router.
 //
 // Secret is a view of mlocked memory owned by the Vault: it is valid until
-// the key is removed or the Vault is closed, after which it reads as zeros
-// (Remove) or must not be touched (Close). Do not copy it into long-lived
-// memory; build the outgoing header from it per request.
+// the key is removed or the Vault is closed, after which it reads as zeros.
+// Do not copy it into long-lived memory; build the outgoing header from it
+// per request.
 type Key struct {
 	// ID is the key's vault id, safe to log.
 	ID string

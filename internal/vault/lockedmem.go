@@ -48,11 +48,17 @@ func lockedCopy(src []byte) (*lockedBuf, error) {
 	return l, nil
 }
 
-// wipe zeroes the buffer; it stays mapped so a reader still holding a view
-// of it sees zeros instead of faulting.
-func (l *lockedBuf) wipe() {
-	if l != nil && l.mem != nil {
-		clear(l.mem)
+// retire wipes and unlocks the buffer but leaves it mapped (a few pages
+// per key for the life of the process), for buffers whose views may still
+// be held by other goroutines.
+func (l *lockedBuf) retire() {
+	if l == nil || l.mem == nil {
+		return
+	}
+	clear(l.mem)
+	if l.locked {
+		_ = unix.Munlock(l.mem)
+		l.locked = false
 	}
 }
 

@@ -79,7 +79,6 @@ type Vault struct {
 	fpKey   []byte // view into keys
 	check   string // key check value written to the vault file
 	entries []*entry
-	retired []*lockedBuf // wiped secrets of removed keys, unmapped on Close
 
 	// beforeRename, when set (tests), runs between writing and renaming the
 	// new vault file; an error aborts the write.
@@ -573,15 +572,15 @@ func (v *Vault) Delete(provider, id string) ([]KeyInfo, error) {
 	infos := make([]KeyInfo, 0, len(gone))
 	for _, e := range gone {
 		infos = append(infos, e.info())
-		// Wipe now; unmap at Close so a concurrent reader never faults.
-		e.secret.wipe()
-		v.retired = append(v.retired, e.secret)
+		// Wipe now but keep mapped so a concurrent reader never faults.
+		e.secret.retire()
 	}
 	return infos, nil
 }
 
-// Close wipes and unmaps all key material and releases the vault lock.
-// Secrets previously returned by Keys must not be used afterwards.
+// Close wipes all key material and releases the vault lock. Secrets
+// previously returned by Keys read as zeros afterwards (their pages stay
+// mapped, so a late reader never faults).
 func (v *Vault) Close() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -589,13 +588,12 @@ func (v *Vault) Close() error {
 		return nil
 	}
 	v.closed = true
+	// Wipe, but keep the pages mapped: a request still in flight during
+	// shutdown then reads zeros (and fails upstream) instead of faulting.
 	for _, e := range v.entries {
-		e.secret.free()
+		e.secret.retire()
 	}
-	for _, b := range v.retired {
-		b.free()
-	}
-	v.entries, v.retired, v.aead, v.fpKey = nil, nil, nil, nil
+	v.entries, v.aead, v.fpKey = nil, nil, nil
 	v.release()
 	return nil
 }

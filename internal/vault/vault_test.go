@@ -85,6 +85,7 @@ func TestRemove(t *testing.T) {
 	a, _ := v.Set("p", []byte("secret-aaaaaaaa"))
 	b, _ := v.Set("p", []byte("secret-bbbbbbbb"))
 	_, _ = v.Set("q", []byte("secret-cccccccc"))
+	_, _ = v.Set("r", []byte("secret-dddddddd"))
 	held := v.Keys("p")[0].Secret // a router holding a view while the key is removed
 
 	if err := v.Remove("p", a.ID); err != nil {
@@ -92,6 +93,9 @@ func TestRemove(t *testing.T) {
 	}
 	if !bytes.Equal(held, make([]byte, len(held))) {
 		t.Fatal("removed key's memory was not wiped")
+	}
+	if err := v.Remove("q", ""); err != nil {
+		t.Fatal(err)
 	}
 	if k := v.Keys("p"); len(k) != 1 || k[0].ID != b.ID {
 		t.Fatalf("after removing %s: %v", a.ID, k)
@@ -102,6 +106,7 @@ func TestRemove(t *testing.T) {
 	}{
 		{"already removed id", "p", a.ID, ErrNotFound},
 		{"unknown provider", "nope", "", ErrNotFound},
+		{"provider already emptied", "q", "", ErrNotFound},
 		{"malformed id", "p", "../../etc", ErrInvalid},
 		{"malformed provider", "P/../x", "", ErrInvalid},
 	} {
@@ -115,12 +120,19 @@ func TestRemove(t *testing.T) {
 	if err != nil || len(infos) != 1 || infos[0].ID != b.ID {
 		t.Fatalf("Delete(p, all) = %v, %v", infos, err)
 	}
-	if len(v.Keys("p")) != 0 || len(v.Keys("q")) != 1 {
-		t.Fatal("remove all of p touched q or left p")
+	if len(v.Keys("p")) != 0 || len(v.Keys("r")) != 1 {
+		t.Fatal("remove all of p touched r or left p")
 	}
+	held = v.Keys("r")[0].Secret
 	v.Close()
+	if !bytes.Equal(held, make([]byte, len(held))) {
+		t.Fatal("Close did not wipe a key a reader still holds")
+	}
+	if v.Keys("r") != nil {
+		t.Fatal("Keys after Close returned keys")
+	}
 	v2 := mustOpen(t, v.Dir())
-	if l := v2.List(); len(l) != 1 || l[0].Provider != "q" {
+	if l := v2.List(); len(l) != 1 || l[0].Provider != "r" {
 		t.Fatalf("after reopen: %+v", l)
 	}
 }
