@@ -245,7 +245,7 @@ func (s *Supervisor) Add(spec Spec) error {
 	if _, ok := s.children[spec.Name]; ok {
 		return fmt.Errorf("supervisor: child %s already exists", spec.Name)
 	}
-	c := &child{s: s, spec: spec, stop: make(chan struct{}), done: make(chan struct{}), state: "starting"}
+	c := &child{s: s, spec: spec, stop: make(chan struct{}), restart: make(chan struct{}, 1), done: make(chan struct{}), state: "starting"}
 	s.children[spec.Name] = c
 	if s.runCtx != nil {
 		s.launch(c)
@@ -285,6 +285,24 @@ func (s *Supervisor) Remove(ctx context.Context, name string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("supervisor: stop %s: %w", name, ctx.Err())
 	}
+}
+
+// Restart stops the child gracefully (see Spec.StopTimeout) and starts it
+// again at once, for example to hand it a new set of listeners. A requested
+// restart does not count towards backoff or crash-loop detection. A child
+// waiting out a backoff delay is started at once.
+func (s *Supervisor) Restart(name string) error {
+	s.mu.Lock()
+	c, ok := s.children[name]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("supervisor: no child %s", name)
+	}
+	select {
+	case c.restart <- struct{}{}:
+	default: // one is already pending
+	}
+	return nil
 }
 
 // Run starts every child and supervises them until ctx ends, then stops
@@ -365,11 +383,12 @@ func (s *Supervisor) emit(e Event, extra ...any) {
 
 // child is the state of one supervised process.
 type child struct {
-	s    *Supervisor
-	spec Spec
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	s       *Supervisor
+	spec    Spec
+	stop    chan struct{}
+	restart chan struct{} // buffered 1: a pending restart request
+	done    chan struct{}
+	once    sync.Once
 
 	mu           sync.Mutex
 	state        string
@@ -436,6 +455,11 @@ func (c *child) loop(ctx context.Context) {
 			c.emit(Event{Name: name, Kind: EventStopped, PID: res.pid, Exit: res.exit, Restarts: c.restarts})
 			return
 		}
+		if res.requested {
+			c.set(func() { c.state = "starting"; c.pid = 0; c.restarts++ })
+			c.emit(Event{Name: name, Kind: EventRestarting, PID: res.pid, Exit: res.exit, Restarts: c.restarts, Reason: "requested"})
+			continue
+		}
 		if res.startErr == nil && res.uptime >= c.spec.Backoff.StableAfter {
 			delay = c.spec.Backoff.Initial
 			recent = recent[:0]
@@ -473,6 +497,8 @@ func (c *child) loop(ctx context.Context) {
 			c.set(func() { c.state = "stopped" })
 			c.emit(Event{Name: name, Kind: EventStopped, Restarts: c.restarts})
 			return
+		case <-c.restart:
+			t.Stop()
 		case <-t.C:
 		}
 		delay = c.spec.Backoff.next(delay)
@@ -480,12 +506,13 @@ func (c *child) loop(ctx context.Context) {
 }
 
 type runResult struct {
-	startErr error
-	stopped  bool // ended because of requestStop
-	pid      int
-	code     int // exit code; -1 if killed by a signal
-	exit     string
-	uptime   time.Duration
+	startErr  error
+	stopped   bool // ended because of requestStop
+	requested bool // ended because of Restart
+	pid       int
+	code      int // exit code; -1 if killed by a signal
+	exit      string
+	uptime    time.Duration
 }
 
 // runOnce starts the child and waits for it to exit or to be stopped.
@@ -562,20 +589,23 @@ func (c *child) runOnce(ctx context.Context) runResult {
 	}
 
 	var werr error
-	stopped := false
+	stopped, requested := false, false
 	select {
 	case werr = <-waited:
 	case <-c.stop:
 		stopped = true
 		werr = c.terminate(cmd, waited)
+	case <-c.restart:
+		requested = true
+		werr = c.terminate(cmd, waited)
 	}
 	stopHealth()
 	uptime := time.Since(started)
 	drain(&copies, readEnds)
-	res := runResult{stopped: stopped, pid: pid, uptime: uptime}
+	res := runResult{stopped: stopped, requested: requested, pid: pid, uptime: uptime}
 	res.code, res.exit = describeExit(cmd, werr)
 	c.set(func() { c.lastExit = res.exit; c.lastExitTime = time.Now() })
-	if !stopped {
+	if !stopped && !requested {
 		c.emit(Event{Name: name, Kind: EventExited, PID: pid, Exit: res.exit, Restarts: c.restarts, Uptime: uptime})
 	}
 	return res

@@ -434,3 +434,42 @@ func TestParseRestartPolicy(t *testing.T) {
 		}
 	}
 }
+
+func TestRequestedRestart(t *testing.T) {
+	rec := newRecorder()
+	sup := New(Options{OnEvent: rec.on, CrashLoop: CrashLoop{Restarts: 1, Window: time.Minute}})
+	sup.Add(Spec{Name: "svc", Cmd: sh("exec sleep 1000"), StopTimeout: time.Second})
+	run(t, sup)
+	pid := rec.waitFor(t, EventStarted, 1)[0].PID
+	for i := 2; i <= 4; i++ {
+		if err := sup.Restart("svc"); err != nil {
+			t.Fatal(err)
+		}
+		evs := rec.waitFor(t, EventStarted, 1)
+		next := evs[len(evs)-1].PID
+		if next == pid {
+			t.Fatalf("restart %d kept pid %d", i, pid)
+		}
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("old process %d still exists after restart", pid)
+		}
+		pid = next
+	}
+	rec.mu.Lock()
+	evs := append([]Event(nil), rec.ev...)
+	rec.mu.Unlock()
+	for _, e := range evs {
+		if e.Kind == EventCrashLoop || e.Kind == EventExited {
+			t.Errorf("requested restarts produced %s", e.Kind)
+		}
+		if e.Kind == EventRestarting && e.Reason != "requested" {
+			t.Errorf("restart reason %q", e.Reason)
+		}
+	}
+	if st := sup.Status()[0]; st.Restarts != 3 || st.CrashLoop || st.State != "running" {
+		t.Errorf("status %+v", st)
+	}
+	if err := sup.Restart("missing"); err == nil {
+		t.Errorf("restarting an unknown child succeeded")
+	}
+}
