@@ -28,7 +28,7 @@ commands talk to the running router over its admin socket
 from the command line, and are never shown again: list prints ids and
 fingerprints only.`,
 	}
-	cmd.AddCommand(newKeysSetCmd(g), newKeysListCmd(g), newKeysRmCmd(g))
+	cmd.AddCommand(newKeysSetCmd(g), newKeysListCmd(g), newKeysRmCmd(g), newKeysRotateCmd(g))
 	return cmd
 }
 
@@ -247,6 +247,31 @@ func newKeysRmCmd(g *globalOptions) *cobra.Command {
 			}
 			for _, k := range removed {
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %s key %s (fingerprint %s)\n", k.Provider, k.ID, k.Fingerprint)
+			}
+			return nil
+		},
+	}
+}
+
+func newKeysRotateCmd(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rotate-master",
+		Short: "Re-seal every stored key under a new vault master key",
+		Long: `Generate a new vault master key and re-seal every stored key under it (the
+keys themselves do not change; their fingerprints do, being keyed by the
+master key). Use it when a copy of master.key may have leaked. The steps
+are crash-safe: the router always restarts with a working vault.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := admin.Dial(g.stateDir)
+			defer c.Close()
+			keys, err := c.RotateMasterKey(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("keys rotate-master: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "master key rotated; %d keys re-sealed\n", len(keys))
+			for _, k := range keys {
+				fmt.Fprintf(cmd.OutOrStdout(), "  %s key %s: new fingerprint %s\n", k.Provider, k.ID, k.Fingerprint)
 			}
 			return nil
 		},

@@ -216,6 +216,14 @@ func TestKeysListAndRm(t *testing.T) {
 		t.Fatalf("list --json = %v %s", err, out)
 	}
 
+	out, err = run(t, nil, "--state", r.state, "keys", "rotate-master")
+	if err != nil || !strings.Contains(out, "3 keys re-sealed") || strings.Contains(out, a.Fingerprint) {
+		t.Fatalf("rotate-master = %v %s", err, out)
+	}
+	if k := r.vault.Keys("anthropic"); len(k) != 2 || string(k[0].Secret) != testSecret {
+		t.Fatal("rotation changed the keys")
+	}
+
 	out, err = run(t, nil, "--state", r.state, "keys", "rm", "anthropic", a.ID)
 	if err != nil || !strings.Contains(out, "removed anthropic key "+a.ID) {
 		t.Fatalf("rm one = %v %s", err, out)
@@ -227,7 +235,7 @@ func TestKeysListAndRm(t *testing.T) {
 	if err != nil || !strings.Contains(out, b.ID) {
 		t.Fatalf("rm all = %v %s", err, out)
 	}
-	if l := r.vault.List(); len(l) != 1 || l[0] != o {
+	if l := r.vault.List(); len(l) != 1 || l[0].ID != o.ID {
 		t.Fatalf("left: %+v", l)
 	}
 }

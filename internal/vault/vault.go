@@ -83,6 +83,9 @@ type Vault struct {
 	// beforeRename, when set (tests), runs between writing and renaming the
 	// new vault file; an error aborts the write.
 	beforeRename func(tmp string) error
+	// beforeMasterRename, when set (tests), runs before the last step of
+	// RotateMasterKey; an error simulates a crash there.
+	beforeMasterRename func() error
 }
 
 type entry struct {
@@ -224,6 +227,9 @@ func (v *Vault) load() error {
 	if err != nil {
 		return err
 	}
+	if err := v.resolveRotation(raw); err != nil {
+		return err
+	}
 	removeStaleTemps(v.dir)
 	if !vaultExists {
 		return nil
@@ -268,25 +274,9 @@ func createMasterKey(name, dir string) (*lockedBuf, error) {
 		buf.free()
 		return nil, fmt.Errorf("generate master key: %w", err)
 	}
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
+	if err := writeMasterKey(name, dir, buf.b); err != nil {
 		buf.free()
 		return nil, fmt.Errorf("create master key: %w", err)
-	}
-	_, err = f.Write(buf.b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
-		os.Remove(name)
-		buf.free()
-		return nil, fmt.Errorf("write master key %s: %w", name, err)
 	}
 	return buf, nil
 }

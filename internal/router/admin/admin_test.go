@@ -116,6 +116,21 @@ func TestHandlerKeys(t *testing.T) {
 	}
 	vaulttest.AssertNotInBytes(t, []byte(canary), "GET /keys body", rr.Body.Bytes())
 
+	masterBefore, _ := os.ReadFile(filepath.Join(f.state, "router", vault.MasterKeyFile))
+	rr = f.do(t, "POST", "/vault/rotate", "")
+	var rotated KeysResponse
+	if err := json.Unmarshal(rr.Body.Bytes(), &rotated); rr.Code != 200 || err != nil || len(rotated.Keys) != 2 ||
+		rotated.Keys[0].ID != info.ID || rotated.Keys[0].Fingerprint == info.Fingerprint {
+		t.Fatalf("POST /vault/rotate = %d %s", rr.Code, rr.Body)
+	}
+	if masterAfter, _ := os.ReadFile(filepath.Join(f.state, "router", vault.MasterKeyFile)); bytes.Equal(masterBefore, masterAfter) {
+		t.Fatal("master key unchanged after rotation")
+	}
+	if k := f.v.Keys("anthropic"); string(k[0].Secret) != canary {
+		t.Fatal("key changed by rotation")
+	}
+	info = rotated.Keys[0]
+
 	rr = f.do(t, "DELETE", "/keys/anthropic/"+info.ID, "")
 	var rm RemoveResponse
 	if err := json.Unmarshal(rr.Body.Bytes(), &rm); rr.Code != 200 || err != nil || len(rm.Removed) != 1 || rm.Removed[0].ID != info.ID {

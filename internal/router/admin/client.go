@@ -140,6 +140,14 @@ func (c *Client) RemoveKey(ctx context.Context, provider, id string) ([]vault.Ke
 	return r.Removed, err
 }
 
+// RotateMasterKey re-seals every key under a new master key and returns
+// the keys with their new fingerprints.
+func (c *Client) RotateMasterKey(ctx context.Context) ([]vault.KeyInfo, error) {
+	var r KeysResponse
+	err := c.do(ctx, http.MethodPost, "/vault/rotate", nil, &r)
+	return r.Keys, err
+}
+
 // Usage returns the usage summary for f.
 func (c *Client) Usage(ctx context.Context, f usage.Filter) ([]usage.SummaryRow, error) {
 	q := url.Values{}

@@ -64,6 +64,7 @@ type handler struct {
 //	GET    /keys                  → KeysResponse (ids and fingerprints only)
 //	DELETE /keys/{provider}       all of provider's keys → RemoveResponse
 //	DELETE /keys/{provider}/{id}  one key → RemoveResponse
+//	POST   /vault/rotate          re-seal every key under a new master key → KeysResponse
 //	GET    /usage?sandbox=&since= since: RFC 3339 time or Go duration → UsageResponse
 //	GET    /metrics               Prometheus exposition
 func NewHandler(d Deps) http.Handler {
@@ -77,6 +78,7 @@ func NewHandler(d Deps) http.Handler {
 	mux.HandleFunc("GET /keys", h.listKeys)
 	mux.HandleFunc("DELETE /keys/{provider}", h.removeKeys)
 	mux.HandleFunc("DELETE /keys/{provider}/{id}", h.removeKeys)
+	mux.HandleFunc("POST /vault/rotate", h.rotate)
 	mux.HandleFunc("GET /usage", h.usage)
 	mux.HandleFunc("GET /metrics", h.metrics)
 	return mux
@@ -155,6 +157,21 @@ func (h *handler) removeKeys(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("key removed", "provider", k.Provider, "key_id", k.ID, "fingerprint", k.Fingerprint)
 	}
 	writeJSON(w, http.StatusOK, RemoveResponse{Removed: removed})
+}
+
+func (h *handler) rotate(w http.ResponseWriter, _ *http.Request) {
+	if h.deps.Vault == nil {
+		writeError(w, http.StatusServiceUnavailable, "vault not available")
+		return
+	}
+	if err := h.deps.Vault.RotateMasterKey(); err != nil {
+		h.log.Error("master key rotation failed", "reason", err.Error())
+		writeError(w, statusOf(err), "%v", err)
+		return
+	}
+	keys := h.deps.Vault.List()
+	h.log.Info("master key rotated", "keys", len(keys))
+	writeJSON(w, http.StatusOK, KeysResponse{Keys: keys})
 }
 
 // ParseSince reads a usage start: empty (everything), an RFC 3339 time, or
