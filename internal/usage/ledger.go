@@ -262,6 +262,17 @@ ORDER BY f.sandbox, f.route, f.provider, f.model`
 	return out, nil
 }
 
+// Prune deletes the rows recorded before before and returns how many went.
+// Budgets look back at most a month: keep at least that much.
+func (l *Ledger) Prune(ctx context.Context, before time.Time) (int64, error) {
+	res, err := l.db.ExecContext(ctx, `DELETE FROM requests WHERE time_ns < ?`, before.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("usage ledger %s: prune: %w", l.path, err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
 // Close closes the database. Every Record that returned nil is on disk.
 func (l *Ledger) Close() error {
 	err := errors.Join(l.insert.Close(), l.db.Close())

@@ -284,3 +284,23 @@ func BenchmarkSpend100k(b *testing.B) {
 		}
 	}
 }
+
+func TestPrune(t *testing.T) {
+	l, _ := openTemp(t)
+	ctx := context.Background()
+	for i := range 10 {
+		if err := l.Record(ctx, rec("a", "m", time.Duration(i)*time.Hour, 1, time.Millisecond, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := l.Prune(ctx, t0.Add(4*time.Hour))
+	if err != nil || n != 4 {
+		t.Fatalf("Prune = %d, %v; want 4 rows (hours 0-3)", n, err)
+	}
+	if s, _ := l.Spend(ctx, "a", time.Time{}); math.Abs(s-6) > 1e-9 {
+		t.Fatalf("spend after prune = %v, want 6", s)
+	}
+	if n, _ := l.Prune(ctx, t0); n != 0 {
+		t.Fatalf("second prune removed %d", n)
+	}
+}

@@ -131,6 +131,12 @@ func TestHandlerKeys(t *testing.T) {
 	}
 	info = rotated.Keys[0]
 
+	rr = f.do(t, "GET", "/metrics", "")
+	if !strings.Contains(rr.Body.String(), `clawcage_vault_keys{provider="anthropic"} 2`) {
+		t.Fatalf("vault metrics missing: %s", rr.Body)
+	}
+	vaulttest.AssertNotInBytes(t, []byte(canary), "metrics", rr.Body.Bytes())
+
 	rr = f.do(t, "DELETE", "/keys/anthropic/"+info.ID, "")
 	var rm RemoveResponse
 	if err := json.Unmarshal(rr.Body.Bytes(), &rm); rr.Code != 200 || err != nil || len(rm.Removed) != 1 || rm.Removed[0].ID != info.ID {
@@ -183,7 +189,8 @@ func TestHandlerUsageAndMetrics(t *testing.T) {
 		})
 	}
 	rr := f.do(t, "GET", "/metrics", "")
-	if rr.Code != 200 || !strings.Contains(rr.Body.String(), "clawcage_router_requests_total 3") {
+	if rr.Code != 200 || !strings.Contains(rr.Body.String(), "clawcage_router_requests_total 3") ||
+		!strings.Contains(rr.Body.String(), "clawcage_vault_memory_locked") {
 		t.Fatalf("GET /metrics = %d %s", rr.Code, rr.Body)
 	}
 }

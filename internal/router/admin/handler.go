@@ -54,8 +54,9 @@ type ErrorResponse struct {
 }
 
 type handler struct {
-	deps Deps
-	log  *slog.Logger
+	deps    Deps
+	log     *slog.Logger
+	metricz http.Handler // nil: no metrics
 }
 
 // NewHandler returns the admin API:
@@ -66,13 +67,17 @@ type handler struct {
 //	DELETE /keys/{provider}/{id}  one key → RemoveResponse
 //	POST   /vault/rotate          re-seal every key under a new master key → KeysResponse
 //	GET    /usage?sandbox=&since= since: RFC 3339 time or Go duration → UsageResponse
-//	GET    /metrics               Prometheus exposition
+//	GET    /metrics               Prometheus exposition: Deps.Metrics plus clawcage_vault_keys{provider}
+//	                              and clawcage_vault_memory_locked
 func NewHandler(d Deps) http.Handler {
 	h := &handler{deps: d, log: d.Logger}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	h.log = h.log.With("component", "router-admin")
+	if g := gatherer(d); g != nil {
+		h.metricz = promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelError)})
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /keys/{provider}", h.setKey)
 	mux.HandleFunc("GET /keys", h.listKeys)
@@ -226,9 +231,9 @@ func (h *handler) usage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
-	if h.deps.Metrics == nil {
+	if h.metricz == nil {
 		writeError(w, http.StatusServiceUnavailable, "metrics not available")
 		return
 	}
-	promhttp.HandlerFor(h.deps.Metrics, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelError)}).ServeHTTP(w, r)
+	h.metricz.ServeHTTP(w, r)
 }
