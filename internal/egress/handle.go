@@ -192,6 +192,8 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 	tun := &tunnel{rule: d.Rule, conns: []net.Conn{c, up}}
 	s.track(tun, true)
 	defer s.track(tun, false)
+	stopTun := context.AfterFunc(ctx, tun.close)
+	defer stopTun()
 	if t.connect {
 		defer tun.close()
 		p.tunnel(c, br, up, o, d)

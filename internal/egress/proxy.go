@@ -330,6 +330,9 @@ func (p *Proxy) isSelf(a netip.AddrPort) bool {
 
 func (p *Proxy) serveConn(ctx context.Context, s *sandboxState, c net.Conn) {
 	defer c.Close()
+	// Shutting down closes every connection, tunnels included.
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
 	br := bufio.NewReaderSize(c, p.opts.MaxHeaderBytes+4096)
 	first := true
 	for {

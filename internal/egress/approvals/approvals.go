@@ -125,25 +125,29 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		opts.Now = time.Now
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("approvals database %s: %w", path, err)
+		return nil, refuse(path, err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("approvals database %s: %w", path, err)
+		return nil, refuse(path, err)
 	}
 	f.Close()
 	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
-		return nil, fmt.Errorf("approvals database %s: %w", path, err)
+		return nil, refuse(path, err)
 	}
 	db.SetMaxOpenConns(1)
 	s := &Store{db: db, path: path, opts: opts, limiters: map[string]*rate.Limiter{}, flood: map[string]int64{}, lastFlush: opts.Now()}
 	if err := s.init(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("approvals database %s is unreadable or corrupt (%w); refusing to start without its approvals: restore it from a backup or move it aside to start with none", path, err)
+		return nil, refuse(path, err)
 	}
 	return s, nil
+}
+
+func refuse(path string, err error) error {
+	return fmt.Errorf("approvals database %s is unreadable or corrupt (%w); refusing to start without its approvals: restore it from a backup, or move it aside to start with none", path, err)
 }
 
 func (s *Store) init(ctx context.Context) error {
