@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"text/tabwriter"
 	"time"
 
@@ -20,10 +19,10 @@ import (
 	"github.com/clawcage/clawcage/internal/supervisor"
 )
 
-// sandboxRuntime returns the function that builds a sandbox's command for
-// the stack, or nil while the sandbox runtime is not part of this build
-// (then `up` refuses configurations with sandboxes).
-func sandboxRuntime() func(stack.SandboxSpec) (*exec.Cmd, error) {
+// sandboxRuntime returns the function that starts a sandbox for the stack,
+// or nil while the sandbox runtime is not part of this build (then `up`
+// refuses configurations with sandboxes).
+func sandboxRuntime() func(spec stack.SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
 	return nil
 }
 
@@ -44,10 +43,10 @@ clawcage down.`,
 				return errors.New("--config is required")
 			}
 			return stack.Run(cmd.Context(), stack.Options{
-				ConfigPath:     cfgPath,
-				StateDir:       g.stateDir,
-				SandboxCommand: sandboxRuntime(),
-				Log:            slog.NewTextHandler(cmd.ErrOrStderr(), nil),
+				ConfigPath:   cfgPath,
+				StateDir:     g.stateDir,
+				SandboxStart: sandboxRuntime(),
+				Log:          slog.NewTextHandler(cmd.ErrOrStderr(), nil),
 			})
 		},
 	}

@@ -56,9 +56,10 @@ type Options struct {
 	StateDir string
 	// Exe is the clawcage binary the components run (default: this one).
 	Exe string
-	// SandboxCommand builds an unstarted command running one sandbox. If nil
+	// SandboxStart starts one sandbox with its output going to stdout and
+	// stderr (internal/sandbox's Start fits behind a small adapter). If nil
 	// and the configuration has sandboxes, Run refuses to start.
-	SandboxCommand func(SandboxSpec) (*exec.Cmd, error)
+	SandboxStart func(spec SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error)
 	// Log, if set, also receives every event (the foreground view of `up`).
 	Log slog.Handler
 	// Backoff and StopTimeout tune the supervisor (zero: its defaults).
@@ -117,7 +118,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	if len(cfg.Sandboxes) > 0 && opts.SandboxCommand == nil {
+	if len(cfg.Sandboxes) > 0 && opts.SandboxStart == nil {
 		return errors.New("the configuration has sandboxes but this build has no sandbox runtime (internal/sandbox); refusing to start without it")
 	}
 	if os.Geteuid() != 0 {
@@ -256,10 +257,12 @@ func Run(ctx context.Context, opts Options) (err error) {
 		if err := os.MkdirAll(spec.Workspace, 0o700); err != nil {
 			return fmt.Errorf("sandbox %s: workspace: %w", sn.name, err)
 		}
-		build := opts.SandboxCommand
+		startSandbox := opts.SandboxStart
 		if err := sup.Add(supervisor.Spec{
-			Name:        "sandbox/" + sn.name,
-			Cmd:         func() (*exec.Cmd, error) { return build(spec) },
+			Name: "sandbox/" + sn.name,
+			StartProcess: func(stdout, stderr io.Writer) (supervisor.Process, error) {
+				return startSandbox(spec, stdout, stderr)
+			},
 			Restart:     restart,
 			Backoff:     opts.Backoff,
 			StopTimeout: opts.StopTimeout,

@@ -119,6 +119,17 @@ func fakeSandbox(name string) int {
 	}
 }
 
+// cmdProcess adapts a started exec.Cmd to supervisor.Process, as an adapter
+// around internal/sandbox would.
+type cmdProcess struct{ cmd *exec.Cmd }
+
+func (p cmdProcess) Pid() int                        { return p.cmd.Process.Pid }
+func (p cmdProcess) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+func (p cmdProcess) Wait() (int, error) {
+	err := p.cmd.Wait()
+	return p.cmd.ProcessState.ExitCode(), err
+}
+
 func helperBinary(t *testing.T) string {
 	t.Helper()
 	exe, err := os.Executable()
@@ -212,10 +223,15 @@ func TestStackEndToEnd(t *testing.T) {
 		done <- Run(ctx, Options{
 			ConfigPath: cfgPath, StateDir: state, Exe: bin,
 			Backoff: supervisor.Backoff{Initial: 50 * time.Millisecond},
-			SandboxCommand: func(s SandboxSpec) (*exec.Cmd, error) {
+			SandboxStart: func(s SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
 				cmd := exec.Command(bin, "fake-sandbox", s.Name)
 				cmd.ExtraFiles = []*os.File{s.NetNS.File()}
-				return cmd, nil
+				cmd.Stdout, cmd.Stderr = stdout, stderr
+				cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+				if err := cmd.Start(); err != nil {
+					return nil, err
+				}
+				return cmdProcess{cmd}, nil
 			},
 			Ready: func() { close(ready) },
 			DiscoverPresetParams: func(context.Context) (map[string]string, error) {
@@ -292,7 +308,7 @@ func TestStackEndToEnd(t *testing.T) {
 
 	// A second supervisor on the same state directory refuses to start.
 	if err := Run(ctx, Options{ConfigPath: cfgPath, StateDir: state, Exe: bin,
-		SandboxCommand: func(SandboxSpec) (*exec.Cmd, error) { return nil, errors.New("unused") }}); err == nil || !strings.Contains(err.Error(), "already running") {
+		SandboxStart: func(SandboxSpec, io.Writer, io.Writer) (supervisor.Process, error) { return nil, errors.New("unused") }}); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second Run: %v, want 'already running'", err)
 	}
 
@@ -377,7 +393,7 @@ func TestBadConfigLeavesStateUntouched(t *testing.T) {
 			os.WriteFile(cfg, []byte(tt.yaml), 0o600)
 			state := filepath.Join(dir, "state")
 			err := Run(context.Background(), Options{ConfigPath: cfg, StateDir: state,
-				SandboxCommand: func(SandboxSpec) (*exec.Cmd, error) { return nil, errors.New("unused") }})
+				SandboxStart: func(SandboxSpec, io.Writer, io.Writer) (supervisor.Process, error) { return nil, errors.New("unused") }})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}

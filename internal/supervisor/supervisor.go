@@ -114,6 +114,12 @@ type Spec struct {
 	// Start starts the command (default: cmd.Start). runas.Spawner.Start
 	// fits here.
 	Start func(*exec.Cmd) error
+	// StartProcess, instead of Cmd, starts a child that is not an exec.Cmd
+	// (a sandbox, whose start involves more than fork and exec). Its output
+	// goes to stdout and stderr. SIGTERM and SIGKILL are sent with
+	// Process.Signal; the process must end everything it started when it
+	// gets SIGKILL and when the supervisor dies.
+	StartProcess func(stdout, stderr io.Writer) (Process, error)
 	// Restart is the restart policy.
 	Restart RestartPolicy
 	// Backoff paces restarts; zero fields take DefaultBackoff's.
@@ -129,6 +135,17 @@ type Spec struct {
 	// (set to Name), so they can override it: a sandbox child named
 	// "sandbox/a" can log as component "sandbox" with sandbox "a".
 	LogAttrs []any
+}
+
+// Process is a child started by Spec.StartProcess.
+type Process interface {
+	// Pid is the host pid of the child.
+	Pid() int
+	// Signal sends sig to the child.
+	Signal(sig syscall.Signal) error
+	// Wait waits for the child to exit and returns its exit code (negative
+	// if there is none); it releases whatever the child held.
+	Wait() (code int, err error)
 }
 
 // CrashLoop is the crash-loop rule: more than Restarts restarts within
@@ -227,8 +244,8 @@ func (s *Supervisor) Add(spec Spec) error {
 	if spec.Name == "" {
 		return errors.New("supervisor: child without a name")
 	}
-	if spec.Cmd == nil {
-		return fmt.Errorf("supervisor: child %s: no Cmd", spec.Name)
+	if (spec.Cmd == nil) == (spec.StartProcess == nil) {
+		return fmt.Errorf("supervisor: child %s: want exactly one of Cmd and StartProcess", spec.Name)
 	}
 	spec.Backoff = spec.Backoff.withDefaults()
 	if spec.StopTimeout <= 0 {
@@ -515,53 +532,116 @@ type runResult struct {
 	uptime    time.Duration
 }
 
-// runOnce starts the child and waits for it to exit or to be stopped.
-func (c *child) runOnce(ctx context.Context) runResult {
-	name := c.spec.Name
-	c.set(func() { c.state = "starting" })
+// started is a running child of either kind.
+type started interface {
+	pid() int
+	// signal sends sig to the child and everything it started.
+	signal(sig syscall.Signal)
+	// wait waits for the exit and describes it.
+	wait() (code int, exit string)
+}
+
+// cmdProc is a child started from an *exec.Cmd.
+type cmdProc struct{ cmd *exec.Cmd }
+
+func (p cmdProc) pid() int { return p.cmd.Process.Pid }
+
+func (p cmdProc) signal(sig syscall.Signal) {
+	// The whole group first (own group or session: pgid == pid), then the
+	// leader in case it moved.
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+	_ = p.cmd.Process.Signal(sig)
+}
+
+func (p cmdProc) wait() (int, string) {
+	err := p.cmd.Wait()
+	return describeExit(p.cmd, err)
+}
+
+// extProc is a child started by Spec.StartProcess.
+type extProc struct{ p Process }
+
+func (p extProc) pid() int                  { return p.p.Pid() }
+func (p extProc) signal(sig syscall.Signal) { _ = p.p.Signal(sig) }
+
+func (p extProc) wait() (int, string) {
+	code, err := p.p.Wait()
+	if err != nil && code < 0 {
+		return -1, err.Error()
+	}
+	return code, fmt.Sprintf("exit status %d", code)
+}
+
+// outputs returns the writers for the child's two streams.
+func (c *child) outputs() (stdout, stderr io.Writer) {
+	if c.s.opts.Output == nil {
+		return io.Discard, io.Discard
+	}
+	return c.s.opts.Output(c.spec.Name, "stdout"), c.s.opts.Output(c.spec.Name, "stderr")
+}
+
+func closeWriters(ws ...io.Writer) {
+	for _, w := range ws {
+		if wc, ok := w.(io.Closer); ok {
+			wc.Close()
+		}
+	}
+}
+
+// start starts the child once. finish must be called after it has exited:
+// it waits (briefly) for its output to be recorded.
+func (c *child) start() (p started, finish func(), err error) {
+	if c.spec.StartProcess != nil {
+		stdout, stderr := c.outputs()
+		proc, err := c.spec.StartProcess(stdout, stderr)
+		if err == nil && proc == nil {
+			err = errors.New("the StartProcess function returned no process")
+		}
+		if err != nil {
+			closeWriters(stdout, stderr)
+			return nil, nil, err
+		}
+		return extProc{proc}, func() { closeWriters(stdout, stderr) }, nil
+	}
+
 	cmd, err := c.spec.Cmd()
 	if err == nil && cmd == nil {
 		err = errors.New("the Cmd function returned no command")
 	}
-	var closers []io.Closer
-	closeAll := func() {
-		for _, cl := range closers {
-			cl.Close()
-		}
+	if err != nil {
+		return nil, nil, err
 	}
+	prepare(cmd)
 	var copies sync.WaitGroup
-	var readEnds []*os.File
-	if err == nil {
-		prepare(cmd)
-		for _, st := range []struct {
-			name string
-			dst  *io.Writer
-		}{{"stdout", &cmd.Stdout}, {"stderr", &cmd.Stderr}} {
-			if *st.dst != nil {
-				continue
-			}
-			w := io.Discard
-			if c.s.opts.Output != nil {
-				w = c.s.opts.Output(name, st.name)
-			}
-			r, pw, perr := os.Pipe()
-			if perr != nil {
-				err = fmt.Errorf("pipe for %s: %w", st.name, perr)
-				break
-			}
-			*st.dst = pw
-			closers = append(closers, pw)
-			readEnds = append(readEnds, r)
-			copies.Add(1)
-			go func() {
-				defer copies.Done()
-				io.Copy(w, r)
-				r.Close()
-				if wc, ok := w.(io.Closer); ok {
-					wc.Close()
-				}
-			}()
+	var writeEnds, readEnds []*os.File
+	var stdout, stderr io.Writer = io.Discard, io.Discard
+	if c.s.opts.Output != nil {
+		stdout, stderr = c.outputs()
+	}
+	for _, st := range []struct {
+		dst *io.Writer
+		w   io.Writer
+	}{{&cmd.Stdout, stdout}, {&cmd.Stderr, stderr}} {
+		if *st.dst != nil {
+			closeWriters(st.w)
+			continue
 		}
+		r, pw, perr := os.Pipe()
+		if perr != nil {
+			err = fmt.Errorf("output pipe: %w", perr)
+			closeWriters(st.w)
+			continue
+		}
+		*st.dst = pw
+		writeEnds = append(writeEnds, pw)
+		readEnds = append(readEnds, r)
+		copies.Add(1)
+		go func(w io.Writer) {
+			defer copies.Done()
+			io.Copy(w, r)
+			r.Close()
+			closeWriters(w)
+		}(st.w)
 	}
 	if err == nil {
 		start := c.spec.Start
@@ -570,40 +650,72 @@ func (c *child) runOnce(ctx context.Context) runResult {
 		}
 		err = start(cmd)
 	}
-	closeAll() // the child has its copies of the pipes' write ends
+	for _, w := range writeEnds {
+		w.Close() // the child has its own copies
+	}
+	finish = func() { drain(&copies, readEnds) }
 	if err != nil {
-		copies.Wait()
+		finish()
+		return nil, nil, err
+	}
+	return cmdProc{cmd}, finish, nil
+}
+
+// runOnce starts the child and waits for it to exit, to be stopped or to
+// be restarted on request.
+func (c *child) runOnce(ctx context.Context) runResult {
+	name := c.spec.Name
+	c.set(func() { c.state = "starting" })
+	p, finish, err := c.start()
+	if err != nil {
 		c.emit(Event{Name: name, Kind: EventStartFailed, Restarts: c.restarts, Reason: err.Error()})
 		return runResult{startErr: err, code: -1, exit: "start failed: " + err.Error()}
 	}
-	started := time.Now()
-	pid := cmd.Process.Pid
-	c.set(func() { c.state = "running"; c.pid = pid; c.startedAt = started; c.health = "" })
+	startedAt := time.Now()
+	pid := p.pid()
+	c.set(func() { c.state = "running"; c.pid = pid; c.startedAt = startedAt; c.health = "" })
 	c.emit(Event{Name: name, Kind: EventStarted, PID: pid, Restarts: c.restarts})
 
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+	type exit struct {
+		code int
+		desc string
+	}
+	waited := make(chan exit, 1)
+	go func() { code, desc := p.wait(); waited <- exit{code, desc} }()
 	healthCtx, stopHealth := context.WithCancel(ctx)
 	if c.spec.Health != nil {
 		go c.checkHealth(healthCtx)
 	}
 
-	var werr error
+	var ex exit
 	stopped, requested := false, false
+	terminate := func() exit {
+		c.set(func() { c.state = "stopping" })
+		p.signal(syscall.SIGTERM)
+		t := time.NewTimer(c.spec.StopTimeout)
+		defer t.Stop()
+		select {
+		case ex := <-waited:
+			p.signal(syscall.SIGKILL) // stragglers
+			return ex
+		case <-t.C:
+		}
+		p.signal(syscall.SIGKILL)
+		return <-waited
+	}
 	select {
-	case werr = <-waited:
+	case ex = <-waited:
 	case <-c.stop:
 		stopped = true
-		werr = c.terminate(cmd, waited)
+		ex = terminate()
 	case <-c.restart:
 		requested = true
-		werr = c.terminate(cmd, waited)
+		ex = terminate()
 	}
 	stopHealth()
-	uptime := time.Since(started)
-	drain(&copies, readEnds)
-	res := runResult{stopped: stopped, requested: requested, pid: pid, uptime: uptime}
-	res.code, res.exit = describeExit(cmd, werr)
+	uptime := time.Since(startedAt)
+	finish()
+	res := runResult{stopped: stopped, requested: requested, pid: pid, uptime: uptime, code: ex.code, exit: ex.desc}
 	c.set(func() { c.lastExit = res.exit; c.lastExitTime = time.Now() })
 	if !stopped && !requested {
 		c.emit(Event{Name: name, Kind: EventExited, PID: pid, Exit: res.exit, Restarts: c.restarts, Uptime: uptime})
@@ -639,30 +751,6 @@ func prepare(cmd *exec.Cmd) {
 		a.Setpgid = true
 		a.Pgid = 0
 	}
-}
-
-// terminate sends SIGTERM to the child's process group, then SIGKILL after
-// the stop timeout, and returns the Wait error.
-func (c *child) terminate(cmd *exec.Cmd, waited <-chan error) error {
-	pid := cmd.Process.Pid
-	signal := func(sig syscall.Signal) {
-		// The whole group first (own group or session: pgid == pid), then
-		// the leader in case it moved.
-		_ = syscall.Kill(-pid, sig)
-		_ = cmd.Process.Signal(sig)
-	}
-	c.set(func() { c.state = "stopping" })
-	signal(syscall.SIGTERM)
-	t := time.NewTimer(c.spec.StopTimeout)
-	defer t.Stop()
-	select {
-	case err := <-waited:
-		_ = syscall.Kill(-pid, syscall.SIGKILL) // stragglers in the group
-		return err
-	case <-t.C:
-	}
-	signal(syscall.SIGKILL)
-	return <-waited
 }
 
 func describeExit(cmd *exec.Cmd, err error) (int, string) {

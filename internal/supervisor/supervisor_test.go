@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -471,5 +472,99 @@ func TestRequestedRestart(t *testing.T) {
 	}
 	if err := sup.Restart("missing"); err == nil {
 		t.Errorf("restarting an unknown child succeeded")
+	}
+}
+
+// fakeSandbox is a Process the way internal/sandbox offers one.
+type fakeSandbox struct {
+	cmd     *exec.Cmd
+	signals chan syscall.Signal
+}
+
+func (f *fakeSandbox) Pid() int { return f.cmd.Process.Pid }
+func (f *fakeSandbox) Signal(sig syscall.Signal) error {
+	f.signals <- sig
+	return f.cmd.Process.Signal(sig)
+}
+func (f *fakeSandbox) Wait() (int, error) {
+	err := f.cmd.Wait()
+	if ws, ok := f.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return f.cmd.ProcessState.ExitCode(), err
+}
+
+type lineSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (s *lineSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lines = append(s.lines, string(p))
+	return len(p), nil
+}
+
+func TestStartProcessChild(t *testing.T) {
+	rec := newRecorder()
+	out := &lineSink{}
+	sup := New(Options{OnEvent: rec.on, Output: func(name, stream string) io.Writer {
+		if name == "sandbox/a" && stream == "stdout" {
+			return out
+		}
+		return io.Discard
+	}})
+	signals := make(chan syscall.Signal, 10)
+	starts := 0
+	var mu sync.Mutex
+	err := sup.Add(Spec{Name: "sandbox/a", Backoff: Backoff{Initial: 10 * time.Millisecond}, StopTimeout: 5 * time.Second,
+		StartProcess: func(stdout, stderr io.Writer) (Process, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			script := "echo started; exit 4" // the first run fails
+			if starts++; starts > 1 {
+				script = "echo again; exec sleep 1000"
+			}
+			cmd := exec.Command("/bin/sh", "-c", script)
+			cmd.Stdout, cmd.Stderr = stdout, stderr
+			if err := cmd.Start(); err != nil {
+				return nil, err
+			}
+			return &fakeSandbox{cmd: cmd, signals: signals}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Add(Spec{Name: "both", Cmd: sh("true"), StartProcess: func(io.Writer, io.Writer) (Process, error) { return nil, nil }}); err == nil {
+		t.Errorf("a spec with both Cmd and StartProcess was accepted")
+	}
+	stop := run(t, sup)
+	evs := rec.waitFor(t, EventRestarting, 1)
+	if e := evs[len(evs)-1]; e.Exit != "exit status 4" {
+		t.Errorf("exit %q, want exit status 4", e.Exit)
+	}
+	rec.waitFor(t, EventStarted, 1)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		out.mu.Lock()
+		n := len(out.lines)
+		out.mu.Unlock()
+		if n >= 2 {
+			break
+		}
+	}
+	stop()
+	evs = rec.waitFor(t, EventStopped, 1)
+	if e := evs[len(evs)-1]; e.Exit != "exit status 143" {
+		t.Errorf("stopped with %q, want exit status 143 (SIGTERM)", e.Exit)
+	}
+	if sig := <-signals; sig != syscall.SIGTERM {
+		t.Errorf("first signal %v, want SIGTERM", sig)
+	}
+	out.mu.Lock()
+	got := strings.Join(out.lines, "")
+	out.mu.Unlock()
+	if !strings.Contains(got, "started\n") || !strings.Contains(got, "again\n") {
+		t.Errorf("output %q", got)
 	}
 }
