@@ -230,7 +230,9 @@ func TestApproveOnce(t *testing.T) {
 func TestRejectKeepsDenyingAndDedupes(t *testing.T) {
 	s := startEngine(t, t.TempDir(), "network: []\n", egresstest.NewResolver(), &clock{t: time.Now()})
 	ctx := context.Background()
-	r := egresstest.Connect(t, s.proxy, "bad.example:443")
+	if r := egresstest.Connect(t, s.proxy, "bad.example:443"); r.Status != 403 {
+		t.Fatalf("first attempt: %d", r.Status)
+	}
 	q, _ := s.client.Pending(ctx)
 	if len(q) != 1 {
 		t.Fatalf("pending %+v", q)
@@ -238,8 +240,7 @@ func TestRejectKeepsDenyingAndDedupes(t *testing.T) {
 	if err := s.client.Reject(ctx, q[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	r = egresstest.Connect(t, s.proxy, "bad.example:443")
-	if r.Status != 403 {
+	if r := egresstest.Connect(t, s.proxy, "bad.example:443"); r.Status != 403 {
 		t.Fatalf("rejected destination: %d", r.Status)
 	}
 	if q, _ := s.client.Pending(ctx); len(q) != 0 {
