@@ -86,7 +86,7 @@ func runRouter(ctx context.Context, stateDir, cfgPath string, listens, listenFDs
 			l.ln.Close()
 		}
 	}
-	if len(lns) == 0 {
+	if len(lns) == 0 && !runas.Supervised() {
 		return errors.New("router: no listeners: pass --listen [SANDBOX=]ADDR or run under the supervisor")
 	}
 	for _, l := range lns {
@@ -96,17 +96,19 @@ func runRouter(ctx context.Context, stateDir, cfgPath string, listens, listenFDs
 		}
 	}
 
+	// vault.Open creates the state dir 0700 when missing and refuses one
+	// that is not private to this uid.
 	dir := filepath.Join(stateDir, "router")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		closeAll()
-		return fmt.Errorf("router state dir: %w", err)
-	}
 	v, err := vault.Open(dir)
 	if err != nil {
 		closeAll()
 		return fmt.Errorf("router: open key vault: %w", err)
 	}
+	// Closed last: key memory is unmapped only after serving has stopped.
 	defer v.Close()
+	if !v.MemoryLocked() {
+		log.Warn("vault key memory not locked (raise RLIMIT_MEMLOCK): keys may be swapped out")
+	}
 	ledger, err := usage.Open(filepath.Join(dir, "usage.db"))
 	if err != nil {
 		closeAll()
@@ -163,7 +165,8 @@ func runRouter(ctx context.Context, stateDir, cfgPath string, listens, listenFDs
 		}
 		errc <- err
 	}()
-	log.Info("router ready", "admin", admin.SocketPath(stateDir), "routes", strings.Join(r.Routes(), ","), "memory_locked", hard.MemoryLocked)
+	log.Info("router ready", "admin", admin.SocketPath(stateDir), "routes", strings.Join(r.Routes(), ","), "listeners", len(lns),
+		"memory_locked", hard.MemoryLocked, "key_memory_locked", v.MemoryLocked())
 	var first error
 	select {
 	case <-ctx.Done():

@@ -1,9 +1,10 @@
 package router
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 )
 
 // span is the byte range [start,end) of a JSON value inside a body.
@@ -32,9 +33,11 @@ func topFields(b []byte) (map[string]span, error) {
 		if err != nil {
 			return nil, err
 		}
-		key, err := strconv.Unquote(string(b[i:kEnd]))
-		if err != nil {
-			key = string(b[i+1 : kEnd-1])
+		key := string(b[i+1 : kEnd-1])
+		if bytes.IndexByte(b[i:kEnd], '\\') >= 0 {
+			if err := json.Unmarshal(b[i:kEnd], &key); err != nil {
+				return nil, fmt.Errorf("malformed JSON key at byte %d", i)
+			}
 		}
 		i = skipWS(b, kEnd)
 		if i >= len(b) || b[i] != ':' {

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clawcage/clawcage/internal/vault"
 )
 
 // Provider kinds, the wire format a provider speaks.
@@ -32,11 +34,17 @@ const (
 )
 
 // Key is one provider key. Secret is owned by the KeySource (mlocked
-// there); the router only copies it into outbound request headers.
+// there); the router only copies it into outbound request headers. As a
+// vault.Secret it formats as "[REDACTED]" under fmt, slog and JSON.
 type Key struct {
 	ID     string
-	Secret []byte
+	Secret vault.Secret
 }
+
+const redacted = "[REDACTED]"
+
+// String describes k without its secret.
+func (k Key) String() string { return "router.Key{ID:" + k.ID + " Secret:" + redacted + "}" }
 
 // KeySource returns the keys of a provider, in rotation order. An empty
 // result means the provider is called without a key (e.g. a local Ollama).
@@ -233,11 +241,14 @@ func New(o Options) (*Router, error) {
 			return nil, fmt.Errorf("router: provider %q: kind %q is not openai or anthropic", name, p.Kind)
 		}
 		u, err := url.Parse(p.BaseURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("router: provider %q: base URL %q is not an http(s) URL", name, p.BaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("router: provider %q: base URL is not a URL", name)
 		}
 		if u.User != nil {
 			return nil, fmt.Errorf("router: provider %q: base URL must not carry credentials", name)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("router: provider %q: base URL %q is not an http(s) URL", name, u.Redacted())
 		}
 		u.Path = strings.TrimSuffix(u.Path, "/")
 		r.upstreams[name] = &upstream{name: name, Provider: p, base: u}
