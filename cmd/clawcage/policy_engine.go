@@ -71,7 +71,7 @@ func newPolicyEngineCmd(g *globalOptions) *cobra.Command {
 }
 
 func runPolicyEngine(ctx context.Context, stateDir string, cfg *config.Config, specs []listenSpec) error {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "policy")
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	policies := map[string]policy.Policy{}
 	for name, sb := range cfg.Sandboxes {
 		policies[name] = sb.Policy
@@ -85,7 +85,7 @@ func runPolicyEngine(ctx context.Context, stateDir string, cfg *config.Config, s
 	params, err := policy.DiscoverPresetParams(dctx)
 	cancel()
 	if err != nil {
-		log.Warn("preset parameters: some sources failed", "err", err)
+		log.Warn("preset parameters: some sources failed", "component", "policy", "err", err)
 	}
 	dir := filepath.Join(stateDir, "policy")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -112,7 +112,7 @@ func runPolicyEngine(ctx context.Context, stateDir string, cfg *config.Config, s
 			return fmt.Errorf("--listen %s=%s: %w", s.sandbox, s.addr, err)
 		}
 		lns = append(lns, ln)
-		log.Info("egress proxy listening", "sandbox", s.sandbox, "addr", ln.Addr().String())
+		log.Info("egress proxy listening", "component", "policy", "sandbox", s.sandbox, "addr", ln.Addr().String())
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -128,7 +128,7 @@ func runPolicyEngine(ctx context.Context, stateDir string, cfg *config.Config, s
 	wg.Add(2)
 	go func() { defer wg.Done(); errc <- eng.ServeAdmin(ctx, admin) }()
 	go func() { defer wg.Done(); eng.Run(ctx, time.Second) }()
-	log.Info("policy engine ready", "admin", engine.SocketPath(dir))
+	log.Info("policy engine ready", "component", "policy", "admin", engine.SocketPath(dir))
 	var first error
 	select {
 	case <-ctx.Done():

@@ -269,7 +269,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, sandbox string) erro
 		if s.conns.Add(1) > int64(p.opts.MaxConns) {
 			s.conns.Add(-1)
 			c.Close()
-			p.opts.Logger.Warn("egress connection refused", "sandbox", sandbox, "reason", "too-many-connections")
+			p.opts.Logger.Warn("egress connection refused", "component", "egress", "sandbox", sandbox, "reason", "too-many-connections")
 			continue
 		}
 		wg.Add(1)
