@@ -797,3 +797,27 @@ func BenchmarkSandboxNetwork(b *testing.B) {
 		}
 	}
 }
+
+// FuzzReceiveFiles feeds arbitrary bytes (no descriptors) to the receiver of
+// listener messages: it must fail cleanly or return matching names.
+func FuzzReceiveFiles(f *testing.F) {
+	hdr := `{"names":["a"]}`
+	f.Add(append(binary.BigEndian.AppendUint32(nil, uint32(len(hdr))), hdr...))
+	f.Add([]byte{0, 0, 0, 2, '{', '}'})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, b := unixPair(t)
+		if len(data) > 0 {
+			if _, err := a.Write(data); err != nil {
+				t.Skip(err)
+			}
+		}
+		a.Close()
+		names, files, err := ReceiveFiles(b)
+		if err == nil {
+			// No descriptors were sent, so no message can be valid.
+			t.Fatalf("accepted %q: names %q, %d files", data, names, len(files))
+		}
+	})
+}
