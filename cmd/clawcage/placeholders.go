@@ -11,7 +11,3 @@ import (
 func newDoctorCmd(*globalOptions) *cobra.Command {
 	return &cobra.Command{Use: "doctor", RunE: func(*cobra.Command, []string) error { return errors.New("doctor: not built yet") }}
 }
-
-func newSandboxCmd(*globalOptions) *cobra.Command {
-	return &cobra.Command{Use: "sandbox", RunE: func(*cobra.Command, []string) error { return errors.New("sandbox: not built yet") }}
-}

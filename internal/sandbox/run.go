@@ -1,0 +1,546 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clawcage/clawcage/internal/cgroup"
+	"github.com/clawcage/clawcage/internal/sandbox/pid1"
+)
+
+// Run runs spec.Command in a new sandbox and returns its exit code (128+n
+// when it was killed by signal n). A non-nil error means the sandbox could
+// not be set up or failed (*UnavailableError, *SetupError, or another
+// error); the exit code is then ExitSetupFailed, ExitNotExecutable or
+// ExitNotFound. Cancelling ctx sends SIGTERM to the sandbox and SIGKILL
+// after spec.KillGrace. Nothing of the sandbox remains when Run returns:
+// its cgroup is removed, its mounts died with its mount namespace and a
+// temporary workspace is deleted.
+func Run(ctx context.Context, spec Spec, stdio Stdio) (exitCode int, err error) {
+	p, err := Start(ctx, spec, stdio)
+	if err != nil {
+		return ExitSetupFailed, err
+	}
+	return p.Wait()
+}
+
+// Process is a started sandbox. Wait must be called to reap it and release
+// what it holds.
+type Process struct {
+	cmd     *exec.Cmd
+	ctx     context.Context
+	log     *slog.Logger
+	start   time.Time
+	repCh   chan repResult
+	cleanup []func() error // run by Wait, last first
+}
+
+type repResult struct {
+	rep *pid1.Report
+	err error
+}
+
+// Pid returns the host pid of the sandbox's PID 1.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the sandbox's PID 1, which forwards HUP, INT, QUIT,
+// TERM, USR1, USR2, WINCH, CONT, TSTP and ALRM to the command; SIGKILL
+// ends the whole sandbox.
+func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Start starts spec.Command in a new sandbox (see Run). The sandbox is in
+// its cgroup and has its configuration when Start returns; failures of the
+// steps inside the sandbox (Landlock, seccomp, exec) are reported by Wait.
+func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err error) {
+	p := &Process{ctx: ctx, start: time.Now()}
+	defer func() {
+		if err != nil {
+			p.runCleanup()
+		}
+	}()
+	r, err := resolve(&spec)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox spec: %w", err)
+	}
+	if err := CheckKernel(); err != nil {
+		return nil, err
+	}
+	uids, err := uidRangeFor(&spec)
+	if err != nil {
+		return nil, err
+	}
+	p.defer_(func() error { uids.Release(); return nil })
+	name := spec.Name
+	if name == "" {
+		// Unique among live sandboxes: the slot is held until Wait returns.
+		name = fmt.Sprintf("run-%d-%d", os.Getpid(), uids.Slot)
+	}
+	p.log = slog.With("component", "sandbox", "sandbox", name)
+	runUID := uint32(UserUID)
+	if spec.Root {
+		runUID = 0
+	}
+
+	workspace, cleanupWS, err := prepareWorkspace(spec.Workspace, int(uids.HostUID(runUID)))
+	if err != nil {
+		return nil, err
+	}
+	p.defer_(func() error { cleanupWS(); return nil })
+	if r.limits.Disk > 0 {
+		if err := checkDiskUsage(workspace, r.limits.Disk); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := cgroup.RemoveStale(staleRunGroup); err != nil {
+		p.log.Warn("remove stale sandbox cgroups", "reason", err)
+	}
+	cg, err := cgroup.New(ctx, "clawcage-"+name, cgroup.Limits{Memory: r.limits.Memory, Pids: r.limits.Pids, CPU: r.limits.CPU})
+	if err != nil {
+		return nil, &SetupError{Step: "create cgroup", Err: err}
+	}
+	p.defer_(func() error {
+		if err := cg.Destroy(); err != nil {
+			return &SetupError{Step: "remove cgroup", Err: err}
+		}
+		return nil
+	})
+
+	binds, bindFiles, err := openBinds(workspace, r.roPaths, r.rwPaths)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFiles(bindFiles)
+
+	cfg := pid1.Config{
+		Binds:     binds,
+		ReadOnly:  r.roPaths,
+		ReadWrite: r.rwPaths,
+		Hosts:     spec.Hosts,
+		TmpSize:   r.limits.Tmp,
+		UID:       int(runUID),
+		Command:   spec.Command,
+		Env:       r.env,
+		Connect:   r.connect,
+		Bind:      r.bind,
+		UIDBase:   uids.Base,
+		Ctty:      spec.TTY,
+	}
+	cfgBytes, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode sandbox config: %w", err)
+	}
+
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("config pipe: %w", err)
+	}
+	defer cfgW.Close()
+	defer cfgR.Close()
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("report pipe: %w", err)
+	}
+	p.defer_(repR.Close)
+	defer repW.Close()
+
+	exe := spec.Executable
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
+	cmd := &exec.Cmd{
+		Path:       exe,
+		Args:       []string{"clawcage", InitCommand},
+		Env:        []string{"GOMAXPROCS=1"}, // nothing of the caller's environment
+		Dir:        "/",
+		Stdin:      stdio.Stdin,
+		Stdout:     stdio.Stdout,
+		Stderr:     stdio.Stderr,
+		ExtraFiles: append([]*os.File{cfgR, repW}, bindFiles...), // configFD, reportFD, pid1.FirstBindFD...
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS |
+				unix.CLONE_NEWIPC | unix.CLONE_NEWUTS,
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(uids.Base), Size: UIDRangeSize}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(uids.Base), Size: UIDRangeSize}},
+			GidMappingsEnableSetgroups: true,
+			// Become uid 0 *inside*: without this the child keeps host uid 0.
+			Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}},
+			Setsid:     true,
+			Pdeathsig:  syscall.SIGKILL,
+		},
+	}
+	p.cmd = cmd
+
+	exited := make(chan struct{})
+	p.defer_(func() error { close(exited); return nil })
+	if err := startInNetns(cmd, &spec, exited); err != nil {
+		return nil, err
+	}
+	cfgR.Close()
+	repW.Close()
+	closeFiles(bindFiles)
+	p.log.Debug("sandbox init started", "pid", cmd.Process.Pid, "uid_base", uids.Base)
+
+	// Nothing inside runs before the config arrives, so the init (and every
+	// process it starts) is in the cgroup before any command code runs.
+	if err := cg.AddProcess(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, &SetupError{Step: "add sandbox to cgroup", Err: err}
+	}
+	if _, err := cfgW.Write(cfgBytes); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, &SetupError{Step: "send config", Err: err}
+	}
+	cfgW.Close()
+
+	p.repCh = make(chan repResult, 1)
+	go func() {
+		rep, err := pid1.ReadReport(repR)
+		p.repCh <- repResult{rep, err}
+	}()
+	done := make(chan struct{})
+	p.defer_(func() error { close(done); return nil })
+	go forwardSignals(ctx, cmd.Process, stdio.Signals, spec.KillGrace, done)
+	return p, nil
+}
+
+// defer_ registers f to run in Wait (or when Start fails), last first.
+func (p *Process) defer_(f func() error) { p.cleanup = append(p.cleanup, f) }
+
+func (p *Process) runCleanup() error {
+	var errs []error
+	for i := len(p.cleanup) - 1; i >= 0; i-- {
+		if err := p.cleanup[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.cleanup = nil
+	return errors.Join(errs...)
+}
+
+// Wait waits for the sandbox to exit, removes what it leaves on the host
+// and returns the command's exit code (see Run).
+func (p *Process) Wait() (exitCode int, err error) {
+	waitErr := p.cmd.Wait()
+	code := exitCodeOf(p.cmd.ProcessState)
+	rr := <-p.repCh
+	cerr := p.runCleanup()
+	p.log.Debug("sandbox exited", "code", code, "duration", time.Since(p.start))
+	switch {
+	case waitErr != nil && p.cmd.ProcessState == nil:
+		return ExitSetupFailed, fmt.Errorf("wait for sandbox: %w", waitErr)
+	case rr.err != nil:
+		return code, &SetupError{Step: "read report", Err: rr.err}
+	case rr.rep != nil:
+		return rr.rep.Code, reportError(rr.rep)
+	case cerr != nil:
+		return code, cerr
+	case p.ctx.Err() != nil:
+		return code, fmt.Errorf("sandbox stopped: %w", context.Cause(p.ctx))
+	}
+	return code, nil
+}
+
+// reportError turns a failure report from inside the sandbox into the
+// error Run returns.
+func reportError(r *pid1.Report) error {
+	if r.Feature != "" {
+		return &UnavailableError{Feature: r.Feature, Reason: r.Reason, Fix: r.Fix}
+	}
+	return &SetupError{Step: r.Step, Err: errors.New(r.Error)}
+}
+
+// openBinds opens the workspace and the extra paths as detached mount trees
+// (open_tree(OPEN_TREE_CLONE)) with nosuid, nodev and, for read-only paths,
+// rdonly set on the whole tree. Opening them here, as root on the host,
+// means sandbox-init never resolves a host path and needs no access to it.
+func openBinds(workspace string, ro, rw []string) ([]pid1.BindSpec, []*os.File, error) {
+	type src struct {
+		path, target string
+		ro           bool
+	}
+	srcs := []src{{workspace, WorkspaceDir, false}}
+	for _, p := range ro {
+		srcs = append(srcs, src{p, p, true})
+	}
+	for _, p := range rw {
+		srcs = append(srcs, src{p, p, false})
+	}
+	var (
+		binds []pid1.BindSpec
+		files []*os.File
+	)
+	for i, s := range srcs {
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			closeFiles(files)
+			return nil, nil, fmt.Errorf("bind %s: %w", s.path, err)
+		}
+		fd, err := unix.OpenTree(unix.AT_FDCWD, s.path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW)
+		if err != nil {
+			closeFiles(files)
+			return nil, nil, &SetupError{Step: "open_tree " + s.path, Err: err}
+		}
+		f := os.NewFile(uintptr(fd), s.path)
+		files = append(files, f)
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+		if s.ro {
+			attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+		}
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+			closeFiles(files)
+			return nil, nil, &SetupError{Step: "mount_setattr " + s.path, Err: err}
+		}
+		binds = append(binds, pid1.BindSpec{Target: s.target, Dir: fi.IsDir(), FD: pid1.FirstBindFD + i})
+	}
+	return binds, files, nil
+}
+
+// checkDiskUsage refuses a workspace whose allocated size already exceeds
+// limit bytes; it stops walking as soon as the limit is passed.
+func checkDiskUsage(dir string, limit int64) error {
+	var used int64
+	errOver := errors.New("over")
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			used += st.Blocks * 512
+		}
+		if used > limit {
+			return errOver
+		}
+		return nil
+	})
+	if errors.Is(err, errOver) {
+		return fmt.Errorf("workspace %s uses more than its disk limit of %d bytes; free space or raise resources.disk", dir, limit)
+	}
+	if err != nil {
+		return fmt.Errorf("measure workspace %s: %w", dir, err)
+	}
+	return nil
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+// staleRunGroup says whether a cgroup named clawcage-run-PID-SLOT belongs
+// to a `sandbox run` whose launcher (PID) is gone.
+func staleRunGroup(name string) bool {
+	rest, ok := strings.CutPrefix(name, "clawcage-run-")
+	if !ok {
+		return false
+	}
+	pidStr, _, ok := strings.Cut(rest, "-")
+	pid, err := strconv.Atoi(pidStr)
+	if !ok || err != nil || pid <= 0 {
+		return false
+	}
+	return errors.Is(unix.Kill(pid, 0), unix.ESRCH)
+}
+
+func uidRangeFor(spec *Spec) (*UIDRange, error) {
+	if spec.UIDBase != 0 {
+		return fixedUIDRange(spec.UIDBase)
+	}
+	return AllocateUIDRange()
+}
+
+// prepareWorkspace returns the absolute, symlink-free workspace path and a
+// cleanup function. An empty dir means a temporary workspace, removed by
+// cleanup; a missing dir is created. New directories are owned by owner
+// (the host uid the command runs as) and mode 0700.
+func prepareWorkspace(dir string, owner int) (string, func(), error) {
+	noop := func() {}
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "clawcage-workspace-")
+		if err != nil {
+			return "", noop, fmt.Errorf("create temporary workspace: %w", err)
+		}
+		if err := os.Chown(tmp, owner, owner); err != nil {
+			os.RemoveAll(tmp)
+			return "", noop, fmt.Errorf("chown temporary workspace %s: %w", tmp, err)
+		}
+		return tmp, func() { os.RemoveAll(tmp) }, nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", noop, fmt.Errorf("workspace %q: %w", dir, err)
+	}
+	if _, err := os.Lstat(abs); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(abs, 0o700); err != nil {
+			return "", noop, fmt.Errorf("create workspace: %w", err)
+		}
+		if err := os.Chown(abs, owner, owner); err != nil {
+			return "", noop, fmt.Errorf("chown workspace %s: %w", abs, err)
+		}
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", noop, fmt.Errorf("workspace %q: %w", dir, err)
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return "", noop, fmt.Errorf("workspace %q: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return "", noop, fmt.Errorf("workspace %q: not a directory", dir)
+	}
+	if real == "/" {
+		return "", noop, fmt.Errorf("workspace %q: the host root cannot be the workspace", dir)
+	}
+	return real, noop, nil
+}
+
+// startInNetns starts cmd from a thread that is in the sandbox's network
+// namespace: a new one holding only lo (brought up), or spec's. Either way
+// the namespace belongs to the initial user namespace, so root inside the
+// sandbox has no CAP_NET_ADMIN over it. The work runs on a goroutine of its
+// own, locked to its thread, that returns the thread to the host namespace
+// and holds it until exited is closed; if the return fails the thread is
+// retired (and with it, through Pdeathsig, the half-started sandbox).
+func startInNetns(cmd *exec.Cmd, spec *Spec, exited <-chan struct{}) error {
+	errc := make(chan error, 1)
+	pid1.OnLockedThread(func() bool {
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- &SetupError{Step: "open host network namespace", Err: err}
+			return true
+		}
+		defer orig.Close()
+		switch {
+		case spec.NetNSFile != nil:
+			err = joinNetns(int(spec.NetNSFile.Fd()))
+		case spec.NetNS != "":
+			var f *os.File
+			if f, err = os.Open(spec.NetNS); err == nil {
+				err = joinNetns(int(f.Fd()))
+				f.Close()
+			} else {
+				err = &SetupError{Step: "open network namespace", Err: err}
+			}
+		default:
+			err = newNetns()
+		}
+		if err == nil {
+			if serr := cmd.Start(); serr != nil {
+				err = &SetupError{Step: "start sandbox-init", Err: serr}
+			}
+		}
+		if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr != nil {
+			// Retire the thread; its Pdeathsig kills the sandbox.
+			if err == nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+			errc <- &SetupError{Step: "return to host network namespace", Err: serr}
+			return false
+		}
+		errc <- err
+		if err == nil {
+			// PR_SET_PDEATHSIG fires when this *thread* exits, so it stays
+			// locked (no other goroutine can retire it) until the sandbox
+			// has exited.
+			<-exited
+		}
+		return true
+	})
+	return <-errc
+}
+
+func joinNetns(fd int) error {
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		return &SetupError{Step: "join network namespace", Err: err}
+	}
+	return nil
+}
+
+// newNetns moves the calling thread into a new network namespace and brings
+// its loopback up.
+func newNetns() error {
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return &SetupError{Step: "create network namespace", Err: err}
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return &SetupError{Step: "bring up lo", Err: err}
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return &SetupError{Step: "bring up lo", Err: err}
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return &SetupError{Step: "bring up lo", Err: err}
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return &SetupError{Step: "bring up lo", Err: err}
+	}
+	return nil
+}
+
+// forwardSignals forwards sigs to the sandbox's PID 1 until done; on ctx
+// cancellation it sends SIGTERM, then SIGKILL after grace.
+func forwardSignals(ctx context.Context, p *os.Process, sigs <-chan os.Signal, grace time.Duration, done <-chan struct{}) {
+	if grace == 0 {
+		grace = DefaultKillGrace
+	}
+	ctxDone := ctx.Done()
+	var kill <-chan time.Time
+	for {
+		select {
+		case <-done:
+			return
+		case s, ok := <-sigs:
+			if !ok {
+				sigs = nil
+				continue
+			}
+			p.Signal(s)
+		case <-ctxDone:
+			ctxDone = nil
+			p.Signal(syscall.SIGTERM)
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			kill = t.C
+		case <-kill:
+			p.Kill()
+			kill = nil
+		}
+	}
+}
+
+// exitCodeOf maps a process state to a shell-style exit code.
+func exitCodeOf(ps *os.ProcessState) int {
+	if ps == nil {
+		return ExitSetupFailed
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
