@@ -224,6 +224,7 @@ func TestParseSince(t *testing.T) {
 		{"d", time.Time{}, true},
 		{"99999999d", time.Time{}, true},
 		{"yesterday", time.Time{}, true},
+		{"2100-01-01T00:00:00Z", time.Time{}, true},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParseSince(tc.in, now)
@@ -241,7 +242,7 @@ func FuzzParseSince(f *testing.F) {
 	now := time.Now()
 	f.Fuzz(func(t *testing.T, s string) {
 		got, err := ParseSince(s, now)
-		if err == nil && got.After(now) {
+		if err == nil && got.After(now.Add(time.Minute)) {
 			t.Fatalf("ParseSince(%q) = %v, in the future", s, got)
 		}
 	})

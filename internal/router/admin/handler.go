@@ -186,6 +186,9 @@ func ParseSince(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		if t.After(now.Add(time.Minute)) {
+			return time.Time{}, fmt.Errorf("since %q is in the future", s)
+		}
 		return t, nil
 	}
 	d, err := parseDuration(s)
