@@ -44,9 +44,24 @@ type SandboxSpec struct {
 	Name      string
 	Config    config.Sandbox
 	NetNS     *netns.NetNS // join it: setns(CLONE_NEWNET) before the new user namespace
-	Workspace string       // <state>/sandboxes/NAME/workspace, mounted at /sandbox
-	StateDir  string       // <state>/sandboxes/NAME
+	Workspace string       // <state>/sandboxes/NAME/workspace, mounted at /sandbox; created by the runtime
+	StateDir  string       // <state>/sandboxes/NAME (0711 root)
+	// UIDBase is the sandbox's stable host uid range (0: the runtime picks
+	// a free one on every start; see Options.UIDSlots).
+	UIDBase uint32
 }
+
+// UIDSlots hands out sandbox uid ranges (internal/sandbox implements it):
+// Allocate takes any free slot, Claim takes a given one. Both hold the slot
+// until release is called, so no other sandbox on the machine gets it.
+type UIDSlots interface {
+	Allocate() (slot int, base uint32, release func(), err error)
+	Claim(slot int) (base uint32, release func(), err error)
+}
+
+// uidSlotFile records a sandbox's slot, so its workspace keeps its owner
+// across restarts of the stack and of the host.
+const uidSlotFile = "uid-slot"
 
 // Options configure Run.
 type Options struct {
@@ -65,6 +80,9 @@ type Options struct {
 	// Backoff and StopTimeout tune the supervisor (zero: its defaults).
 	Backoff     supervisor.Backoff
 	StopTimeout time.Duration
+	// UIDSlots, if set, gives every sandbox a stable uid range, recorded in
+	// <state>/sandboxes/NAME/uid-slot.
+	UIDSlots UIDSlots
 	// Ready, if set, is called once everything has been started.
 	Ready func()
 	// DiscoverPresetParams finds registry parameters in the operator's
@@ -254,8 +272,23 @@ func Run(ctx context.Context, opts Options) (err error) {
 			StateDir:  filepath.Join(state, "sandboxes", sn.name),
 			Workspace: filepath.Join(state, "sandboxes", sn.name, "workspace"),
 		}
-		if err := os.MkdirAll(spec.Workspace, 0o700); err != nil {
-			return fmt.Errorf("sandbox %s: workspace: %w", sn.name, err)
+		// Traversable, not listable: the sandbox's own uids must reach the
+		// workspace below, which the runtime creates owned by them.
+		for _, d := range []string{filepath.Dir(spec.StateDir), spec.StateDir} {
+			if err := os.MkdirAll(d, 0o711); err != nil {
+				return fmt.Errorf("sandbox %s: state directory: %w", sn.name, err)
+			}
+			if err := os.Chmod(d, 0o711); err != nil {
+				return fmt.Errorf("sandbox %s: state directory: %w", sn.name, err)
+			}
+		}
+		if opts.UIDSlots != nil {
+			base, release, err := stableUIDRange(opts.UIDSlots, spec.StateDir)
+			if err != nil {
+				return fmt.Errorf("sandbox %s: %w", sn.name, err)
+			}
+			defer release() // after the supervisor has stopped the sandbox
+			spec.UIDBase = base
 		}
 		startSandbox := opts.SandboxStart
 		if err := sup.Add(supervisor.Spec{
@@ -317,6 +350,36 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 	}
 	return err
+}
+
+// stableUIDRange re-claims the slot recorded in dir, or allocates one and
+// records it.
+func stableUIDRange(slots UIDSlots, dir string) (uint32, func(), error) {
+	path := filepath.Join(dir, uidSlotFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		slot, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+		if perr != nil || slot < 0 {
+			return 0, nil, fmt.Errorf("%s: %q is not a uid slot number", path, b)
+		}
+		base, release, err := slots.Claim(slot)
+		if err != nil {
+			return 0, nil, fmt.Errorf("claim uid slot %d recorded in %s: %w", slot, path, err)
+		}
+		return base, release, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return 0, nil, fmt.Errorf("read uid slot: %w", err)
+	}
+	slot, base, release, err := slots.Allocate()
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := writeOwned(path, []byte(strconv.Itoa(slot)+"\n"), runas.Identity{}); err != nil {
+		release()
+		return 0, nil, err
+	}
+	return base, release, nil
 }
 
 // presetParams merges discovered parameters with the configuration's

@@ -220,11 +220,17 @@ func TestStackEndToEnd(t *testing.T) {
 	defer cancel()
 	ready := make(chan struct{})
 	done := make(chan error, 1)
+	slots := &fakeSlots{next: 5, claimed: map[int]bool{}}
+	var basesMu sync.Mutex
+	bases := map[string]uint32{}
 	go func() {
 		done <- Run(ctx, Options{
-			ConfigPath: cfgPath, StateDir: state, Exe: bin,
+			ConfigPath: cfgPath, StateDir: state, Exe: bin, UIDSlots: slots,
 			Backoff: supervisor.Backoff{Initial: 50 * time.Millisecond},
 			SandboxStart: func(s SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
+				basesMu.Lock()
+				bases[s.Name] = s.UIDBase
+				basesMu.Unlock()
 				cmd := exec.Command(bin, "fake-sandbox", s.Name)
 				cmd.ExtraFiles = []*os.File{s.NetNS.File()}
 				cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -269,6 +275,13 @@ func TestStackEndToEnd(t *testing.T) {
 		t.Errorf("preset params %s (%v), want %s", pp, err, want)
 	}
 
+	// Each sandbox got its own stable uid range.
+	basesMu.Lock()
+	if bases["sb1"] != 1<<30+5*65536 || bases["sb2"] != 1<<30+6*65536 {
+		t.Errorf("uid bases %v", bases)
+	}
+	basesMu.Unlock()
+
 	// Disk layout and owners.
 	for _, tt := range []struct {
 		path string
@@ -280,6 +293,8 @@ func TestStackEndToEnd(t *testing.T) {
 		{filepath.Join(state, "policy"), 61002, 0o700},
 		{filepath.Join(state, "journal"), 0, 0o700},
 		{filepath.Join(state, "netns"), 0, 0o700},
+		{filepath.Join(state, "sandboxes"), 0, 0o711},
+		{filepath.Join(state, "sandboxes", "sb1"), 0, 0o711},
 	} {
 		st, err := os.Lstat(tt.path)
 		if err != nil {
@@ -350,6 +365,9 @@ func TestStackEndToEnd(t *testing.T) {
 	}
 	if _, err := os.Stat(supervisor.ControlSocketPath(state)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("control socket left behind: %v", err)
+	}
+	if slots.released != 2 || len(slots.claimed) != 0 {
+		t.Errorf("uid slots not released: %d released, %v held", slots.released, slots.claimed)
 	}
 	if left := processesOf(61001, 61002); len(left) > 0 {
 		t.Errorf("component processes left: %v", left)
@@ -480,3 +498,54 @@ func BenchmarkUpToServing(b *testing.B) {
 type writerFunc func(p []byte)
 
 func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
+
+type fakeSlots struct {
+	next     int
+	claimed  map[int]bool
+	released int
+}
+
+func (f *fakeSlots) Allocate() (int, uint32, func(), error) {
+	slot := f.next
+	f.next++
+	base, release, err := f.Claim(slot)
+	return slot, base, release, err
+}
+
+func (f *fakeSlots) Claim(slot int) (uint32, func(), error) {
+	if f.claimed[slot] {
+		return 0, nil, fmt.Errorf("slot %d is in use", slot)
+	}
+	f.claimed[slot] = true
+	return uint32(1<<30 + slot*65536), func() { delete(f.claimed, slot); f.released++ }, nil
+}
+
+func TestStableUIDRange(t *testing.T) {
+	slots := &fakeSlots{next: 3, claimed: map[int]bool{}}
+	dir := t.TempDir()
+	base, release, err := stableUIDRange(slots, dir)
+	if err != nil || base != 1<<30+3*65536 {
+		t.Fatalf("first start: base %d, %v", base, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, uidSlotFile)); string(b) != "3\n" {
+		t.Fatalf("recorded slot %q", b)
+	}
+	// While held, nobody else gets it; the same sandbox restarting after
+	// release gets the same range back, not a new one.
+	if _, _, err := stableUIDRange(slots, dir); err == nil || !strings.Contains(err.Error(), "slot 3 is in use") {
+		t.Errorf("claim of a held slot: %v", err)
+	}
+	release()
+	base2, release2, err := stableUIDRange(slots, dir)
+	if err != nil || base2 != base {
+		t.Fatalf("restart: base %d, %v; want %d", base2, err, base)
+	}
+	release2()
+	if slots.next != 4 {
+		t.Errorf("a restart allocated a new slot")
+	}
+	os.WriteFile(filepath.Join(dir, uidSlotFile), []byte("-1\n"), 0o600)
+	if _, _, err := stableUIDRange(slots, dir); err == nil || !strings.Contains(err.Error(), "not a uid slot number") {
+		t.Errorf("corrupt slot file: %v", err)
+	}
+}
