@@ -1,0 +1,221 @@
+// Package kernel probes the running kernel for the features clawcage's
+// sandbox depends on (Landlock, seccomp filters, user and network
+// namespaces, cgroup memory and pids controllers) and the optional ones
+// (cgroup cpu, nftables, pidfd), and says for each missing one how to get it.
+//
+// It only observes: every probe is a read of /proc or /sys, a system call
+// that creates nothing lasting (a Landlock version query, a pidfd on itself),
+// or a short-lived child process started in new namespaces. It is what
+// `clawcage doctor` prints; the sandbox itself fails closed on its own when a
+// mechanism is missing, whatever the probe said earlier.
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Names of the features a Report carries.
+const (
+	Landlock     = "landlock"
+	Seccomp      = "seccomp"
+	UserNS       = "userns"
+	NetNS        = "netns"
+	CgroupMemory = "cgroup-memory"
+	CgroupPids   = "cgroup-pids"
+	CgroupCPU    = "cgroup-cpu"
+	Nftables     = "nftables"
+	Pidfd        = "pidfd"
+)
+
+// Feature is one probed kernel feature.
+type Feature struct {
+	Name     string `json:"name"`
+	OK       bool   `json:"ok"`
+	Required bool   `json:"required"`      // sandboxes cannot be enforced without it
+	Detail   string `json:"detail"`        // what was found, such as "ABI 7"
+	Fix      string `json:"fix,omitempty"` // how to get it, when it is missing
+}
+
+// Status is "ok", "missing" (required and absent) or "absent" (optional).
+func (f Feature) Status() string {
+	switch {
+	case f.OK:
+		return "ok"
+	case f.Required:
+		return "missing"
+	}
+	return "absent"
+}
+
+// Cgroups describes the cgroup hierarchies this process sees.
+type Cgroups struct {
+	// Version is "v1", "v2", "hybrid" (v1 controllers and a v2 mount) or "none".
+	Version string `json:"version"`
+	// Controllers maps each available controller to where it lives:
+	// "v1:<mount point>" or "v2:<mount point>".
+	Controllers map[string]string `json:"controllers"`
+	// V2Mount is the cgroup2 mount point, if any.
+	V2Mount string `json:"v2_mount,omitempty"`
+}
+
+// Report is the result of Probe.
+type Report struct {
+	Kernel      string    `json:"kernel"`       // uname release, such as "6.18.44"
+	Arch        string    `json:"arch"`         // uname machine
+	LandlockABI int       `json:"landlock_abi"` // 0 when Landlock is unavailable
+	Cgroups     Cgroups   `json:"cgroups"`
+	Features    []Feature `json:"features"`
+}
+
+// Feature returns the feature called name and whether the report has it.
+func (r Report) Feature(name string) (Feature, bool) {
+	for _, f := range r.Features {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return Feature{}, false
+}
+
+// Enforceable returns nil when every required feature is present, and
+// otherwise an error naming each missing one with its fix.
+func (r Report) Enforceable() error {
+	var errs []error
+	for _, f := range r.Features {
+		if f.Required && !f.OK {
+			msg := fmt.Sprintf("%s: %s", f.Name, f.Detail)
+			if f.Fix != "" {
+				msg += " (fix: " + f.Fix + ")"
+			}
+			errs = append(errs, errors.New(msg))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("sandboxes cannot be enforced on this kernel: %w", errors.Join(errs...))
+}
+
+// parseMounts finds the cgroup hierarchies in the text of /proc/mounts.
+// v1 controllers are named in a cgroup mount's options; v2 controllers
+// are listed by readV2Controllers(mountpoint). A controller bound to a v1
+// hierarchy is not available in v2, whatever cgroup.controllers says.
+func parseMounts(mounts string, readV2Controllers func(mountpoint string) (string, error)) Cgroups {
+	cg := Cgroups{Controllers: map[string]string{}}
+	v1 := false
+	for _, line := range strings.Split(mounts, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 4 {
+			continue
+		}
+		mp, fstype, opts := unescapeMount(fields[1]), fields[2], fields[3]
+		switch fstype {
+		case "cgroup":
+			for _, o := range strings.Split(opts, ",") {
+				switch o {
+				case "rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "clone_children", "xattr", "noprefix", "cpuset_v2_mode", "favordynmods":
+					continue
+				}
+				if strings.HasPrefix(o, "name=") || strings.HasPrefix(o, "release_agent=") {
+					continue
+				}
+				if _, dup := cg.Controllers[o]; !dup {
+					cg.Controllers[o] = "v1:" + mp
+					v1 = true
+				}
+			}
+		case "cgroup2":
+			if cg.V2Mount == "" {
+				cg.V2Mount = mp
+			}
+		}
+	}
+	if cg.V2Mount != "" {
+		if s, err := readV2Controllers(cg.V2Mount); err == nil {
+			for _, c := range strings.Fields(s) {
+				if _, inV1 := cg.Controllers[c]; !inV1 {
+					cg.Controllers[c] = "v2:" + cg.V2Mount
+				}
+			}
+		}
+	}
+	switch {
+	case v1 && cg.V2Mount != "":
+		cg.Version = "hybrid"
+	case v1:
+		cg.Version = "v1"
+	case cg.V2Mount != "":
+		cg.Version = "v2"
+	default:
+		cg.Version = "none"
+	}
+	return cg
+}
+
+// unescapeMount undoes the octal escapes (\040 for space) of /proc/mounts.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(c-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// cgroupFeature reports whether controller is available and how to get it.
+func cgroupFeature(cg Cgroups, name, controller string, required bool) Feature {
+	f := Feature{Name: name, Required: required}
+	where, ok := cg.Controllers[controller]
+	if ok {
+		f.OK = true
+		f.Detail = fmt.Sprintf("%s controller on cgroup %s (%s)", controller, strings.SplitN(where, ":", 2)[0], strings.SplitN(where, ":", 2)[1])
+		return f
+	}
+	switch cg.Version {
+	case "none":
+		f.Detail = "no cgroup filesystem is mounted"
+		f.Fix = "mount cgroup2 on /sys/fs/cgroup (mount -t cgroup2 none /sys/fs/cgroup) or boot with systemd"
+	case "v2", "hybrid":
+		f.Detail = fmt.Sprintf("the %s controller is neither in a v1 hierarchy nor in %s/cgroup.controllers", controller, cg.V2Mount)
+		f.Fix = fmt.Sprintf("enable CONFIG_%s in the kernel, or, inside a container, delegate the %s controller to it", cgroupConfig(controller), controller)
+	default:
+		f.Detail = fmt.Sprintf("no v1 hierarchy has the %s controller", controller)
+		f.Fix = fmt.Sprintf("mount it (mkdir -p /sys/fs/cgroup/%s && mount -t cgroup -o %s cgroup /sys/fs/cgroup/%s), or enable CONFIG_%s", controller, controller, controller, cgroupConfig(controller))
+	}
+	if controller == "memory" {
+		f.Fix += "; if the kernel has it but it is off, boot with cgroup_enable=memory"
+	}
+	return f
+}
+
+func cgroupConfig(controller string) string {
+	switch controller {
+	case "memory":
+		return "MEMCG=y"
+	case "pids":
+		return "CGROUP_PIDS=y"
+	case "cpu":
+		return "CGROUP_SCHED=y and CONFIG_CFS_BANDWIDTH=y"
+	}
+	return "CGROUPS=y"
+}
