@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/clawcage/clawcage/internal/config"
+	"github.com/clawcage/clawcage/internal/egress"
 	"github.com/clawcage/clawcage/internal/egress/engine"
 	"github.com/clawcage/clawcage/internal/policy"
 )
@@ -39,6 +40,7 @@ func parseListen(s string) (listenSpec, error) {
 func newPolicyEngineCmd(g *globalOptions) *cobra.Command {
 	var cfgPath string
 	var listens []string
+	var lim egress.Options
 	cmd := &cobra.Command{
 		Use:   "policy-engine --config FILE --listen [SANDBOX=]ADDR...",
 		Short: "Run the policy engine (egress proxy, denial queue, approvals) on its own",
@@ -62,15 +64,21 @@ func newPolicyEngineCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runPolicyEngine(cmd.Context(), g.stateDir, cfg, specs)
+			if lim.RequestRate < 0 || lim.MaxTunnels < 0 || lim.RequestBurst < 0 {
+				return errors.New("--max-tunnels, --request-rate and --request-burst must not be negative")
+			}
+			return runPolicyEngine(cmd.Context(), g.stateDir, cfg, specs, lim)
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "clawcage.yaml with the sandboxes' policies")
+	cmd.Flags().IntVar(&lim.MaxTunnels, "max-tunnels", 0, "per-sandbox cap on concurrent tunnels and plain requests (0: 256)")
+	cmd.Flags().Float64Var((*float64)(&lim.RequestRate), "request-rate", 0, "per-sandbox requests per second (0: 100)")
+	cmd.Flags().IntVar(&lim.RequestBurst, "request-burst", 0, "per-sandbox request burst (0: 200)")
 	cmd.Flags().StringArrayVar(&listens, "listen", nil, "proxy listener `[SANDBOX=]ADDR` (repeatable; sandbox \"default\" when omitted)")
 	return cmd
 }
 
-func runPolicyEngine(ctx context.Context, stateDir string, cfg *config.Config, specs []listenSpec) error {
+func runPolicyEngine(ctx context.Context, stateDir string, cfg *config.Config, specs []listenSpec, lim egress.Options) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	policies := map[string]policy.Policy{}
 	for name, sb := range cfg.Sandboxes {
@@ -92,7 +100,7 @@ func runPolicyEngine(ctx context.Context, stateDir string, cfg *config.Config, s
 		return fmt.Errorf("policy engine state: %w", err)
 	}
 	// Rules and approvals are loaded before any listener exists.
-	eng, err := engine.Open(ctx, engine.Options{Policies: policies, Dir: dir, PresetParams: params, Logger: log})
+	eng, err := engine.Open(ctx, engine.Options{Policies: policies, Dir: dir, PresetParams: params, Logger: log, Proxy: lim})
 	if err != nil {
 		return err
 	}

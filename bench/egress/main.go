@@ -1,0 +1,373 @@
+// Command egress-bench measures CONNECT setup latency and tunnel
+// throughput side by side: direct, through clawcage's egress proxy, a bare
+// Go relay with no policy (the floor any Go proxy pays), tinyproxy and
+// smokescreen. Every proxy runs as its own process; targets are IP
+// literals, so no DNS is involved. Run it through run.sh.
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+func main() {
+	relay := flag.String("relay", "", "run the bare relay on this address and nothing else")
+	clawcage := flag.String("clawcage", "", "clawcage binary")
+	smokescreen := flag.String("smokescreen", "", "smokescreen binary (optional)")
+	tinyproxy := flag.String("tinyproxy", "", "tinyproxy binary (optional)")
+	n := flag.Int("n", 2000, "CONNECT setups per target")
+	rounds := flag.Int("rounds", 10, "rounds the setups are interleaved over")
+	size := flag.Int64("bytes", 256<<20, "bytes per throughput run")
+	runs := flag.Int("runs", 5, "throughput runs per target")
+	flag.Parse()
+	if *relay != "" {
+		log.Fatal(serveRelay(*relay))
+	}
+	if *clawcage == "" {
+		log.Fatal("-clawcage is required")
+	}
+	if err := run(*clawcage, *smokescreen, *tinyproxy, *n, *rounds, *size, *runs); err != nil {
+		log.Fatal(err)
+	}
+}
+
+type target struct {
+	name  string
+	proxy string // "" = direct
+	cmd   *exec.Cmd
+}
+
+func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, runs int) error {
+	dir, err := os.MkdirTemp("", "egress-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	up, err := startUpstream()
+	if err != nil {
+		return err
+	}
+	upPort := up.Addr().(*net.TCPAddr).Port
+	upAddr := up.Addr().String()
+
+	targets := []*target{{name: "direct"}}
+	defer func() {
+		for _, t := range targets {
+			if t.cmd != nil && t.cmd.Process != nil {
+				t.cmd.Process.Kill()
+				t.cmd.Wait()
+			}
+		}
+	}()
+	start := func(name string, addr string, c *exec.Cmd) error {
+		logf, err := os.Create(filepath.Join(dir, name+".log"))
+		if err != nil {
+			return err
+		}
+		c.Stdout, c.Stderr = logf, logf
+		if err := c.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		targets = append(targets, &target{name: name, proxy: addr, cmd: c})
+		if err := waitListen(addr); err != nil {
+			data, _ := os.ReadFile(logf.Name())
+			return fmt.Errorf("%s: %w\n%s", name, err, data)
+		}
+		return nil
+	}
+
+	cfg := filepath.Join(dir, "clawcage.yaml")
+	os.WriteFile(cfg, fmt.Appendf(nil, "sandboxes:\n  default:\n    policy:\n      network:\n        - {name: bench, cidrs: [127.0.0.0/8], ports: [%d]}\n", upPort), 0o600)
+	ccAddr := freeAddr()
+	if err := start("clawcage", ccAddr, exec.Command(clawcage, "policy-engine", "--config", cfg, "--state", filepath.Join(dir, "state"),
+		"--listen", "default="+ccAddr, "--max-tunnels", "100000", "--request-rate", "1e9", "--request-burst", "1000000000")); err != nil {
+		return err
+	}
+	self, _ := os.Executable()
+	relayAddr := freeAddr()
+	if err := start("go-relay", relayAddr, exec.Command(self, "-relay", relayAddr)); err != nil {
+		return err
+	}
+	if smokescreen != "" {
+		a := freeAddr()
+		_, port, _ := net.SplitHostPort(a)
+		if err := start("smokescreen", a, exec.Command(smokescreen, "--listen-ip", "127.0.0.1", "--listen-port", port, "--allow-range", "127.0.0.0/8")); err != nil {
+			return err
+		}
+	}
+	if tinyproxy != "" {
+		a := freeAddr()
+		_, port, _ := net.SplitHostPort(a)
+		conf := filepath.Join(dir, "tinyproxy.conf")
+		os.WriteFile(conf, fmt.Appendf(nil, "Port %s\nListen 127.0.0.1\nTimeout 600\nMaxClients 1000\nAllow 127.0.0.1\nConnectPort %d\nLogLevel Critical\nLogFile \"%s\"\nPidFile \"%s\"\n",
+			port, upPort, filepath.Join(dir, "tinyproxy.out"), filepath.Join(dir, "tinyproxy.pid")), 0o644)
+		if err := start("tinyproxy", a, exec.Command(tinyproxy, "-d", "-c", conf)); err != nil {
+			return err
+		}
+	}
+
+	// Warm up every target, then interleave rounds so drift hits all alike.
+	samples := map[string][]time.Duration{}
+	for _, t := range targets {
+		for i := 0; i < 50; i++ {
+			if _, err := setup(t.proxy, upAddr); err != nil {
+				return fmt.Errorf("%s warm-up: %w", t.name, err)
+			}
+		}
+	}
+	per := n / rounds
+	for r := 0; r < rounds; r++ {
+		for _, t := range targets {
+			for i := 0; i < per; i++ {
+				d, err := setup(t.proxy, upAddr)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.name, err)
+				}
+				samples[t.name] = append(samples[t.name], d)
+			}
+		}
+	}
+	tput := map[string][]float64{}
+	for r := 0; r < runs; r++ {
+		for _, t := range targets {
+			mbps, err := throughput(t.proxy, upAddr, size)
+			if err != nil {
+				return fmt.Errorf("%s throughput: %w", t.name, err)
+			}
+			tput[t.name] = append(tput[t.name], mbps)
+		}
+	}
+
+	direct := pct(samples["direct"], 50)
+	relayP50 := pct(samples["go-relay"], 50)
+	smokeT := median(tput["smokescreen"])
+	fmt.Printf("CONNECT setup (dial + CONNECT + 200 + 1-byte echo through the tunnel), %d per target, %d interleaved rounds\n", per*rounds, rounds)
+	fmt.Printf("%-12s %10s %10s %10s %12s %12s\n", "target", "p50", "p90", "p99", "p50-direct", "p50-relay")
+	for _, t := range targets {
+		s := samples[t.name]
+		p50 := pct(s, 50)
+		fmt.Printf("%-12s %10s %10s %10s %12s %12s\n", t.name, us(p50), us(pct(s, 90)), us(pct(s, 99)), us(p50-direct), us(p50-relayP50))
+	}
+	fmt.Printf("\ntunnel throughput (%d MiB one way, %d runs, median)\n", size>>20, runs)
+	fmt.Printf("%-12s %12s %14s %16s\n", "target", "MiB/s", "x direct", "x smokescreen")
+	dT := median(tput["direct"])
+	for _, t := range targets {
+		m := median(tput[t.name])
+		vs := "-"
+		if smokeT > 0 {
+			vs = fmt.Sprintf("%.2f", m/smokeT)
+		}
+		fmt.Printf("%-12s %12.0f %14.2f %16s\n", t.name, m, m/dT, vs)
+	}
+	return nil
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.1fµs", float64(d)/1e3) }
+
+func pct(s []time.Duration, p int) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c[min(len(c)-1, len(c)*p/100)]
+}
+
+func median(s []float64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c[len(c)/2]
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitListen(addr string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s after 20s", addr)
+}
+
+// open dials the upstream directly or through proxy with CONNECT.
+func open(proxy, upstream string) (net.Conn, *bufio.Reader, error) {
+	if proxy == "" {
+		c, err := net.Dial("tcp", upstream)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, bufio.NewReader(c), nil
+	}
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", upstream, upstream)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	if resp.StatusCode != 200 {
+		c.Close()
+		return nil, nil, fmt.Errorf("CONNECT: %s", resp.Status)
+	}
+	return c, br, nil
+}
+
+func setup(proxy, upstream string) (time.Duration, error) {
+	t0 := time.Now()
+	c, br, err := open(proxy, upstream)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte{'e'}); err != nil {
+		return 0, err
+	}
+	b, err := br.ReadByte()
+	if err != nil || b != 'e' {
+		return 0, fmt.Errorf("echo: %q %v", b, err)
+	}
+	return time.Since(t0), nil
+}
+
+func throughput(proxy, upstream string, size int64) (float64, error) {
+	c, br, err := open(proxy, upstream)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	hdr := make([]byte, 9)
+	hdr[0] = 's'
+	binary.BigEndian.PutUint64(hdr[1:], uint64(size))
+	buf := make([]byte, 256<<10)
+	t0 := time.Now()
+	if _, err := c.Write(hdr); err != nil {
+		return 0, err
+	}
+	for left := size; left > 0; {
+		n := min(left, int64(len(buf)))
+		if _, err := c.Write(buf[:n]); err != nil {
+			return 0, err
+		}
+		left -= n
+	}
+	if b, err := br.ReadByte(); err != nil || b != 'k' {
+		return 0, fmt.Errorf("ack: %q %v", b, err)
+	}
+	return float64(size) / (1 << 20) / time.Since(t0).Seconds(), nil
+}
+
+// startUpstream serves: 'e' → echo one byte; 's' + 8-byte length → read
+// and discard that many bytes, then answer 'k'.
+func startUpstream() (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var b [9]byte
+				if _, err := io.ReadFull(c, b[:1]); err != nil {
+					return
+				}
+				switch b[0] {
+				case 'e':
+					c.Write(b[:1])
+					io.Copy(io.Discard, c)
+				case 's':
+					if _, err := io.ReadFull(c, b[1:9]); err != nil {
+						return
+					}
+					n := int64(binary.BigEndian.Uint64(b[1:9]))
+					if _, err := io.CopyN(io.Discard, c, n); err != nil {
+						return
+					}
+					c.Write([]byte{'k'})
+				}
+			}()
+		}
+	}()
+	return ln, nil
+}
+
+// serveRelay is the bare Go CONNECT relay: parse, dial, 200, copy. No
+// policy, no logging, no limits.
+func serveRelay(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			br := bufio.NewReader(c)
+			req, err := http.ReadRequest(br)
+			if err != nil || req.Method != http.MethodConnect {
+				return
+			}
+			up, err := net.Dial("tcp", req.Host)
+			if err != nil {
+				io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
+				return
+			}
+			defer up.Close()
+			io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n")
+			if n := br.Buffered(); n > 0 {
+				b, _ := br.Peek(n)
+				up.Write(b)
+			}
+			done := make(chan struct{})
+			go func() {
+				io.Copy(up, c)
+				if tc, ok := up.(*net.TCPConn); ok {
+					tc.CloseWrite()
+				}
+				close(done)
+			}()
+			io.Copy(c, up)
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			}
+			<-done
+		}()
+	}
+}
+
