@@ -105,11 +105,14 @@ func readSecret(ctx context.Context, in io.Reader, prompt io.Writer, provider st
 		}
 		return secret, nil
 	}
-	buf, err := io.ReadAll(io.LimitReader(in, vault.MaxSecretLen+3))
-	if err != nil {
+	// One fixed buffer (no growing copies left behind); the caller zeroes it.
+	buf := make([]byte, vault.MaxSecretLen+3)
+	n, err := io.ReadFull(in, buf)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		clear(buf)
 		return nil, fmt.Errorf("keys set: read secret from standard input: %w", err)
 	}
+	buf = buf[:n]
 	if len(buf) > vault.MaxSecretLen+2 {
 		clear(buf)
 		return nil, fmt.Errorf("keys set: standard input holds more than %d bytes: not a provider key", vault.MaxSecretLen)
@@ -159,7 +162,8 @@ func readNoEcho(ctx context.Context, f *os.File) ([]byte, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		var line []byte
+		// Preallocated so appends never leave copies behind.
+		line := make([]byte, 0, vault.MaxSecretLen+2)
 		var b [1]byte
 		for len(line) <= vault.MaxSecretLen {
 			n, err := f.Read(b[:])

@@ -124,12 +124,15 @@ func (h *handler) setKey(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	secret, err := io.ReadAll(io.LimitReader(r.Body, vault.MaxSecretLen+1))
-	defer clear(secret)
-	if err != nil {
+	// One fixed buffer (no growing copies left behind), zeroed when done.
+	buf := make([]byte, vault.MaxSecretLen+1)
+	defer clear(buf)
+	n, err := io.ReadFull(r.Body, buf)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		writeError(w, http.StatusBadRequest, "read secret: %v", err)
 		return
 	}
+	secret := buf[:n]
 	info, err := h.deps.Vault.Set(provider, secret)
 	if err != nil {
 		h.log.Warn("key not stored", "provider", provider, "reason", err.Error())
