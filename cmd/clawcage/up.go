@@ -9,21 +9,52 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sort"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/clawcage/clawcage/internal/journal"
+	"github.com/clawcage/clawcage/internal/sandbox"
 	"github.com/clawcage/clawcage/internal/stack"
 	"github.com/clawcage/clawcage/internal/supervisor"
 )
 
-// sandboxRuntime returns the function that starts a sandbox for the stack,
-// or nil while the sandbox runtime is not part of this build (then `up`
-// refuses configurations with sandboxes).
-func sandboxRuntime() func(spec stack.SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
-	return nil
+// sandboxRuntime returns the function that starts one of the stack's
+// sandboxes with internal/sandbox: joined to the network namespace the stack
+// made for it, with /etc/hosts and proxy variables pointing at the listeners
+// on its loopback. ctx lives as long as the stack.
+func sandboxRuntime(ctx context.Context) func(spec stack.SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
+	return func(s stack.SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
+		command := s.Config.Command
+		if len(command) == 0 {
+			// No agent configured: the sandbox idles, for `sandbox exec` and `sandbox shell`.
+			command = []string{"/bin/sleep", "infinity"}
+		}
+		env := make([]string, 0, len(s.Config.Env))
+		for k, v := range s.Config.Env {
+			env = append(env, k+"="+v)
+		}
+		sort.Strings(env)
+		pol := s.Config.Policy
+		p, err := sandbox.Start(ctx, sandbox.Spec{
+			Name:      s.Name,
+			Command:   command,
+			Workspace: s.Workspace,
+			Env:       env,
+			Policy:    &pol,
+			Hosts:     []string{"127.0.0.1 inference.local gateway.local"},
+			HTTPProxy: "http://" + stack.ProxyAddr,
+			NoProxy:   "inference.local,gateway.local",
+			NetNSFile: s.NetNS.File(),
+			UIDBase:   s.UIDBase,
+		}, sandbox.Stdio{Stdout: stdout, Stderr: stderr})
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
 }
 
 func newUpCmd(g *globalOptions) *cobra.Command {
@@ -45,7 +76,7 @@ clawcage down.`,
 			return stack.Run(cmd.Context(), stack.Options{
 				ConfigPath:   cfgPath,
 				StateDir:     g.stateDir,
-				SandboxStart: sandboxRuntime(),
+				SandboxStart: sandboxRuntime(cmd.Context()),
 				Log:          slog.NewTextHandler(cmd.ErrOrStderr(), nil),
 			})
 		},
