@@ -370,4 +370,3 @@ func serveRelay(addr string) error {
 		}()
 	}
 }
-

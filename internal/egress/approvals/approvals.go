@@ -333,7 +333,7 @@ func (s *Store) Queue(ctx context.Context, state string) ([]Entry, error) {
 		q += ` WHERE state = ?`
 		args = append(args, state)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY first_seen, id`, args...)
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY flooding, first_seen, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list queue: %w", err)
 	}
