@@ -533,6 +533,23 @@ func TestAllocateUIDRange(t *testing.T) {
 	if c.Slot != slot {
 		t.Errorf("released slot %d not reused (got %d)", slot, c.Slot)
 	}
+	if _, err := ClaimUIDRange(b.Slot); !errors.Is(err, ErrSlotInUse) {
+		t.Errorf("claiming a held slot: %v, want ErrSlotInUse", err)
+	}
+	for _, bad := range []int{-1, UIDSlots} {
+		if _, err := ClaimUIDRange(bad); err == nil || errors.Is(err, ErrSlotInUse) {
+			t.Errorf("ClaimUIDRange(%d): %v, want a range error", bad, err)
+		}
+	}
+	free := (b.Slot + UIDSlots/2) % UIDSlots
+	d, err := ClaimUIDRange(free)
+	if err != nil {
+		t.Fatalf("claim free slot %d: %v", free, err)
+	}
+	defer d.Release()
+	if d.Base != UIDRangeBase+uint32(free)*UIDRangeSize {
+		t.Errorf("slot %d has base %d", free, d.Base)
+	}
 }
 
 // TestSandboxJoinsGivenNetns is the stack's use: a network namespace made

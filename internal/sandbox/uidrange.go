@@ -51,21 +51,42 @@ func (r *UIDRange) Release() {
 func AllocateUIDRange() (*UIDRange, error) {
 	start := os.Getpid() % UIDSlots
 	for i := range UIDSlots {
-		slot := (start + i) % UIDSlots
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("allocate uid range: socket: %w", err)
-		}
-		err = unix.Bind(fd, &unix.SockaddrUnix{Name: fmt.Sprintf("@clawcage/uid-slot/%d", slot)})
+		r, err := ClaimUIDRange((start + i) % UIDSlots)
 		if err == nil {
-			return &UIDRange{Base: UIDRangeBase + uint32(slot)*UIDRangeSize, Slot: slot, lock: fd}, nil
+			return r, nil
 		}
-		unix.Close(fd)
-		if !errors.Is(err, unix.EADDRINUSE) {
-			return nil, fmt.Errorf("allocate uid range: bind slot %d: %w", slot, err)
+		if !errors.Is(err, ErrSlotInUse) {
+			return nil, err
 		}
 	}
 	return nil, fmt.Errorf("allocate uid range: all %d slots are in use", UIDSlots)
+}
+
+// ErrSlotInUse is returned by ClaimUIDRange when another process holds the
+// slot.
+var ErrSlotInUse = errors.New("uid range slot is in use")
+
+// ClaimUIDRange reserves the given slot (0 <= slot < UIDSlots), for a
+// caller that needs the same range every time (a persistent workspace is
+// owned by the range's uids). It fails with ErrSlotInUse if another process
+// holds it.
+func ClaimUIDRange(slot int) (*UIDRange, error) {
+	if slot < 0 || slot >= UIDSlots {
+		return nil, fmt.Errorf("uid range slot %d: want 0..%d", slot, UIDSlots-1)
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("claim uid range slot %d: socket: %w", slot, err)
+	}
+	err = unix.Bind(fd, &unix.SockaddrUnix{Name: fmt.Sprintf("@clawcage/uid-slot/%d", slot)})
+	if err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EADDRINUSE) {
+			return nil, fmt.Errorf("claim uid range slot %d: %w", slot, ErrSlotInUse)
+		}
+		return nil, fmt.Errorf("claim uid range slot %d: %w", slot, err)
+	}
+	return &UIDRange{Base: UIDRangeBase + uint32(slot)*UIDRangeSize, Slot: slot, lock: fd}, nil
 }
 
 // fixedUIDRange is a range chosen by the caller (Spec.UIDBase); the caller
