@@ -140,9 +140,18 @@ func printStatus(w io.Writer, st *supervisor.StatusResponse, sbs []stack.Sandbox
 	if len(sbs) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SANDBOX\tNETNS\tROUTER\tPROXY")
+		fmt.Fprintln(tw, "SANDBOX\tSTATE\tPIDS\tMEMORY PEAK\tOOM KILLS\tNETNS")
 		for _, s := range sbs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", journal.Escape(s.Name), journal.Escape(s.NetNS), s.Router, s.Proxy)
+			state, pids, mem, oom := "-", "-", "-", "-"
+			if s.Status != nil {
+				state = s.Status.State
+			}
+			if s.Stats != nil {
+				pids = fmt.Sprint(s.Stats.Pids)
+				mem = fmt.Sprintf("%.1f MiB", float64(s.Stats.MemoryPeak)/(1<<20))
+				oom = fmt.Sprint(s.Stats.OOMKills)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", journal.Escape(s.Name), state, pids, mem, oom, journal.Escape(s.NetNS))
 		}
 		return tw.Flush()
 	}

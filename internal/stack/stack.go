@@ -23,8 +23,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/clawcage/clawcage/internal/cgroup"
 	"github.com/clawcage/clawcage/internal/config"
 	"github.com/clawcage/clawcage/internal/journal"
 	"github.com/clawcage/clawcage/internal/netns"
@@ -118,6 +120,15 @@ type sandboxNet struct {
 	ns    *netns.NetNS
 	lns   map[string]net.Listener // component name -> listener
 	files map[string]*os.File     // component name -> dup for hand-over
+
+	mu   sync.Mutex
+	proc supervisor.Process // the sandbox's current process, for its stats
+}
+
+// statser is implemented by sandbox processes that can report their cgroup
+// counters.
+type statser interface {
+	Stats() (cgroup.Stats, error)
 }
 
 // Run starts the stack and supervises it until ctx ends or a client asks
@@ -294,7 +305,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 		if err := sup.Add(supervisor.Spec{
 			Name: "sandbox/" + sn.name,
 			StartProcess: func(stdout, stderr io.Writer) (supervisor.Process, error) {
-				return startSandbox(spec, stdout, stderr)
+				p, err := startSandbox(spec, stdout, stderr)
+				sn.mu.Lock()
+				sn.proc = p
+				sn.mu.Unlock()
+				return p, err
 			},
 			Restart:     restart,
 			Backoff:     opts.Backoff,
@@ -527,6 +542,8 @@ type SandboxView struct {
 	Router string             `json:"router"`
 	Proxy  string             `json:"proxy"`
 	Status *supervisor.Status `json:"status,omitempty"`
+	// Stats are the sandbox's cgroup counters while it runs.
+	Stats *cgroup.Stats `json:"stats,omitempty"`
 }
 
 func sandboxViews(nets []*sandboxNet, st []supervisor.Status) []SandboxView {
@@ -539,6 +556,14 @@ func sandboxViews(nets []*sandboxNet, st []supervisor.Status) []SandboxView {
 		v := SandboxView{Name: sn.name, NetNS: sn.ns.Path(), Router: RouterAddr, Proxy: ProxyAddr}
 		if s, ok := byName["sandbox/"+sn.name]; ok {
 			v.Status = &s
+			sn.mu.Lock()
+			p := sn.proc
+			sn.mu.Unlock()
+			if st, ok := p.(statser); ok && s.State == "running" {
+				if cs, err := st.Stats(); err == nil {
+					v.Stats = &cs
+				}
+			}
 		}
 		out = append(out, v)
 	}

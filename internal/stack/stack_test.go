@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clawcage/clawcage/internal/cgroup"
 	"github.com/clawcage/clawcage/internal/journal"
 	"github.com/clawcage/clawcage/internal/netns"
 	"github.com/clawcage/clawcage/internal/runas"
@@ -126,6 +127,9 @@ type cmdProcess struct{ cmd *exec.Cmd }
 
 func (p cmdProcess) Pid() int                        { return p.cmd.Process.Pid }
 func (p cmdProcess) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+func (p cmdProcess) Stats() (cgroup.Stats, error) {
+	return cgroup.Stats{Pids: 1, MemoryPeak: 4096}, nil
+}
 func (p cmdProcess) Wait() (int, error) {
 	err := p.cmd.Wait()
 	return p.cmd.ProcessState.ExitCode(), err
@@ -342,7 +346,8 @@ func TestStackEndToEnd(t *testing.T) {
 	var views []SandboxView
 	json.NewDecoder(resp.Body).Decode(&views)
 	resp.Body.Close()
-	if len(views) != 2 || views[0].Name != "sb1" || views[0].Status == nil || views[0].Status.State != "running" {
+	if len(views) != 2 || views[0].Name != "sb1" || views[0].Status == nil || views[0].Status.State != "running" ||
+		views[0].Stats == nil || views[0].Stats.Pids != 1 {
 		t.Errorf("sandboxes view %+v", views)
 	}
 
