@@ -166,8 +166,9 @@ type Spec struct {
 	// KillGrace is how long to wait after SIGTERM when ctx is cancelled
 	// before SIGKILL; zero means DefaultKillGrace.
 	KillGrace time.Duration
-	// Executable is the clawcage binary re-executed as sandbox-init; empty
-	// means /proc/self/exe. Tests set it to a built clawcage.
+	// Executable is the binary re-executed as the sandbox's PID 1 with the
+	// argument "sandbox-init"; any binary linking this package works (package
+	// pid1 takes over in its init function). Empty means /proc/self/exe.
 	Executable string
 }
 
