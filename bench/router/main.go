@@ -77,7 +77,7 @@ func main() {
 		paths = append(paths, target{"peer", strings.TrimSuffix(*peer, "/"), "gpt-bench", *peerPID, hdr})
 	}
 	fmt.Printf("# router bench: %d sequential, %d req/s for %s; GOMAXPROCS host cores=%d\n", *seq, *rate, *dur, numCPU())
-	fmt.Printf("%-8s %-6s %-6s %-9s %9s %9s %9s %9s %7s %9s\n", "mode", "size", "stream", "path", "p50_ms", "p99_ms", "+p50_ms", "+p99_ms", "errors", "rss_MiB")
+	fmt.Printf("%-8s %-6s %-6s %-9s %9s %9s %9s %9s %7s %9s %11s\n", "mode", "size", "stream", "path", "p50_ms", "p99_ms", "+p50_ms", "+p99_ms", "errors", "rss_MiB", "cpu_us/req")
 	for _, s := range strings.Split(*sizes, ",") {
 		size, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
@@ -92,6 +92,7 @@ func main() {
 					// Warm up connections and caches.
 					runSeq(client, p, body, stream, 200)
 					var r result
+					cpu0 := cpuTicks(p.pid)
 					if mode == "seq" {
 						r = runSeq(client, p, body, stream, *seq)
 					} else {
@@ -109,7 +110,11 @@ func main() {
 					if r.rssKiB > 0 {
 						rss = fmt.Sprintf("%.1f", float64(r.rssKiB)/1024)
 					}
-					fmt.Printf("%-8s %-6d %-6v %-9s %9s %9s %9s %9s %7d %9s\n", mode, size, stream, p.name, ms(r.p(50)), ms(r.p(99)), add50, add99, r.errors, rss)
+					cpu := "-"
+					if p.pid != 0 && len(r.lat) > 0 {
+						cpu = fmt.Sprintf("%.0f", float64(cpuTicks(p.pid)-cpu0)*1e6/100/float64(len(r.lat)+r.errors))
+					}
+					fmt.Printf("%-8s %-6d %-6v %-9s %9s %9s %9s %9s %7d %9s %11s\n", mode, size, stream, p.name, ms(r.p(50)), ms(r.p(99)), add50, add99, r.errors, rss, cpu)
 				}
 			}
 		}
@@ -237,6 +242,30 @@ func runRate(c *http.Client, p target, body []byte, stream bool, rate int, dur t
 		}
 	}
 	return r
+}
+
+// cpuTicks is the user+system CPU time of pid in clock ticks (USER_HZ=100).
+func cpuTicks(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15 of the whole line.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + s
 }
 
 // rss is the current resident set of pid in KiB (0 if unknown).
