@@ -41,6 +41,7 @@ func Run(ctx context.Context, spec Spec, stdio Stdio) (exitCode int, err error) 
 // what it holds.
 type Process struct {
 	cmd     *exec.Cmd
+	cg      *cgroup.Group
 	ctx     context.Context
 	log     *slog.Logger
 	start   time.Time
@@ -55,6 +56,10 @@ type repResult struct {
 
 // Pid returns the host pid of the sandbox's PID 1.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Stats returns the sandbox's cgroup counters (tasks, memory peak, OOM
+// kills). It fails once Wait has removed the cgroup.
+func (p *Process) Stats() (cgroup.Stats, error) { return p.cg.Stats() }
 
 // Signal sends sig to the sandbox's PID 1, which forwards HUP, INT, QUIT,
 // TERM, USR1, USR2, WINCH, CONT, TSTP and ALRM to the command; SIGKILL
@@ -112,6 +117,7 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	if err != nil {
 		return nil, &SetupError{Step: "create cgroup", Err: err}
 	}
+	p.cg = cg
 	p.defer_(func() error {
 		if err := cg.Destroy(); err != nil {
 			return &SetupError{Step: "remove cgroup", Err: err}

@@ -323,6 +323,27 @@ func TestSandboxSignalsAndReaping(t *testing.T) {
 			t.Fatal("sandbox still running 10s after cancellation")
 		}
 	})
+	t.Run("Stats counts the sandbox's tasks while it runs", func(t *testing.T) {
+		pr, pw := io.Pipe()
+		p, err := Start(context.Background(), Spec{Command: sh("sleep 30 & sleep 30 & echo ready; wait")}, Stdio{Stdout: pw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line, _ := bufio.NewReader(pr).ReadString('\n'); line != "ready\n" {
+			t.Fatalf("sandbox did not start: %q", line)
+		}
+		st, err := p.Stats()
+		// PID 1 (its threads count as tasks), sh and two sleeps.
+		if err != nil || st.Pids < 4 || st.MemoryPeak <= 0 {
+			t.Errorf("Stats = %+v, %v; want at least 4 tasks and some memory", st, err)
+		}
+		p.Signal(syscall.SIGKILL)
+		go io.Copy(io.Discard, pr)
+		if code, _ := p.Wait(); code != 128+int(syscall.SIGKILL) {
+			t.Errorf("exit code %d after SIGKILL", code)
+		}
+		pw.Close()
+	})
 	t.Run("PID 1 reaps orphaned zombies", func(t *testing.T) {
 		// The inner shell exits at once; its background child is re-parented
 		// to PID 1 and exits; without reaping it would stay a zombie.
