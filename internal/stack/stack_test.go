@@ -230,7 +230,7 @@ func TestStackEndToEnd(t *testing.T) {
 	go func() {
 		done <- Run(ctx, Options{
 			ConfigPath: cfgPath, StateDir: state, Exe: bin, UIDSlots: slots,
-			Backoff: supervisor.Backoff{Initial: 50 * time.Millisecond},
+			Backoff: supervisor.Backoff{Initial: 50 * time.Millisecond, StableAfter: 100 * time.Millisecond},
 			SandboxStart: func(s SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
 				basesMu.Lock()
 				bases[s.Name] = s.UIDBase
@@ -309,28 +309,43 @@ func TestStackEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Chaos: kill -9 the router; it comes back, with the same sockets.
-	r1 := statusOf(t, state, "router")
-	if r1.State != "running" || r1.PID == 0 {
-		t.Fatalf("router status %+v", r1)
-	}
-	syscall.Kill(r1.PID, syscall.SIGKILL)
-	var r2 supervisor.Status
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		r2 = statusOf(t, state, "router")
-		if r2.State == "running" && r2.PID != r1.PID {
-			break
+	// Chaos: kill -9 the router and the policy engine, round after round;
+	// each comes back with the same sockets and serves the sandboxes again.
+	for round := 1; round <= 3; round++ {
+		for _, c := range []struct{ name, banner string }{{"router", "router"}, {"policy", "policy-engine"}} {
+			before := statusOf(t, state, c.name)
+			if before.State != "running" || before.PID == 0 {
+				t.Fatalf("round %d: %s status %+v", round, c.name, before)
+			}
+			if before.Uptime < 150*time.Millisecond { // past StableAfter: it was working
+				time.Sleep(150*time.Millisecond - before.Uptime)
+			}
+			syscall.Kill(before.PID, syscall.SIGKILL)
+			var after supervisor.Status
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				after = statusOf(t, state, c.name)
+				if after.State == "running" && after.PID != before.PID {
+					break
+				}
+			}
+			if after.PID == before.PID || after.Restarts != round || after.LastExit != "signal: killed" {
+				t.Fatalf("round %d: after kill -9: %s status %+v", round, c.name, after)
+			}
+			newPID := fmt.Sprintf("pid=%d", after.PID)
+			for _, sb := range []string{"sb1", "sb2"} {
+				waitJournal(t, state, sb+" served by the restarted "+c.name, func(e journal.Entry) bool {
+					return e.Sandbox == sb && strings.Contains(e.Msg, c.banner+" "+sb) && strings.Contains(e.Msg, newPID)
+				})
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	if r2.PID == r1.PID || r2.Restarts != 1 || r2.LastExit != "signal: killed" {
-		t.Fatalf("after kill -9: router status %+v", r2)
+	// A working component that was killed is restarted after the initial
+	// delay every time; the backoff grows only for immediate failures.
+	for _, e := range journalLines(t, state) {
+		if e.Msg == "process restarting" && e.Attrs["delay"] != "50ms" {
+			t.Errorf("restart of %v after %v, want the initial 50ms", e.Component, e.Attrs["delay"])
+		}
 	}
-	newPID := fmt.Sprintf("pid=%d", r2.PID)
-	waitJournal(t, state, "sb1 served by the restarted router", func(e journal.Entry) bool {
-		return e.Sandbox == "sb1" && strings.Contains(e.Msg, "router sb1") && strings.Contains(e.Msg, newPID)
-	})
 
 	// A second supervisor on the same state directory refuses to start.
 	if err := Run(ctx, Options{ConfigPath: cfgPath, StateDir: state, Exe: bin,

@@ -71,8 +71,11 @@ type Backoff struct {
 }
 
 // DefaultBackoff restarts within 250 ms the first time, doubling to at most
-// 30 s, and forgets failures after 10 s of uptime.
-var DefaultBackoff = Backoff{Initial: 250 * time.Millisecond, Max: 30 * time.Second, Factor: 2, StableAfter: 10 * time.Second}
+// 30 s for a child that keeps failing right after it starts. A child that
+// ran for 2 s before it died was working: it is restarted after 250 ms
+// again, however often that happens (repeated kills are reported by the
+// crash-loop rule instead).
+var DefaultBackoff = Backoff{Initial: 250 * time.Millisecond, Max: 30 * time.Second, Factor: 2, StableAfter: 2 * time.Second}
 
 func (b Backoff) withDefaults() Backoff {
 	if b.Initial <= 0 {
