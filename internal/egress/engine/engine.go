@@ -164,11 +164,14 @@ func grantRule(prefix string, g approvals.Grant) policy.Rule {
 }
 
 // compile builds a sandbox's effective policy from its configuration, the
-// given persisted grants and its live single-use grants.
+// given persisted grants and its live single-use grants. Host grants are
+// passed as CompileOptions.Extra: tried after the policy's own rules, so a
+// grant never voids a method/path restriction the policy sets, and never
+// makes the policy fail to compile.
 func (e *Engine) compile(sandbox string, grants []approvals.Grant) (*policy.Matcher, error) {
 	p := e.opts.Policies[sandbox]
 	p.Presets = slices.Clone(p.Presets)
-	p.Network = slices.Clone(p.Network)
+	var extra []policy.Rule
 	now := e.opts.Now()
 	for _, g := range grants {
 		if g.Mode == approvals.ModeUntil && !now.Before(g.Expires) {
@@ -180,7 +183,7 @@ func (e *Engine) compile(sandbox string, grants []approvals.Grant) (*policy.Matc
 				p.Presets = append(p.Presets, g.Preset)
 			}
 		case approvals.KindHost:
-			p.Network = append(p.Network, grantRule(approvalPrefix, g))
+			extra = append(extra, grantRule(approvalPrefix, g))
 		}
 	}
 	ids := make([]string, 0, len(e.once))
@@ -191,9 +194,9 @@ func (e *Engine) compile(sandbox string, grants []approvals.Grant) (*policy.Matc
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		p.Network = append(p.Network, grantRule(oncePrefix, e.once[id]))
+		extra = append(extra, grantRule(oncePrefix, e.once[id]))
 	}
-	return p.Compile(policy.CompileOptions{PresetParams: e.opts.PresetParams})
+	return p.Compile(policy.CompileOptions{PresetParams: e.opts.PresetParams, Extra: extra})
 }
 
 // apply recompiles sandbox with grants and swaps it in; rules that

@@ -422,3 +422,20 @@ func TestApprovalViewSafety(t *testing.T) {
 		t.Fatalf("bidi override printed raw: %q", got)
 	}
 }
+
+// TestGrantBesideRestrictedRule: approving a host that a method-restricted
+// rule names must not make the sandbox's policy fail to compile.
+func TestGrantBesideRestrictedRule(t *testing.T) {
+	s := startEngine(t, t.TempDir(), "network:\n  - {name: gh, hosts: [api.github.com], ports: [443], methods: [GET]}\n", egresstest.NewResolver(), &clock{t: time.Now()})
+	ctx := context.Background()
+	if _, err := s.client.Allow(ctx, "sb", "api.github.com", 443, ModeAlways, 0); err != nil {
+		t.Fatalf("grant next to a restricted rule: %v", err)
+	}
+	m := s.eng.Proxy().Matcher("sb")
+	if d := m.DecideName("api.github.com", 443, "", ""); !d.Allow || !strings.HasPrefix(d.Rule, approvalPrefix) {
+		t.Fatalf("tunnel after approval: %+v", d)
+	}
+	if d := m.DecideName("api.github.com", 443, "GET", "/x"); !d.Allow || d.Rule != "gh" {
+		t.Fatalf("the policy's own rule is tried first: %+v", d)
+	}
+}
