@@ -77,12 +77,33 @@ clawcage down.`,
 				ConfigPath:   cfgPath,
 				StateDir:     g.stateDir,
 				SandboxStart: sandboxRuntime(cmd.Context()),
+				UIDSlots:     sandboxUIDSlots{},
 				Log:          slog.NewTextHandler(cmd.ErrOrStderr(), nil),
 			})
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "the stack's clawcage.yaml")
 	return cmd
+}
+
+// sandboxUIDSlots gives the stack's sandboxes stable uid ranges from
+// internal/sandbox's slot allocator.
+type sandboxUIDSlots struct{}
+
+func (sandboxUIDSlots) Allocate() (int, uint32, func(), error) {
+	r, err := sandbox.AllocateUIDRange()
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	return r.Slot, r.Base, r.Release, nil
+}
+
+func (sandboxUIDSlots) Claim(slot int) (uint32, func(), error) {
+	r, err := sandbox.ClaimUIDRange(slot)
+	if err != nil {
+		return 0, nil, err
+	}
+	return r.Base, r.Release, nil
 }
 
 func newStatusCmd(g *globalOptions) *cobra.Command {
