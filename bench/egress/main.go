@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -127,8 +128,10 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 		}
 	}
 	per := n / rounds
+	cpu := map[string]time.Duration{} // proxy process CPU during its setups
 	for r := 0; r < rounds; r++ {
 		for _, t := range targets {
+			c0 := procCPU(t.cmd)
 			for i := 0; i < per; i++ {
 				d, err := setup(t.proxy, upAddr)
 				if err != nil {
@@ -136,6 +139,7 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 				}
 				samples[t.name] = append(samples[t.name], d)
 			}
+			cpu[t.name] += procCPU(t.cmd) - c0
 		}
 	}
 	tput := map[string][]float64{}
@@ -153,11 +157,15 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 	relayP50 := pct(samples["go-relay"], 50)
 	smokeT := median(tput["smokescreen"])
 	fmt.Printf("CONNECT setup (dial + CONNECT + 200 + 1-byte echo through the tunnel), %d per target, %d interleaved rounds\n", per*rounds, rounds)
-	fmt.Printf("%-12s %10s %10s %10s %12s %12s\n", "target", "p50", "p90", "p99", "p50-direct", "p50-relay")
+	fmt.Printf("%-12s %10s %10s %10s %12s %12s %14s\n", "target", "p50", "p90", "p99", "p50-direct", "p50-relay", "proxy CPU/conn")
 	for _, t := range targets {
 		s := samples[t.name]
 		p50 := pct(s, 50)
-		fmt.Printf("%-12s %10s %10s %10s %12s %12s\n", t.name, us(p50), us(pct(s, 90)), us(pct(s, 99)), us(p50-direct), us(p50-relayP50))
+		c := "-"
+		if t.cmd != nil {
+			c = us(cpu[t.name] / time.Duration(len(s)))
+		}
+		fmt.Printf("%-12s %10s %10s %10s %12s %12s %14s\n", t.name, us(p50), us(pct(s, 90)), us(pct(s, 99)), us(p50-direct), us(p50-relayP50), c)
 	}
 	fmt.Printf("\ntunnel throughput (%d MiB one way, %d runs, median)\n", size>>20, runs)
 	fmt.Printf("%-12s %12s %14s %16s\n", "target", "MiB/s", "x direct", "x smokescreen")
@@ -171,6 +179,24 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 		fmt.Printf("%-12s %12.0f %14.2f %16s\n", t.name, m, m/dT, vs)
 	}
 	return nil
+}
+
+// procCPU returns the user+system CPU time a process has used so far.
+func procCPU(c *exec.Cmd) time.Duration {
+	if c == nil || c.Process == nil {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which is in parentheses).
+	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
+	f := strings.Fields(rest)
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1fµs", float64(d)/1e3) }

@@ -1,0 +1,95 @@
+package egress
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+
+	"github.com/clawcage/clawcage/internal/egress/egresstest"
+)
+
+// bareRelay is the floor: parse CONNECT, dial, 200, copy; no policy.
+func bareRelay(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				up, err := net.Dial("tcp", req.Host)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n")
+				splice(c, up)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// BenchmarkConnectSetup: dial + CONNECT + 200 + one-byte echo, in process
+// (no DNS: the target is an IP literal). Compare the sub-benchmarks.
+func BenchmarkConnectSetup(b *testing.B) {
+	up := egresstest.StartEcho(b)
+	m := compile(b, fmt.Sprintf("network:\n  - {name: db, cidrs: [127.0.0.0/8], ports: [%d]}\n", up.Port()))
+	p := New(Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), RequestRate: 1e9, RequestBurst: 1 << 30, MaxTunnels: 1 << 20})
+	p.SetPolicy("sb", m)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go p.Serve(ctx, ln, "sb")
+	b.Cleanup(cancel)
+	for _, tc := range []struct{ name, proxy string }{{"direct", ""}, {"bare-relay", bareRelay(b)}, {"clawcage", ln.Addr().String()}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				var c net.Conn
+				var err error
+				var br *bufio.Reader
+				if tc.proxy == "" {
+					c, err = net.Dial("tcp", up.Addr.String())
+					br = bufio.NewReader(c)
+				} else {
+					c, err = net.Dial("tcp", tc.proxy)
+					if err != nil {
+						b.Fatal(err)
+					}
+					fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", up.Addr)
+					br = bufio.NewReader(c)
+					resp, rerr := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+					if rerr != nil || resp.StatusCode != 200 {
+						b.Fatalf("CONNECT: %v %v", resp, rerr)
+					}
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Write([]byte{'x'})
+				if _, err := br.ReadByte(); err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
+}
