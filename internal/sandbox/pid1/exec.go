@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+	pathpkg "path" // not path/filepath: see Package pid1
 	"strings"
 	"syscall"
 
@@ -41,11 +41,11 @@ func lookPath(name, path string) (string, error) {
 		return name, nil
 	}
 	var firstErr error
-	for _, dir := range filepath.SplitList(path) {
+	for _, dir := range strings.Split(path, ":") {
 		if dir == "" {
 			dir = "."
 		}
-		p := filepath.Join(dir, name)
+		p := pathpkg.Join(dir, name)
 		err := check(p)
 		if err == nil {
 			return p, nil

@@ -10,7 +10,12 @@
 // It is a package of its own, with few dependencies, so that its init
 // function runs before most of the binary's packages are initialized: every
 // sandbox starts a fresh copy of the binary, and whatever runs before PID 1
-// takes over is sandbox start-up time.
+// takes over is sandbox start-up time. Go initializes, at each step, the
+// first package in import-path order whose imports are all initialized, so
+// a dependency that sorts late (path/filepath, for instance) lets every
+// ready package that sorts before it go first (protobuf, SQLite, ...): keep
+// the imports few and early (check with GODEBUG=inittrace=1 clawcage
+// sandbox-init).
 package pid1
 
 import (

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	pathpkg "path" // not path/filepath: see Package pid1
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -390,7 +390,7 @@ func makeMountPoint(dst string, dir bool) error {
 	if dir {
 		return os.MkdirAll(dst, 0o755)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := os.MkdirAll(pathpkg.Dir(dst), 0o755); err != nil {
 		return err
 	}
 	return os.WriteFile(dst, nil, 0o644)
