@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -371,8 +372,8 @@ func TestPeerCheckRefusesOtherUID(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(sock, 0o666) // let the child reach it: only the peer check stands in the way
-	var logs bytes.Buffer
-	l := PeerCheckListener(raw, slog.New(slog.NewTextHandler(&logs, nil)))
+	logs := &lockedBuffer{}
+	l := PeerCheckListener(raw, slog.New(slog.NewTextHandler(logs, nil)))
 	f := newFixture(t)
 	f.v.Set("anthropic", []byte(canary))
 	srv := &http.Server{Handler: f.h, ReadHeaderTimeout: 5 * time.Second}
@@ -436,4 +437,23 @@ func TestPeerAllowedRejectsNonUnix(t *testing.T) {
 	if PeerAllowed(c) {
 		t.Fatal("a TCP connection passed the peer check")
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a server goroutine to write while
+// the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
