@@ -59,7 +59,22 @@ sandboxes:
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runRouter(ctx, state, cfg, []string{"agent=" + addr}, nil) }()
+	// A second listener handed over as an open descriptor (as a supervisor
+	// would), attributed to sandbox "default".
+	fdLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdFile, err := fdLn.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdAddr := fdLn.Addr().String()
+	fdLn.Close()
+	defer fdFile.Close()
+	go func() {
+		done <- runRouter(ctx, state, cfg, []string{"agent=" + addr}, []string{fmt.Sprintf("default=%d", fdFile.Fd())})
+	}()
 	stop := func() string {
 		cancel()
 		select {
@@ -119,11 +134,21 @@ sandboxes:
 		t.Errorf("response contains the key")
 	}
 	got := fake.Requests()
-	if len(got) != 1 || got[0].Header.Get("Authorization") != "Bearer "+canary || got[0].Model != "gpt-fake" {
+	if len(got) < 1 || got[0].Header.Get("Authorization") != "Bearer "+canary || got[0].Model != "gpt-fake" {
 		t.Fatalf("upstream did not get the vault key and the route's model")
 	}
+	// The inherited descriptor serves too, as sandbox "default".
+	resp, err = http.Post("http://"+fdAddr+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"default","messages":[]}`))
+	if err != nil {
+		t.Fatalf("request on the --listen-fd listener: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("--listen-fd listener: status %d", resp.StatusCode)
+	}
 	metrics, err := ac.Metrics(context.Background())
-	if err != nil || !strings.Contains(string(metrics), `clawcage_router_requests_total{route="default",sandbox="agent",status="200",target="fake/gpt-fake"} 1`) {
+	if err != nil || !strings.Contains(string(metrics), `clawcage_router_requests_total{route="default",sandbox="agent",status="200",target="fake/gpt-fake"} 1`) ||
+		!strings.Contains(string(metrics), `clawcage_router_requests_total{route="default",sandbox="default",status="200",target="fake/gpt-fake"} 1`) {
 		t.Errorf("metrics (%v):\n%s", err, metrics)
 	}
 	out := stop()

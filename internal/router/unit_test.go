@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func FuzzTopFields(f *testing.F) {
@@ -218,3 +220,17 @@ func TestNewRejectsBadConfig(t *testing.T) {
 type noKeys struct{}
 
 func (noKeys) Keys(string) []Key { return nil }
+
+func TestHardenProcess(t *testing.T) {
+	if _, err := HardenProcess(); err != nil {
+		t.Fatalf("HardenProcess: %v", err)
+	}
+	d, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	if err != nil || d != 0 {
+		t.Errorf("dumpable = %d (%v), want 0", d, err)
+	}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &rl); err != nil || rl.Cur != 0 || rl.Max != 0 {
+		t.Errorf("RLIMIT_CORE = %+v (%v), want 0/0", rl, err)
+	}
+}
