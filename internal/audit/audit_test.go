@@ -190,6 +190,22 @@ func TestProbesDetectEscapesOnHost(t *testing.T) {
 		}()
 	}
 
+	dnsSrv, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dnsSrv.Close() })
+	go func() { // answers every query with the query itself
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := dnsSrv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = dnsSrv.WriteTo(buf[:n], from)
+		}
+	}()
+
 	canary := fmt.Sprintf("clawcage-canary-%d", time.Now().UnixNano())
 	t.Setenv("CLAWCAGE_AUDIT_TEST_CANARY", canary)
 
@@ -252,6 +268,7 @@ func TestProbesDetectEscapesOnHost(t *testing.T) {
 		{probe: "netlink-uevent", want: Succeeded},
 		{probe: "connect-tcp", args: []string{ln.Addr().String()}, want: Succeeded},
 		{probe: "connect-abstract", args: []string{abstract}, want: Succeeded},
+		{probe: "dns-direct", args: []string{dnsSrv.LocalAddr().String()}, want: Succeeded},
 		{probe: "mknod", want: Succeeded},
 		{probe: "fork-bomb", args: []string{"8"}, want: Succeeded},
 		{probe: "memory-hog", args: []string{"32M"}, want: Succeeded},

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,8 +38,10 @@ func netProbes() []Probe {
 			Expect: []string{"ENETUNREACH"}, Run: connectUDP},
 		{Name: "connect-abstract", Usage: "NAME", Doc: "connect to an abstract Unix socket of the host (@NAME)",
 			Expect: []string{"ECONNREFUSED", "EPERM"}, Run: connectAbstract},
-		{Name: "dns", Usage: "[NAME]", Doc: "resolve a name (default example.com) with Go's own resolver",
-			Expect: []string{"ECONNREFUSED", "ENETUNREACH"}, Run: dnsLookup},
+		{Name: "dns", Usage: "[NAME]", Doc: "resolve a name (default example.com) as the system is configured (Go's own resolver)",
+			Expect: []string{"NXDOMAIN", "ECONNREFUSED", "ENETUNREACH"}, Run: dnsLookup},
+		{Name: "dns-direct", Usage: "[SERVER:PORT [NAME]]", Doc: "ask a DNS server directly (default 1.1.1.1:53), ignoring the system's configuration",
+			Expect: []string{"ENETUNREACH", "ECONNREFUSED"}, Run: dnsDirect},
 		{Name: "net-interfaces", Doc: "list network interfaces: only lo may exist", Expect: []string{LoopbackOnly}, Run: netInterfaces},
 	}
 }
@@ -96,10 +99,47 @@ func connectAbstract(ctx context.Context, args []string) Observation {
 }
 
 func dnsLookup(ctx context.Context, args []string) Observation {
-	name := argOr(args, 0, "example.com")
+	return resolve(ctx, &net.Resolver{PreferGo: true, StrictErrors: true}, argOr(args, 0, "example.com"))
+}
+
+func dnsDirect(ctx context.Context, args []string) Observation {
+	// A hand-made query: no resolver configuration (nsswitch.conf,
+	// resolv.conf) is consulted, as an exfiltrating attacker would do it.
+	server := argOr(args, 0, "1.1.1.1:53")
+	name := argOr(args, 1, "example.com")
+	q, err := dnsmessage.NewName(strings.TrimSuffix(name, ".") + ".")
+	if err != nil {
+		return errorf("dns-direct: name %q: %v", name, err)
+	}
+	msg := dnsmessage.Message{
+		Header:    dnsmessage.Header{ID: uint16(os.Getpid()), RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: q, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
+	}
+	pkt, err := msg.Pack()
+	if err != nil {
+		return errorf("dns-direct: pack query: %v", err)
+	}
+	d := net.Dialer{Timeout: dialTimeout}
+	c, err := d.DialContext(ctx, "udp", server)
+	if err != nil {
+		return observe(err, "dns query to "+server)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(dialTimeout))
+	if _, err := c.Write(pkt); err != nil {
+		return observe(err, "dns query to "+server)
+	}
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		return observe(err, "dns answer from "+server)
+	}
+	return Observation{Outcome: Succeeded, Detail: fmt.Sprintf("%s answered the query for %s with %d bytes", server, name, n)}
+}
+
+func resolve(ctx context.Context, r *net.Resolver, name string) Observation {
 	ctx, cancel := context.WithTimeout(ctx, 2*dialTimeout)
 	defer cancel()
-	r := &net.Resolver{PreferGo: true}
 	conf := "no /etc/resolv.conf"
 	if _, err := os.Stat("/etc/resolv.conf"); err == nil {
 		conf = "/etc/resolv.conf present"
@@ -121,6 +161,8 @@ func dnsLookup(ctx context.Context, args []string) Observation {
 			o.Outcome = "ECONNREFUSED"
 		case strings.Contains(de.Err, "network is unreachable"):
 			o.Outcome = "ENETUNREACH"
+		case strings.Contains(de.Err, "permission denied"):
+			o.Outcome = "EACCES"
 		}
 	}
 	return o
