@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -82,7 +83,7 @@ func newPolicyEngineCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runPolicyEngine(cmd.Context(), g.stateDir, cfg, specs, lim, params)
+			return runPolicyEngine(cmd.Context(), cmd.ErrOrStderr(), g.stateDir, cfg, specs, lim, params)
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "clawcage.yaml with the sandboxes' policies")
@@ -120,8 +121,8 @@ func presetParams(ctx context.Context, cfg *config.Config, file string) (map[str
 	return params, nil
 }
 
-func runPolicyEngine(ctx context.Context, stateDir string, cfg *config.Config, specs []listenSpec, lim egress.Options, params map[string]string) error {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir string, cfg *config.Config, specs []listenSpec, lim egress.Options, params map[string]string) error {
+	log := slog.New(slog.NewJSONHandler(logw, nil))
 	policies := map[string]policy.Policy{}
 	for name, sb := range cfg.Sandboxes {
 		policies[name] = sb.Policy
