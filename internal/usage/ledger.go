@@ -184,18 +184,61 @@ func clip(s string) string {
 // Record appends r. A zero Time means now. The row is committed when Record
 // returns, so nothing is lost on Close or a crash of the caller.
 func (l *Ledger) Record(ctx context.Context, r Record) error {
+	r, err := normalize(r)
+	if err != nil {
+		return err
+	}
+	if _, err := l.insert.ExecContext(ctx, args(r)...); err != nil {
+		return fmt.Errorf("usage ledger %s: record: %w", l.path, err)
+	}
+	return nil
+}
+
+// RecordBatch appends rs in one transaction: all of them or, on any error
+// (including an invalid record), none. It costs about one Record, however
+// many rows, so a busy router should batch.
+func (l *Ledger) RecordBatch(ctx context.Context, rs []Record) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	norm := make([]Record, len(rs))
+	for i, r := range rs {
+		n, err := normalize(r)
+		if err != nil {
+			return fmt.Errorf("usage batch record %d: %w", i, err)
+		}
+		norm[i] = n
+	}
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("usage ledger %s: record batch: %w", l.path, err)
+	}
+	defer tx.Rollback()
+	stmt := tx.StmtContext(ctx, l.insert)
+	for _, r := range norm {
+		if _, err := stmt.ExecContext(ctx, args(r)...); err != nil {
+			return fmt.Errorf("usage ledger %s: record batch: %w", l.path, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("usage ledger %s: record batch: commit: %w", l.path, err)
+	}
+	return nil
+}
+
+func normalize(r Record) (Record, error) {
 	if r.Time.IsZero() {
 		r.Time = time.Now()
 	}
 	if r.TokensIn < 0 || r.TokensOut < 0 || r.CostUSD < 0 || r.CostUSD != r.CostUSD {
-		return fmt.Errorf("usage record: negative or invalid tokens/cost (in %d, out %d, cost %v)", r.TokensIn, r.TokensOut, r.CostUSD)
+		return r, fmt.Errorf("usage record: negative or invalid tokens/cost (in %d, out %d, cost %v)", r.TokensIn, r.TokensOut, r.CostUSD)
 	}
-	_, err := l.insert.ExecContext(ctx, r.Time.UnixNano(), clip(r.Sandbox), clip(r.Route), clip(r.Provider), clip(r.Model),
-		r.TokensIn, r.TokensOut, r.CostUSD, int64(r.Latency), int64(r.TTFB), r.Status, r.Attempts, clip(r.Error))
-	if err != nil {
-		return fmt.Errorf("usage ledger %s: record: %w", l.path, err)
-	}
-	return nil
+	return r, nil
+}
+
+func args(r Record) []any {
+	return []any{r.Time.UnixNano(), clip(r.Sandbox), clip(r.Route), clip(r.Provider), clip(r.Model),
+		r.TokensIn, r.TokensOut, r.CostUSD, int64(r.Latency), int64(r.TTFB), r.Status, r.Attempts, clip(r.Error)}
 }
 
 // Spend is the USD cost recorded for sandbox at or after since.

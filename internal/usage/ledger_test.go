@@ -304,3 +304,55 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("second prune removed %d", n)
 	}
 }
+
+func TestRecordBatch(t *testing.T) {
+	l, path := openTemp(t)
+	ctx := context.Background()
+	batch := make([]Record, 100)
+	for i := range batch {
+		batch[i] = rec("a", "m", time.Duration(i)*time.Second, 0.01, time.Millisecond, 200)
+	}
+	if err := l.RecordBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	// One bad record rejects the whole batch: nothing half-written.
+	bad := []Record{rec("b", "m", 0, 1, 0, 200), {Sandbox: "b", CostUSD: -1}}
+	if err := l.RecordBatch(ctx, bad); err == nil || !strings.Contains(err.Error(), "batch record 1") {
+		t.Fatalf("bad batch = %v", err)
+	}
+	if err := l.RecordBatch(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if s, _ := l2.Spend(ctx, "a", time.Time{}); math.Abs(s-1) > 1e-9 {
+		t.Fatalf("spend of a after batch and restart = %v, want 1", s)
+	}
+	if s, _ := l2.Spend(ctx, "b", time.Time{}); s != 0 {
+		t.Fatalf("rejected batch left spend %v", s)
+	}
+}
+
+func BenchmarkRecordBatch64(b *testing.B) {
+	l, err := Open(filepath.Join(b.TempDir(), "usage.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	batch := make([]Record, 64)
+	for i := range batch {
+		batch[i] = rec("assistant", "claude-sonnet", time.Duration(i)*time.Millisecond, 0.001, 800*time.Millisecond, 200)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := l.RecordBatch(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/row")
+}
