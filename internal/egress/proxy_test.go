@@ -396,6 +396,8 @@ func TestHostHeaderMismatch(t *testing.T) {
 		{"absolute URI vs other Host", "GET http://plain.example.com/ HTTP/1.1\r\nHost: evil.example\r\n\r\n"},
 		{"absolute URI vs other port", "GET http://plain.example.com/ HTTP/1.1\r\nHost: plain.example.com:8080\r\n\r\n"},
 		{"CONNECT vs other Host", "CONNECT plain.example.com:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n"},
+		{"CONNECT vs other Host without port", "CONNECT plain.example.com:443 HTTP/1.1\r\nHost: evil.example\r\n\r\n"},
+		{"CONNECT vs same host, other port", "CONNECT plain.example.com:443 HTTP/1.1\r\nHost: plain.example.com:80\r\n\r\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -405,8 +407,15 @@ func TestHostHeaderMismatch(t *testing.T) {
 			}
 		})
 	}
+	if r := egresstest.SendRaw(t, h.addr, "GET http://plain.example.com/ HTTP/1.1\r\nHost: plain.example.com\r\nHost: evil.example\r\n\r\n"); r.Status != 400 {
+		t.Errorf("two Host headers: %d %v, want 400", r.Status, r.Body)
+	}
 	if h.res.Count() != 0 {
 		t.Fatalf("%d lookups for mismatched requests", h.res.Count())
+	}
+	// A CONNECT Host header without the port names the same authority.
+	if r := egresstest.SendRaw(t, h.addr, "CONNECT plain.example.com:443 HTTP/1.1\r\nHost: plain.example.com\r\n\r\n"); r.Status != 502 || r.Reason() != ReasonDNSFailed {
+		t.Errorf("CONNECT with port-less Host: %d %v, want it past the check (502 %s from the empty resolver)", r.Status, r.Body, ReasonDNSFailed)
 	}
 }
 

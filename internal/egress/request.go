@@ -138,7 +138,8 @@ func parseTarget(method, requestURI string, hostHdrs []string) (target, error) {
 			return target{}, badRequest("CONNECT target: %v", err)
 		}
 		for _, h := range hostHdrs {
-			if !sameAuthority(h, host, port, 0) {
+			// Some clients omit the port from a CONNECT's Host header.
+			if !sameAuthority(h, host, port, port) {
 				return target{host: host, port: port, connect: true}, &requestError{http.StatusForbidden, ReasonHostMismatch,
 					fmt.Sprintf("Host header %q does not name the CONNECT target %q", h, requestURI)}
 			}
