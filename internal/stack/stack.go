@@ -108,6 +108,7 @@ type component struct {
 	name    string // router, policy
 	command string // the clawcage subcommand
 	addr    string // its listener inside each sandbox netns
+	health  string // a cheap GET on its admin socket <dir>/admin.sock
 	args    []string
 	id      runas.Identity
 	dir     string
@@ -195,8 +196,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 
 	comps := []*component{
-		{name: "router", command: "router", addr: RouterAddr},
-		{name: "policy", command: "policy-engine", addr: ProxyAddr},
+		{name: "router", command: "router", addr: RouterAddr, health: "/metrics"},
+		{name: "policy", command: "policy-engine", addr: ProxyAddr, health: "/v1/queue"},
 	}
 	for _, c := range comps {
 		if c.id, err = runas.ForComponent(c.name); err != nil {
@@ -260,6 +261,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 			Name:        c.name,
 			Cmd:         componentCmd(exe, state, c, nets),
 			Start:       spawner.Start,
+			Health:      adminHealth(filepath.Join(c.dir, AdminSocketName), c.health),
 			Restart:     supervisor.RestartAlways,
 			Backoff:     opts.Backoff,
 			StopTimeout: opts.StopTimeout,
@@ -365,6 +367,32 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 	}
 	return err
+}
+
+// AdminSocketName is the admin socket every component keeps in its state
+// directory; the supervisor's health check asks it a cheap question.
+const AdminSocketName = "admin.sock"
+
+// adminHealth checks that a component answers on its admin socket: alive
+// and serving, not merely holding a listener.
+func adminHealth(sock, path string) func(context.Context) error {
+	client := supervisor.Client(sock)
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://component"+path, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("admin socket: %w", err)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("admin socket: GET %s answered %s", path, resp.Status)
+		}
+		return nil
+	}
 }
 
 // stableUIDRange re-claims the slot recorded in dir, or allocates one and

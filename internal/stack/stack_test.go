@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,6 +77,17 @@ func fakeComponent(name string) int {
 		log.Error("listeners", "err", err)
 		return 2
 	}
+	os.Remove(filepath.Join(os.Getenv("HOME"), AdminSocketName)) // left by a killed predecessor
+	admin, err := net.Listen("unix", filepath.Join(os.Getenv("HOME"), AdminSocketName))
+	if err != nil {
+		log.Error("admin socket", "err", err)
+		return 2
+	}
+	go http.Serve(admin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" && r.URL.Path != "/v1/queue" {
+			http.NotFound(w, r)
+		}
+	}))
 	for sb, ln := range lns {
 		go func() {
 			for {
@@ -224,6 +236,13 @@ func TestStackEndToEnd(t *testing.T) {
 	defer cancel()
 	ready := make(chan struct{})
 	done := make(chan error, 1)
+	stopped := false
+	t.Cleanup(func() { // on failure, tear the stack down before the temp dirs go
+		if !stopped {
+			cancel()
+			<-done
+		}
+	})
 	slots := &fakeSlots{next: 5, claimed: map[int]bool{}}
 	var basesMu sync.Mutex
 	bases := map[string]uint32{}
@@ -268,6 +287,19 @@ func TestStackEndToEnd(t *testing.T) {
 			return e.Sandbox == sb && strings.HasPrefix(e.Msg, "outside -> ") && strings.Contains(e.Msg, "network is unreachable")
 		})
 	}
+	// Both components answer their health checks.
+	for _, c := range []string{"router", "policy"} {
+		var st supervisor.Status
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if st = statusOf(t, state, c); st.Health == "ok" {
+				break
+			}
+		}
+		if st.Health != "ok" {
+			t.Errorf("%s health %q", c, st.Health)
+		}
+	}
+
 	// Components' JSON logs arrive as structured events.
 	waitJournal(t, state, "router serving event", func(e journal.Entry) bool {
 		return e.Component == "router" && e.Stream == journal.StreamEvent && e.Msg == "serving" && e.Sandbox != ""
@@ -380,6 +412,7 @@ func TestStackEndToEnd(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("Run did not return after down")
 	}
+	stopped = true
 	if ents, _ := os.ReadDir(filepath.Join(state, "netns")); len(ents) != 0 {
 		t.Errorf("namespaces left behind: %v", ents)
 	}

@@ -771,8 +771,9 @@ func describeExit(cmd *exec.Cmd, err error) (int, string) {
 }
 
 func (c *child) checkHealth(ctx context.Context) {
-	t := time.NewTicker(c.spec.HealthInterval)
-	defer t.Stop()
+	// A failing check is repeated sooner, so a child that is still starting
+	// shows "ok" soon after it can answer.
+	retry := min(c.spec.HealthInterval, 500*time.Millisecond)
 	for {
 		hctx, cancel := context.WithTimeout(ctx, c.spec.HealthInterval)
 		err := c.spec.Health(hctx)
@@ -780,13 +781,15 @@ func (c *child) checkHealth(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		h := "ok"
+		h, wait := "ok", c.spec.HealthInterval
 		if err != nil {
-			h = "unhealthy: " + err.Error()
+			h, wait = "unhealthy: "+err.Error(), retry
 		}
 		c.set(func() { c.health = h })
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}
