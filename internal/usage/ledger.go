@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -94,6 +95,12 @@ var migrations = []string{
 	CREATE INDEX requests_time ON requests (time_ns);`,
 }
 
+const (
+	insertHead = `INSERT INTO requests (time_ns, sandbox, route, provider, model, tokens_in, tokens_out,
+		cost_usd, latency_ns, ttfb_ns, status, attempts, error) VALUES `
+	rowPlaceholders = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+)
+
 // Ledger is an open usage database. It is safe for concurrent use.
 type Ledger struct {
 	db     *sql.DB
@@ -127,9 +134,7 @@ func Open(path string) (*Ledger, error) {
 		db.Close()
 		return nil, err
 	}
-	l.insert, err = db.Prepare(`INSERT INTO requests
-		(time_ns, sandbox, route, provider, model, tokens_in, tokens_out, cost_usd, latency_ns, ttfb_ns, status, attempts, error)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	l.insert, err = db.Prepare(insertHead + rowPlaceholders)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("usage ledger %s: prepare insert: %w", path, err)
@@ -214,9 +219,22 @@ func (l *Ledger) RecordBatch(ctx context.Context, rs []Record) error {
 		return fmt.Errorf("usage ledger %s: record batch: %w", l.path, err)
 	}
 	defer tx.Rollback()
-	stmt := tx.StmtContext(ctx, l.insert)
-	for _, r := range norm {
-		if _, err := stmt.ExecContext(ctx, args(r)...); err != nil {
+	// Multi-row INSERTs: far fewer statement executions than one per row.
+	const perStmt = 256 // 13 columns x 256 rows stays under SQLite's variable limit
+	for len(norm) > 0 {
+		chunk := norm[:min(perStmt, len(norm))]
+		norm = norm[len(chunk):]
+		var q strings.Builder
+		q.WriteString(insertHead)
+		vals := make([]any, 0, len(chunk)*13)
+		for i, r := range chunk {
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString(rowPlaceholders)
+			vals = append(vals, args(r)...)
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), vals...); err != nil {
 			return fmt.Errorf("usage ledger %s: record batch: %w", l.path, err)
 		}
 	}

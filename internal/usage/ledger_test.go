@@ -308,7 +308,7 @@ func TestPrune(t *testing.T) {
 func TestRecordBatch(t *testing.T) {
 	l, path := openTemp(t)
 	ctx := context.Background()
-	batch := make([]Record, 100)
+	batch := make([]Record, 600) // more than one multi-row INSERT
 	for i := range batch {
 		batch[i] = rec("a", "m", time.Duration(i)*time.Second, 0.01, time.Millisecond, 200)
 	}
@@ -329,8 +329,11 @@ func TestRecordBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l2.Close()
-	if s, _ := l2.Spend(ctx, "a", time.Time{}); math.Abs(s-1) > 1e-9 {
-		t.Fatalf("spend of a after batch and restart = %v, want 1", s)
+	if s, _ := l2.Spend(ctx, "a", time.Time{}); math.Abs(s-6) > 1e-9 {
+		t.Fatalf("spend of a after batch and restart = %v, want 6", s)
+	}
+	if rows, _ := l2.Summary(ctx, Filter{Sandbox: "a"}); len(rows) != 1 || rows[0].Requests != 600 {
+		t.Fatalf("summary after batch = %+v", rows)
 	}
 	if s, _ := l2.Spend(ctx, "b", time.Time{}); s != 0 {
 		t.Fatalf("rejected batch left spend %v", s)
