@@ -80,6 +80,9 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	if err != nil {
 		return nil, fmt.Errorf("sandbox spec: %w", err)
 	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("sandboxes need root: the host side maps a private uid range, creates cgroups and network namespaces (run as root)")
+	}
 	if err := CheckKernel(); err != nil {
 		return nil, err
 	}
