@@ -22,6 +22,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/clawcage/clawcage/internal/policy"
+	"github.com/clawcage/clawcage/internal/sandbox/pid1"
 )
 
 // TestMain runs the helper processes some tests need. (The test binary is
@@ -758,5 +759,49 @@ func TestSandboxLeavesNothingBehind(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestReportError checks how a failure reported from inside the sandbox
+// comes back from Run: a missing kernel feature as *UnavailableError (so
+// the CLI can print the fix), anything else as *SetupError naming the step.
+func TestReportError(t *testing.T) {
+	tests := []struct {
+		name     string
+		report   string
+		wantType string
+		wantText string
+	}{
+		{"landlock missing", `{"step":"apply landlock","error":"x","feature":"landlock","reason":"the kernel has no Landlock support","fix":"use Linux 6.7","code":125}`,
+			"unavailable", "landlock unavailable: the kernel has no Landlock support; the sandbox refuses to run without it (fix: use Linux 6.7)"},
+		{"seccomp missing", `{"step":"install seccomp filter","error":"x","feature":"seccomp","reason":"prctl: EINVAL","fix":"CONFIG_SECCOMP_FILTER=y","code":125}`,
+			"unavailable", "seccomp unavailable"},
+		{"failed step", `{"step":"build root file system","error":"mount /newroot: EPERM","code":125}`,
+			"setup", "sandbox setup: build root file system: mount /newroot: EPERM"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := pid1.ReadReport(strings.NewReader(tc.report))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = reportError(rep)
+			var ue *UnavailableError
+			var se *SetupError
+			switch {
+			case tc.wantType == "unavailable" && !errors.As(err, &ue),
+				tc.wantType == "setup" && !errors.As(err, &se):
+				t.Fatalf("got %T %v, want %s error", err, err, tc.wantType)
+			}
+			if !strings.Contains(err.Error(), tc.wantText) {
+				t.Errorf("error %q, want %q", err, tc.wantText)
+			}
+		})
+	}
+	if rep, err := pid1.ReadReport(strings.NewReader("")); rep != nil || err != nil {
+		t.Errorf("empty report: %v, %v; want none (the command started)", rep, err)
+	}
+	if _, err := pid1.ReadReport(strings.NewReader("{garbage")); err == nil {
+		t.Error("malformed report accepted")
 	}
 }
