@@ -558,6 +558,17 @@ func TestSlowClients(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("slowloris read: %v, want EOF from the proxy closing", err)
 	}
+	// A name tunnel whose ClientHello never comes is closed too.
+	h.proxy.SetPolicy("sb", compile(t, fmt.Sprintf("network:\n  - {name: db, cidrs: [127.0.0.0/8], ports: [%[1]d]}\n  - {name: app, hosts: [app.example.com], ports: [%[1]d]}\n", up.Port())))
+	h.res.Set("app.example.com", "127.0.0.1")
+	silent := egresstest.Connect(t, h.addr, fmt.Sprintf("app.example.com:%d", up.Port()))
+	if silent.Status != 200 {
+		t.Fatalf("CONNECT: %d", silent.Status)
+	}
+	silent.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent.Reader.ReadByte(); err != io.EOF {
+		t.Fatalf("tunnel without ClientHello: %v, want EOF", err)
+	}
 	r := egresstest.Connect(t, h.addr, up.Addr.String())
 	if r.Status != 200 {
 		t.Fatalf("CONNECT: %d", r.Status)
