@@ -12,9 +12,9 @@ import (
 // replaced but may not be shadowed either).
 var reservedTargets = []string{"/proc", "/dev", "/sys", WorkspaceDir}
 
-// checkBindPaths validates extra bind paths: absolute, existing, resolved
-// through symlinks (so the sandbox sees what the operator meant, and a
-// symlink cannot redirect the bind later), not the root and not one of the
+// checkBindPaths validates extra bind paths: absolute, existing, free of
+// symlinks (a symlink could be swapped to redirect the bind; openBinds opens
+// them with RESOLVE_NO_SYMLINKS too), not the root and not one of the
 // sandbox's own mount points.
 func checkBindPaths(kind string, paths []string) ([]string, error) {
 	out := make([]string, 0, len(paths))
@@ -25,9 +25,20 @@ func checkBindPaths(kind string, paths []string) ([]string, error) {
 		if strings.ContainsRune(p, 0) {
 			return nil, fmt.Errorf("%s path %q: contains NUL", kind, p)
 		}
-		real, err := filepath.EvalSymlinks(filepath.Clean(p))
+		clean := filepath.Clean(p)
+		for _, r := range reservedTargets {
+			if clean == r || strings.HasPrefix(clean, r+"/") {
+				return nil, fmt.Errorf("%s path %q: %s is the sandbox's own", kind, p, r)
+			}
+		}
+		real, err := filepath.EvalSymlinks(clean)
 		if err != nil {
 			return nil, fmt.Errorf("%s path %q: %w", kind, p, err)
+		}
+		if real != clean {
+			// A symlink on the way could be planted (in a workspace, say) to
+			// redirect the bind to any host path: name the real path instead.
+			return nil, fmt.Errorf("%s path %q: passes through a symlink (it is %s); name the real path", kind, p, real)
 		}
 		if real == "/" {
 			return nil, fmt.Errorf("%s path %q: the host root cannot be bound", kind, p)

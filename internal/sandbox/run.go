@@ -300,7 +300,15 @@ func openBinds(workspace string, ro, rw []string) ([]pid1.BindSpec, []*os.File, 
 			closeFiles(files)
 			return nil, nil, fmt.Errorf("bind %s: %w", s.path, err)
 		}
-		fd, err := unix.OpenTree(unix.AT_FDCWD, s.path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW)
+		// No symlink anywhere on the path: the paths were resolved and
+		// checked already, so one appearing now is a swap in progress.
+		pfd, err := unix.Openat2(unix.AT_FDCWD, s.path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+		if err != nil {
+			closeFiles(files)
+			return nil, nil, &SetupError{Step: "open " + s.path, Err: err}
+		}
+		fd, err := unix.OpenTree(pfd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_EMPTY_PATH)
+		unix.Close(pfd)
 		if err != nil {
 			closeFiles(files)
 			return nil, nil, &SetupError{Step: "open_tree " + s.path, Err: err}

@@ -497,6 +497,7 @@ func TestResolve(t *testing.T) {
 		{"bind over /proc", Spec{Command: []string{"x"}, ReadOnly: []string{"/proc/self"}}, "sandbox's own", nil},
 		{"replace /etc", Spec{Command: []string{"x"}, ReadOnly: []string{"/etc"}}, "cannot be replaced", nil},
 		{"missing bind path", Spec{Command: []string{"x"}, ReadOnly: []string{"/no/such/path"}}, "no such file", nil},
+		{"bind path through a symlink planted in a workspace", Spec{Command: []string{"x"}, ReadWrite: []string{plantedLink(t) + "/ssh"}}, "passes through a symlink", nil},
 		{"hosts line with newline", Spec{Command: []string{"x"}, Hosts: []string{"1.2.3.4 a\n5.6.7.8 b"}}, "line break", nil},
 		{"bad name", Spec{Command: []string{"x"}, Name: "../x"}, "sandbox name", nil},
 		{"port zero", Spec{Command: []string{"x"}, BindPorts: []uint16{0}}, "port 0", nil},
@@ -524,6 +525,16 @@ func TestResolve(t *testing.T) {
 			}
 		})
 	}
+}
+
+// plantedLink makes a workspace-like directory holding a symlink to /etc
+// and returns the link's path.
+func plantedLink(t *testing.T) string {
+	link := filepath.Join(t.TempDir(), "data")
+	if err := os.Symlink("/etc", link); err != nil {
+		t.Fatal(err)
+	}
+	return link
 }
 
 func TestAllocateUIDRange(t *testing.T) {

@@ -49,6 +49,9 @@ func child(mode string) int {
 		fmt.Printf("%v\n", errors.Is(err, ErrNoNewPrivs))
 		return 0
 	}
+	if mode == "probes-unfiltered" {
+		return printProbes()
+	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		fmt.Fprintln(os.Stderr, "set no_new_privs:", err)
 		return 2
@@ -67,20 +70,25 @@ func child(mode string) int {
 		fmt.Printf("survived i386 getpid: %d\n", r)
 		return 0
 	case "probes":
-		res := map[string]string{}
-		for name, p := range probes() {
-			if os.Getenv(childEnv+"_TRACE") != "" {
-				fmt.Fprintln(os.Stderr, "probe", name)
-			}
-			res[name] = errnoName(p())
-		}
-		if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
-			return 2
-		}
-		return 0
+		return printProbes()
 	}
 	fmt.Fprintln(os.Stderr, "unknown child mode", mode)
 	return 2
+}
+
+// printProbes runs every probe and prints a JSON map of probe name to errno name.
+func printProbes() int {
+	res := map[string]string{}
+	for name, p := range probes() {
+		if os.Getenv(childEnv+"_TRACE") != "" {
+			fmt.Fprintln(os.Stderr, "probe", name)
+		}
+		res[name] = errnoName(p())
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		return 2
+	}
+	return 0
 }
 
 func errnoName(err error) string {
@@ -301,17 +309,10 @@ func runChild(t *testing.T, mode string) (stdout []byte, state *os.ProcessState)
 	return out.Bytes(), cmd.ProcessState
 }
 
-func TestInstallDeniesAndAllows(t *testing.T) {
-	out, st := runChild(t, "probes")
-	if !st.Success() {
-		t.Fatalf("child failed: %v; stdout %s", st, out)
-	}
-	var got map[string]string
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("child output %q: %v", out, err)
-	}
-	want := map[string]string{
-		"ptrace(PTRACE_TRACEME)":             "EPERM",
+// wantProbes is what each probe returns under the filter ("" for success).
+func wantProbes() map[string]string {
+	return map[string]string{
+		"ptrace(PEEKDATA, no such pid)":      "EPERM",
 		"process_vm_readv(self)":             "EPERM",
 		"mount(NULL)":                        "EPERM",
 		"umount2(NULL)":                      "EPERM",
@@ -369,6 +370,18 @@ func TestInstallDeniesAndAllows(t *testing.T) {
 		"sh fork, posix_spawn and wait":      "",
 		"go net tcp listen+dial loopback":    "",
 	}
+}
+
+func TestInstallDeniesAndAllows(t *testing.T) {
+	out, st := runChild(t, "probes")
+	if !st.Success() {
+		t.Fatalf("child failed: %v; stdout %s", st, out)
+	}
+	var got map[string]string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("child output %q: %v", out, err)
+	}
+	want := wantProbes()
 	if len(got) != len(want) {
 		t.Errorf("child ran %d probes, test expects %d", len(got), len(want))
 	}
@@ -388,6 +401,31 @@ func TestInstallDeniesAndAllows(t *testing.T) {
 				t.Errorf("got %s, want %s", g, w)
 			}
 		})
+	}
+}
+
+// TestProbesMeaningfulWithoutFilter runs the probes without the filter and
+// checks that no denied probe already fails with the errno the filter gives:
+// otherwise TestInstallDeniesAndAllows could pass with a filter that does nothing.
+func TestProbesMeaningfulWithoutFilter(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("unprivileged, several probes fail with EPERM without any filter; run as root")
+	}
+	out, st := runChild(t, "probes-unfiltered")
+	if !st.Success() {
+		t.Fatalf("child failed: %v; stdout %s", st, out)
+	}
+	var got map[string]string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("child output %q: %v", out, err)
+	}
+	for name, w := range wantProbes() {
+		if w == "" {
+			continue
+		}
+		if g, ok := got[name]; !ok || g == w {
+			t.Errorf("%s: without the filter got %q (ran: %v), the same as with it", name, g, ok)
+		}
 	}
 }
 
