@@ -124,7 +124,7 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 		o.host = h
 		if reservedName(h) {
 			o.reason, o.detail = ReasonReserved, "stack services and the local machine are never reachable through the proxy"
-			return p.deny(ctx, c, o, clientKeep && drainBody(req))
+			return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
 		}
 	}
 	m := s.matcher.Load()
@@ -138,11 +138,11 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 	}
 	o.rule, o.reason, o.detail = d.Rule, d.Reason, d.Detail
 	if !d.Allow {
-		return p.deny(ctx, c, o, clientKeep && drainBody(req))
+		return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
 	}
 	if strings.HasPrefix(d.Rule, OncePrefix) && (p.opts.Once == nil || !p.opts.Once.Consume(s.name, d.Rule)) {
 		o.reason, o.detail = ReasonOnceUsed, "the single-use approval was already used"
-		return p.deny(ctx, c, o, clientKeep && drainBody(req))
+		return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
 	}
 
 	// A slot for the tunnel or in-flight request.
@@ -173,14 +173,14 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 			ad := m.DecideAddr(a, t.port, d.Rule)
 			if !ad.Allow {
 				o.rule, o.reason, o.detail = d.Rule, ad.Reason, fmt.Sprintf("%s resolves to %s: %s", d.Host, a, ad.Detail)
-				return p.deny(ctx, c, o, clientKeep && drainBody(req))
+				return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
 			}
 		}
 	}
 	for _, a := range addrs {
 		if p.isSelf(netip.AddrPortFrom(a, uint16(t.port))) {
 			o.reason, o.detail = ReasonProxyItself, fmt.Sprintf("%s reaches the egress proxy itself", netip.AddrPortFrom(a, uint16(t.port)))
-			return p.deny(ctx, c, o, clientKeep && drainBody(req))
+			return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
 		}
 	}
 	up, addr, err := p.dial(ctx, addrs, t.port)
@@ -192,6 +192,15 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 	tun := &tunnel{rule: d.Rule, conns: []net.Conn{c, up}}
 	s.track(tun, true)
 	defer s.track(tun, false)
+	// A revocation between the decision and track has already run its
+	// CloseTunnels; it swapped the matcher first, so look again.
+	if cur := s.matcher.Load(); cur != m && !strings.HasPrefix(d.Rule, OncePrefix) {
+		if _, ok := cur.Rule(d.Rule); !ok {
+			up.Close()
+			o.reason, o.detail = ReasonRevoked, "the rule was removed while the connection was being set up"
+			return p.deny(ctx, c, o, false)
+		}
+	}
 	stopTun := context.AfterFunc(ctx, tun.close)
 	defer stopTun()
 	if t.connect {
@@ -203,10 +212,14 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 	return p.forward(c, up, req, o, clientKeep) && !tun.isClosed()
 }
 
-func drainBody(req *http.Request) bool {
+// drainBody reads (at most 64 KiB of) a refused request's body, within
+// the header timeout, so the connection can carry the next request.
+func (p *Proxy) drainBody(c net.Conn, req *http.Request) bool {
 	if req.Body == nil || req.Body == http.NoBody {
 		return true
 	}
+	c.SetReadDeadline(time.Now().Add(p.opts.HeaderTimeout))
+	defer c.SetReadDeadline(time.Time{})
 	_, err := io.Copy(io.Discard, io.LimitReader(req.Body, 64<<10))
 	if err != nil {
 		return false

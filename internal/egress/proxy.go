@@ -350,8 +350,8 @@ func (p *Proxy) serveConn(ctx context.Context, s *sandboxState, c net.Conn) {
 		req, hostHdr, err := readRequest(br, p.opts.MaxHeaderBytes)
 		if err != nil {
 			if !errors.Is(err, errClientGone) {
-				writeError(c, err)
 				p.logBad(s.name, err)
+				writeError(c, err)
 			}
 			return
 		}

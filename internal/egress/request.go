@@ -27,6 +27,7 @@ const (
 	ReasonECH            = "ech-not-allowed"      // encrypted ClientHello hides the real destination
 	ReasonNotTLS         = "not-tls"              // a name tunnel whose first bytes are not a ClientHello
 	ReasonOnceUsed       = "approval-used"        // a single-use approval was already consumed
+	ReasonRevoked        = "rule-revoked"         // the allowing rule was removed during setup
 	ReasonRateLimited    = "rate-limited"
 	ReasonTooManyTunnels = "too-many-tunnels"
 	ReasonBadRequest     = "bad-request"
