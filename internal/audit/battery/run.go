@@ -1,0 +1,250 @@
+package battery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/clawcage/clawcage/internal/audit"
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// Result is one case run in one mode.
+type Result struct {
+	Case string `json:"case"`
+	// Mode is "user" (the sandbox's default user) or "root" (--root).
+	Mode        string            `json:"mode"`
+	Expected    []string          `json:"expected"`
+	Observation audit.Observation `json:"observation"`
+	// Held is true when the outcome is expected and no host-side evidence
+	// of an escape was found.
+	Held bool `json:"held"`
+	// Failure says why the case did not hold (or could not run).
+	Failure string `json:"failure,omitempty"`
+	// ExitCode is the exit status of `clawcage sandbox run`.
+	ExitCode int `json:"exit_code"`
+	// Stderr is the run's standard error when the case failed.
+	Stderr string `json:"stderr,omitempty"`
+}
+
+// RunError means the run itself failed (the sandbox could not be set up,
+// the probe printed nothing): no verdict about the attack is possible.
+type RunError struct{ Msg string }
+
+func (e *RunError) Error() string { return e.Msg }
+
+// Modes are the identities every case runs as.
+var Modes = []string{"user", "root"}
+
+// RunOneShot runs c in a fresh `sandbox run` as mode, with a workspace
+// created under parent, and returns the verdict. The returned error is a
+// *RunError when no verdict is possible.
+func RunOneShot(ctx context.Context, w *World, c Case, mode, parent string) (Result, error) {
+	res := Result{Case: c.Name, Mode: mode, Expected: c.Want}
+	ws, err := os.MkdirTemp(parent, "ws-")
+	if err != nil {
+		return res, &RunError{fmt.Sprintf("create workspace: %v", err)}
+	}
+	defer os.RemoveAll(ws)
+	// The sandbox's users are unprivileged host uids: let them write.
+	if err := os.Chmod(ws, 0o777); err != nil {
+		return res, &RunError{err.Error()}
+	}
+	if err := CopyFile(w.Binary, filepath.Join(ws, "clawcage"), 0o755); err != nil {
+		return res, &RunError{err.Error()}
+	}
+	if c.Setup != nil {
+		if err := c.Setup(w, ws); err != nil {
+			return res, &RunError{fmt.Sprintf("set up %s: %v", c.Name, err)}
+		}
+	}
+	var args []string
+	if c.Args != nil {
+		args = c.Args(w)
+	}
+	argv := []string{"sandbox", "run", "--workspace", ws}
+	if mode == "root" {
+		argv = append(argv, "--root")
+	}
+	argv = append(argv, c.Flags...)
+	argv = append(argv, "--", "/sandbox/clawcage", "audit-probe", "--json", c.Probe)
+	argv = append(argv, args...)
+
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, w.Binary, argv...)
+	cmd.Env = append(os.Environ(), w.Env()...)
+	var term *os.File
+	if c.TTY {
+		master, slave, err := pty.Open()
+		if err != nil {
+			return res, &RunError{fmt.Sprintf("open a pty standing for the operator's terminal: %v", err)}
+		}
+		defer master.Close()
+		defer slave.Close()
+		go func() { _, _ = io.Copy(io.Discard, master) }() // drain echo
+		cmd.Stdin, term = slave, slave
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+
+	before := snapshotHost(filepath.Base(ws))
+	runErr := cmd.Run()
+	res.ExitCode = cmd.ProcessState.ExitCode()
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		return res, &RunError{fmt.Sprintf("no result within 90s (stdout %q, stderr %q)", stdout.String(), stderr.String())}
+	case runErr != nil && !errors.As(runErr, &ee):
+		return res, &RunError{fmt.Sprintf("run %s: %v", w.Binary, runErr)}
+	case res.ExitCode == 125:
+		return res, &RunError{"the sandbox could not be set up (exit 125): " + strings.TrimSpace(stderr.String())}
+	}
+	o, ok := ParseObservation(stdout.String(), c.Probe)
+	if !ok {
+		return res, &RunError{fmt.Sprintf("exit %d and no observation; stdout %q, stderr %q", res.ExitCode, stdout.String(), stderr.String())}
+	}
+	if o.Outcome == audit.Error {
+		return res, &RunError{"the probe could not run inside the sandbox: " + o.Detail}
+	}
+	res.Observation = o
+	errs := []error{c.Verdict(w, o)}
+	if term != nil {
+		errs = append(errs, checkNothingInjected(term))
+	}
+	errs = append(errs, checkNothingLeft(ctx, before, filepath.Base(ws)))
+	if err := errors.Join(errs...); err != nil {
+		res.Failure = err.Error()
+		res.Stderr = stderr.String()
+	} else {
+		res.Held = true
+	}
+	return res, nil
+}
+
+// checkNothingInjected fails when the TIOCSTI marker waits in the operator
+// terminal's input queue.
+func checkNothingInjected(term *os.File) error {
+	fd := int(term.Fd())
+	n, err := unix.IoctlGetInt(fd, unix.TIOCINQ)
+	if err != nil {
+		return fmt.Errorf("read the operator terminal's input queue size: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	k, _ := unix.Read(fd, buf)
+	if k > 0 && bytes.Contains(buf[:k], []byte(TTYMarker)) {
+		return fmt.Errorf("the sandbox injected %q into the operator's terminal", buf[:k])
+	}
+	return nil
+}
+
+// hostTraces is what a sandbox could leave behind on the host: clawcage
+// cgroup directories and mounts in this process's mount namespace.
+type hostTraces struct {
+	cgroups []string
+	mounts  []string
+}
+
+func snapshotHost(mark string) hostTraces {
+	var tr hostTraces
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for line := range strings.SplitSeq(string(mi), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		mp := f[4]
+		if strings.Contains(mp, "clawcage") || strings.Contains(mp, mark) {
+			tr.mounts = append(tr.mounts, mp)
+		}
+		if f[len(f)-3] == "-" && (f[len(f)-2] == "cgroup" || f[len(f)-2] == "cgroup2") {
+			tr.cgroups = append(tr.cgroups, clawcageGroups(mp)...)
+		}
+	}
+	slices.Sort(tr.cgroups)
+	slices.Sort(tr.mounts)
+	return tr
+}
+
+// clawcageGroups lists the children of every "clawcage" directory up to
+// four levels below a cgroup mount.
+func clawcageGroups(mount string) []string {
+	var out []string
+	var walk func(dir string, depth int)
+	walk = func(dir string, depth int) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return
+		}
+		for _, e := range ents {
+			if !e.IsDir() {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			if e.Name() == "clawcage" {
+				kids, _ := os.ReadDir(p)
+				for _, k := range kids {
+					if k.IsDir() {
+						out = append(out, filepath.Join(p, k.Name()))
+					}
+				}
+				continue
+			}
+			if depth < 4 {
+				walk(p, depth+1)
+			}
+		}
+	}
+	walk(mount, 0)
+	return out
+}
+
+// checkNothingLeft fails when a clawcage cgroup or a mount appeared since
+// before and does not go away within a few seconds (other sandboxes
+// running at the same time can make it report theirs).
+func checkNothingLeft(ctx context.Context, before hostTraces, mark string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after := snapshotHost(mark)
+		groups, mounts := added(before.cgroups, after.cgroups), added(before.mounts, after.mounts)
+		if len(groups)+len(mounts) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			var errs []error
+			if len(groups) > 0 {
+				errs = append(errs, fmt.Errorf("cgroups left behind on the host: %v", groups))
+			}
+			if len(mounts) > 0 {
+				errs = append(errs, fmt.Errorf("mounts left behind in the host's mount namespace: %v", mounts))
+			}
+			return errors.Join(errs...)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func added(before, after []string) []string {
+	var out []string
+	for _, a := range after {
+		if !slices.Contains(before, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
