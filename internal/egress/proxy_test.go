@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -627,3 +628,38 @@ network:
 }
 
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+// hookResolver runs hook during the lookup: between the name decision and
+// the connection's registration.
+type hookResolver struct {
+	Resolver
+	hook func()
+}
+
+func (h hookResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	h.hook()
+	return h.Resolver.LookupNetIP(ctx, network, host)
+}
+
+// TestRevokedDuringSetup: a rule removed after a request was decided but
+// before its tunnel was registered must not leave a live tunnel behind.
+func TestRevokedDuringSetup(t *testing.T) {
+	up := egresstest.StartTLSEcho(t)
+	with := fmt.Sprintf("network:\n  - {name: lo, cidrs: [127.0.0.0/8], ports: [%[1]d]}\n  - {name: app, hosts: [app.example.com], ports: [%[1]d]}\n", up.Port())
+	without := fmt.Sprintf("network:\n  - {name: lo, cidrs: [127.0.0.0/8], ports: [%[1]d]}\n", up.Port())
+	res := egresstest.NewResolver()
+	res.Set("app.example.com", "127.0.0.1")
+	var px atomic.Pointer[Proxy]
+	h := startProxy(t, with, Options{Resolver: hookResolver{res, func() {
+		px.Load().SetPolicy("sb", compile(t, without))
+		px.Load().CloseTunnels("sb", "app")
+	}}})
+	px.Store(h.proxy)
+	r := egresstest.Connect(t, h.addr, fmt.Sprintf("app.example.com:%d", up.Port()))
+	if r.Status != 403 || r.Reason() != ReasonRevoked {
+		t.Fatalf("CONNECT whose rule was revoked during setup: %d %v, want 403 %s", r.Status, r.Body, ReasonRevoked)
+	}
+	if n := h.proxy.LiveTunnels("sb"); n != 0 {
+		t.Fatalf("%d live tunnels after revocation", n)
+	}
+}
