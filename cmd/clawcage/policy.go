@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clawcage/clawcage/internal/egress/approvals"
 	"github.com/clawcage/clawcage/internal/egress/engine"
 	"github.com/clawcage/clawcage/internal/hostport"
 	"github.com/clawcage/clawcage/internal/journal"
@@ -109,6 +110,9 @@ func newPolicyCmd(g *globalOptions) *cobra.Command {
 				return err
 			}
 			if pendingJSON {
+				if q == nil {
+					q = []approvals.Entry{}
+				}
 				return writeJSONOut(cmd, q)
 			}
 			engine.FormatPending(cmd.OutOrStdout(), q)

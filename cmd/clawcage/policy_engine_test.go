@@ -122,6 +122,9 @@ func TestPolicyCLILifecycle(t *testing.T) {
 	ln.Close()
 
 	stop := startEngineCmd(t, state, cfg, proxy)
+	if out, err := runCLI(t, "--state", state, "policy", "pending", "--json"); err != nil || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("empty pending --json: %v %q", err, out)
+	}
 	if r := egresstest.Connect(t, proxy, up.Addr.String()); r.Status != 403 {
 		t.Fatalf("nothing allowed: %d", r.Status)
 	}
