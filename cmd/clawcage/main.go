@@ -38,7 +38,7 @@ is decided by the policy engine: processes the agent cannot reach.`,
 		newKeysCmd(g), newUsageCmd(g),
 		newPolicyCmd(g), newPolicyEngineCmd(g),
 		newLogsCmd(g), newUpCmd(g), newStatusCmd(g), newDownCmd(g),
-		newAuditProbeCmd(g),
+		newAuditProbeCmd(g), newAuditCmd(g),
 		newRouterCmd(g),
 	)
 	return root

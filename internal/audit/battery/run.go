@@ -62,8 +62,49 @@ func RunOneShot(ctx context.Context, w *World, c Case, mode, parent string) (Res
 	if err := CopyFile(w.Binary, filepath.Join(ws, "clawcage"), 0o755); err != nil {
 		return res, &RunError{err.Error()}
 	}
+	argv := []string{"sandbox", "run", "--workspace", ws}
+	if mode == "root" {
+		argv = append(argv, "--root")
+	}
+	argv = append(argv, c.Flags...)
+	argv = append(argv, "--", "/sandbox/clawcage")
+	return run(ctx, w, c, res, ws, argv)
+}
+
+// LiveDir is the directory of a live sandbox's workspace that holds the
+// probe binary and the attacks' set-up files while `clawcage audit` runs.
+const LiveDir = ".clawcage-audit"
+
+// RunLive runs c inside the running sandbox name of the stack whose state
+// directory is state, through `clawcage sandbox exec`, as the sandbox's own
+// user. Cases that need their own limits (Flags) cannot run there and are
+// reported as skipped with a nil error and Result.Failure set.
+func RunLive(ctx context.Context, w *World, c Case, state, name string) (Result, error) {
+	res := Result{Case: c.Name, Mode: "live", Expected: c.Want}
+	if len(c.Flags) > 0 {
+		res.Failure = "skipped: needs its own limits (" + strings.Join(c.Flags, " ") + "), which only a one-shot sandbox takes"
+		return res, nil
+	}
+	ws := filepath.Join(state, "sandboxes", name, "workspace")
+	if _, err := os.Stat(ws); err != nil {
+		return res, &RunError{fmt.Sprintf("sandbox %s has no workspace at %s: %v", name, ws, err)}
+	}
+	dir := filepath.Join(ws, LiveDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return res, &RunError{err.Error()}
+	}
+	defer os.RemoveAll(dir)
+	if err := CopyFile(w.Binary, filepath.Join(dir, "clawcage"), 0o755); err != nil {
+		return res, &RunError{err.Error()}
+	}
+	argv := []string{"--state", state, "sandbox", "exec", name, "--", "/sandbox/" + LiveDir + "/clawcage"}
+	return run(ctx, w, c, res, dir, argv)
+}
+
+// run sets up setupDir, runs w.Binary argv + the probe, and judges.
+func run(ctx context.Context, w *World, c Case, res Result, setupDir string, argv []string) (Result, error) {
 	if c.Setup != nil {
-		if err := c.Setup(w, ws); err != nil {
+		if err := c.Setup(w, setupDir); err != nil {
 			return res, &RunError{fmt.Sprintf("set up %s: %v", c.Name, err)}
 		}
 	}
@@ -71,12 +112,12 @@ func RunOneShot(ctx context.Context, w *World, c Case, mode, parent string) (Res
 	if c.Args != nil {
 		args = c.Args(w)
 	}
-	argv := []string{"sandbox", "run", "--workspace", ws}
-	if mode == "root" {
-		argv = append(argv, "--root")
+	if setupDir != "" && strings.HasSuffix(setupDir, LiveDir) {
+		for i, a := range args {
+			args[i] = strings.Replace(a, "/sandbox/", "/sandbox/"+LiveDir+"/", 1)
+		}
 	}
-	argv = append(argv, c.Flags...)
-	argv = append(argv, "--", "/sandbox/clawcage", "audit-probe", "--json", c.Probe)
+	argv = append(argv, "audit-probe", "--json", c.Probe)
 	argv = append(argv, args...)
 
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
@@ -97,7 +138,8 @@ func RunOneShot(ctx context.Context, w *World, c Case, mode, parent string) (Res
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 
-	before := snapshotHost(filepath.Base(ws))
+	mark := filepath.Base(setupDir)
+	before := snapshotHost(mark)
 	runErr := cmd.Run()
 	res.ExitCode = cmd.ProcessState.ExitCode()
 	var ee *exec.ExitError
@@ -121,7 +163,7 @@ func RunOneShot(ctx context.Context, w *World, c Case, mode, parent string) (Res
 	if term != nil {
 		errs = append(errs, checkNothingInjected(term))
 	}
-	errs = append(errs, checkNothingLeft(ctx, before, filepath.Base(ws)))
+	errs = append(errs, checkNothingLeft(ctx, before, mark))
 	if err := errors.Join(errs...); err != nil {
 		res.Failure = err.Error()
 		res.Stderr = stderr.String()
