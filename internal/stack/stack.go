@@ -18,9 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,11 +207,6 @@ func Run(ctx context.Context, opts Options) (err error) {
 		if c.dir, err = runas.PrepareStateDir(state, c.id); err != nil {
 			return err
 		}
-		// The component reads the exact configuration validated here, from
-		// a copy it owns (the operator's file may be unreadable to it).
-		if err := writeOwned(filepath.Join(c.dir, "clawcage.yaml"), cfgBytes, c.id); err != nil {
-			return err
-		}
 	}
 	// Registry hosts for the npm/go/apt presets come from the operator's
 	// client configuration, which only this process (the operator's
@@ -229,37 +222,34 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	pol.args = []string{"--preset-params", filepath.Join(pol.dir, PresetParamsFile)}
 
-	// Namespaces and listeners, one set per sandbox.
-	names := make([]string, 0, len(cfg.Sandboxes))
-	for name := range cfg.Sandboxes {
-		names = append(names, name)
+	// Sandboxes: the configuration's, plus those created with
+	// `clawcage sandbox create` (persisted under <state>/sandboxes).
+	defs, err := loadDefinitions(state, cfg, log)
+	if err != nil {
+		return err
 	}
-	sort.Strings(names)
-	var nets []*sandboxNet
-	defer func() {
-		for _, sn := range nets {
-			sn.close()
-		}
-	}()
-	for _, name := range names {
-		sn, err := openSandboxNet(ctx, state, name, comps)
-		if err != nil {
-			return err
-		}
-		nets = append(nets, sn)
-		log.Info("sandbox network ready", "sandbox", name, "netns", sn.ns.Path(), "router", RouterAddr, "proxy", ProxyAddr)
+	if len(defs) > 0 && opts.SandboxStart == nil {
+		return errors.New("the state directory has sandboxes but this build has no sandbox runtime (internal/sandbox); refusing to start without it")
 	}
-
 	spawner, err := runas.NewSpawner()
 	if err != nil {
 		return err
 	}
 	defer spawner.Close() // after the supervisor has stopped every child
 
+	r := &runner{opts: opts, state: state, exe: exe, cfgBytes: cfgBytes, cfg: cfg, log: log, sup: sup,
+		comps: comps, defs: map[string][]byte{}, nets: map[string]*sandboxNet{}, releases: map[string]func(){}}
+	defer r.closeAll()
+	for name, d := range defs {
+		r.defs[name] = d.raw
+	}
+	if err := r.writeComponentConfigs(); err != nil {
+		return err
+	}
 	for _, c := range comps {
 		spec := supervisor.Spec{
 			Name:        c.name,
-			Cmd:         componentCmd(exe, state, c, nets),
+			Cmd:         r.componentCmd(c),
 			Start:       spawner.Start,
 			Health:      adminHealth(filepath.Join(c.dir, AdminSocketName), c.health),
 			Restart:     supervisor.RestartAlways,
@@ -270,54 +260,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 			return err
 		}
 	}
-	for _, sn := range nets {
-		sb := cfg.Sandboxes[sn.name]
-		policyName := sb.Restart
-		if policyName == "" {
-			policyName = config.RestartAlways
-		}
-		restart, err := supervisor.ParseRestartPolicy(policyName)
-		if err != nil {
-			return fmt.Errorf("sandbox %s: %w", sn.name, err)
-		}
-		spec := SandboxSpec{
-			Name: sn.name, Config: sb, NetNS: sn.ns,
-			StateDir:  filepath.Join(state, "sandboxes", sn.name),
-			Workspace: filepath.Join(state, "sandboxes", sn.name, "workspace"),
-		}
-		// Traversable, not listable: the sandbox's own uids must reach the
-		// workspace below, which the runtime creates owned by them.
-		for _, d := range []string{filepath.Dir(spec.StateDir), spec.StateDir} {
-			if err := os.MkdirAll(d, 0o711); err != nil {
-				return fmt.Errorf("sandbox %s: state directory: %w", sn.name, err)
-			}
-			if err := os.Chmod(d, 0o711); err != nil {
-				return fmt.Errorf("sandbox %s: state directory: %w", sn.name, err)
-			}
-		}
-		if opts.UIDSlots != nil {
-			base, release, err := stableUIDRange(opts.UIDSlots, spec.StateDir)
-			if err != nil {
-				return fmt.Errorf("sandbox %s: %w", sn.name, err)
-			}
-			defer release() // after the supervisor has stopped the sandbox
-			spec.UIDBase = base
-		}
-		startSandbox := opts.SandboxStart
-		if err := sup.Add(supervisor.Spec{
-			Name: "sandbox/" + sn.name,
-			StartProcess: func(stdout, stderr io.Writer) (supervisor.Process, error) {
-				p, err := startSandbox(spec, stdout, stderr)
-				sn.mu.Lock()
-				sn.proc = p
-				sn.mu.Unlock()
-				return p, err
-			},
-			Restart:     restart,
-			Backoff:     opts.Backoff,
-			StopTimeout: opts.StopTimeout,
-			LogAttrs:    []any{"component", "sandbox", "sandbox", sn.name},
-		}); err != nil {
+	all := map[string]config.Sandbox{}
+	for name, sb := range cfg.Sandboxes {
+		all[name] = sb
+	}
+	for name, d := range defs {
+		all[name] = d.sandbox
+	}
+	for _, name := range sortedNames(all) {
+		if err := r.addSandbox(ctx, name, all[name]); err != nil {
 			return err
 		}
 	}
@@ -329,9 +280,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		supervisor.WriteJSON(w, http.StatusAccepted, map[string]string{"status": "stopping"})
 		stop()
 	}))
-	ctl.Handle("GET /v1/sandboxes", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		supervisor.WriteJSON(w, http.StatusOK, sandboxViews(nets, sup.Status()))
-	}))
+	r.routes(ctl, runCtx)
 
 	// The control socket outlives the children: it disappears only once
 	// everything has stopped, which is what `clawcage down` waits for.
@@ -341,7 +290,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	go func() { ctlErr <- ctl.Serve(ctlCtx) }()
 	supDone := make(chan struct{})
 	go func() { defer close(supDone); _ = sup.Run(runCtx) }()
-	log.Info("stack up", "state", state, "sandboxes", len(nets), "pid", os.Getpid())
+	log.Info("stack up", "state", state, "sandboxes", len(all), "pid", os.Getpid())
 	if opts.Ready != nil {
 		opts.Ready()
 	}
@@ -354,11 +303,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		stop()
 	}
 	<-supDone
-	for _, sn := range nets {
-		if derr := sn.ns.Delete(); derr != nil {
-			log.Warn("remove network namespace", "sandbox", sn.name, "err", derr)
-		}
-	}
+	r.deleteNamespaces()
 	log.Info("stack down")
 	ctlStop()
 	if !ctlDone {
@@ -519,30 +464,6 @@ func componentEnv(dir string) []string {
 	return env
 }
 
-// componentCmd builds the command line, identity, environment and
-// inherited listeners of a component; called for every (re)start.
-func componentCmd(exe, state string, c *component, nets []*sandboxNet) func() (*exec.Cmd, error) {
-	return func() (*exec.Cmd, error) {
-		args := append([]string{c.command, "--config", filepath.Join(c.dir, "clawcage.yaml"), "--state", state}, c.args...)
-		cmd := exec.Command(exe, args...)
-		cmd.Dir = c.dir
-		cmd.Env = componentEnv(c.dir)
-		runas.Configure(cmd, c.id)
-		if len(nets) == 0 {
-			return cmd, nil
-		}
-		names := make([]string, len(nets))
-		files := make([]*os.File, len(nets))
-		for i, sn := range nets {
-			names[i], files[i] = sn.name, sn.files[c.name]
-		}
-		if err := netns.ExportListeners(cmd, names, files); err != nil {
-			return nil, err
-		}
-		return cmd, nil
-	}
-}
-
 // writeOwned atomically writes data to path, mode 0600, owned by id.
 func writeOwned(path string, data []byte, id runas.Identity) error {
 	tmp := path + ".tmp-" + strconv.Itoa(os.Getpid())
@@ -569,31 +490,8 @@ type SandboxView struct {
 	NetNS  string             `json:"netns"`
 	Router string             `json:"router"`
 	Proxy  string             `json:"proxy"`
+	Source string             `json:"source"` // "config" or "created"
 	Status *supervisor.Status `json:"status,omitempty"`
 	// Stats are the sandbox's cgroup counters while it runs.
 	Stats *cgroup.Stats `json:"stats,omitempty"`
-}
-
-func sandboxViews(nets []*sandboxNet, st []supervisor.Status) []SandboxView {
-	byName := map[string]supervisor.Status{}
-	for _, s := range st {
-		byName[s.Name] = s
-	}
-	out := make([]SandboxView, 0, len(nets))
-	for _, sn := range nets {
-		v := SandboxView{Name: sn.name, NetNS: sn.ns.Path(), Router: RouterAddr, Proxy: ProxyAddr}
-		if s, ok := byName["sandbox/"+sn.name]; ok {
-			v.Status = &s
-			sn.mu.Lock()
-			p := sn.proc
-			sn.mu.Unlock()
-			if st, ok := p.(statser); ok && s.State == "running" {
-				if cs, err := st.Stats(); err == nil {
-					v.Stats = &cs
-				}
-			}
-		}
-		out = append(out, v)
-	}
-	return out
 }

@@ -602,3 +602,150 @@ func TestStableUIDRange(t *testing.T) {
 		t.Errorf("corrupt slot file: %v", err)
 	}
 }
+
+// startStack runs a stack with stand-in components and sandboxes until the
+// test ends or stop is called.
+func startStack(t *testing.T, bin, cfgPath, state string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			ConfigPath: cfgPath, StateDir: state, Exe: bin,
+			Backoff:              supervisor.Backoff{Initial: 50 * time.Millisecond, StableAfter: 100 * time.Millisecond},
+			DiscoverPresetParams: func(context.Context) (map[string]string, error) { return nil, nil },
+			SandboxStart: func(s SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
+				cmd := exec.Command(bin, "fake-sandbox", s.Name)
+				cmd.ExtraFiles = []*os.File{s.NetNS.File()}
+				cmd.Stdout, cmd.Stderr = stdout, stderr
+				cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+				if err := cmd.Start(); err != nil {
+					return nil, err
+				}
+				return cmdProcess{cmd}, nil
+			},
+			Ready: func() { close(ready) },
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func control(t *testing.T, state, method, path string, body any) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = strings.NewReader(string(b))
+	}
+	req, _ := http.NewRequest(method, "http://clawcage"+path, rd)
+	resp, err := supervisor.Client(supervisor.ControlSocketPath(state)).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func servedBy(t *testing.T, state, sb string, after time.Time) {
+	t.Helper()
+	for _, banner := range []string{"router " + sb, "policy-engine " + sb} {
+		waitJournal(t, state, sb+" answered by "+banner, func(e journal.Entry) bool {
+			return e.Sandbox == sb && e.Time.After(after) && strings.Contains(e.Msg, banner)
+		})
+	}
+}
+
+func TestCreateAndDeleteSandboxes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates namespaces and runs components under their own uids")
+	}
+	bin := helperBinary(t)
+	state := filepath.Join(t.TempDir(), "state")
+	cfgPath := filepath.Join(t.TempDir(), "clawcage.yaml")
+	os.WriteFile(cfgPath, []byte("sandboxes:\n  base: {}\n"), 0o600)
+	stop := startStack(t, bin, cfgPath, state)
+	servedBy(t, state, "base", time.Time{})
+
+	tests := []struct {
+		name string
+		req  CreateRequest
+		code int
+		want string
+	}{
+		{"invalid definition names the line", CreateRequest{Name: "bad", Definition: "sandboxes:\n  bad:\n    restart: sometimes\n"}, 400, "sandbox bad:3: sandboxes.bad.restart"},
+		{"definition for another name", CreateRequest{Name: "x", Definition: "sandboxes:\n  y: {}\n"}, 400, `exactly the sandbox \"x\"`},
+		{"router settings smuggled in", CreateRequest{Name: "x", Definition: "router:\n  allow_direct: true\nsandboxes:\n  x: {}\n"}, 400, "sandbox x:1: router: a sandbox definition holds only its sandbox"},
+		{"name of a configured sandbox", CreateRequest{Name: "base", Definition: "sandboxes:\n  base: {}\n"}, 409, "already exists"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := control(t, state, "POST", "/v1/sandboxes", tt.req)
+			if code != tt.code || !strings.Contains(body, tt.want) {
+				t.Errorf("POST: %d %s, want %d containing %q", code, body, tt.code, tt.want)
+			}
+		})
+	}
+
+	created := time.Now()
+	code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: "extra", Definition: "sandboxes:\n  extra: {restart: always}\n"})
+	if code != 201 || !strings.Contains(body, `"source": "created"`) {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	// The new sandbox is served, and the components (restarted with the new
+	// listener set) still serve the old one.
+	servedBy(t, state, "extra", created)
+	servedBy(t, state, "base", created)
+	if code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: "extra", Definition: "sandboxes:\n  extra: {}\n"}); code != 409 {
+		t.Errorf("second create: %d %s", code, body)
+	}
+
+	// It survives a restart of the stack.
+	stop()
+	stop = startStack(t, bin, cfgPath, state)
+	restarted := time.Now()
+	servedBy(t, state, "extra", restarted)
+	var views []SandboxView
+	_, body = control(t, state, "GET", "/v1/sandboxes", nil)
+	json.Unmarshal([]byte(body), &views)
+	if len(views) != 2 || views[0].Name != "base" || views[0].Source != "config" || views[1].Name != "extra" || views[1].Source != "created" {
+		t.Fatalf("views after restart: %s", body)
+	}
+
+	if code, body := control(t, state, "DELETE", "/v1/sandboxes/base", nil); code != 409 || !strings.Contains(body, "configuration file") {
+		t.Errorf("delete configured sandbox: %d %s", code, body)
+	}
+	if code, _ := control(t, state, "DELETE", "/v1/sandboxes/nope", nil); code != 404 {
+		t.Errorf("delete unknown sandbox: %d", code)
+	}
+	if code, body := control(t, state, "DELETE", "/v1/sandboxes/extra", nil); code != 200 {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(state, "sandboxes", "extra")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("deleted sandbox's directory remains: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(state, "netns", "extra")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("deleted sandbox's namespace remains: %v", err)
+	}
+	deleted := time.Now()
+	servedBy(t, state, "base", deleted)
+	stop()
+}
