@@ -336,3 +336,25 @@ func TestAllowDirect(t *testing.T) {
 		t.Errorf("model with CRLF: status %d, want 404", status)
 	}
 }
+
+func TestClientHangUpDoesNotCoolTargets(t *testing.T) {
+	h := newHarness(t, nil)
+	for range 5 {
+		h.oa.Push(routertest.Behavior{Delay: 2 * time.Second})
+	}
+	solo := strings.Replace(chatBody, `"default"`, `"solo"`, 1)
+	for range 4 {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/v1/chat/completions", strings.NewReader(solo))
+		c := &http.Client{Timeout: 100 * time.Millisecond}
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("request returned %d before the client timeout", resp.StatusCode)
+		}
+	}
+	h.oa.Reset()
+	// Four hang-ups exceed cooldown_after (3): the target must still serve.
+	status, hdr, body := h.post("/v1/chat/completions", solo)
+	if status != 200 || hdr.Get("X-Clawcage-Attempts") != "1" {
+		t.Fatalf("after hang-ups: status %d attempts %q: %s", status, hdr.Get("X-Clawcage-Attempts"), body)
+	}
+}

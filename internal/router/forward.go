@@ -219,6 +219,13 @@ chain:
 					servedBy, servedIdx = t, ti
 					break chain
 				}
+				if ctx.Err() != nil {
+					// The sandbox went away: not the target's failure, so
+					// no cooldown (a sandbox must not be able to rest a
+					// target for everyone by hanging up), and no retry.
+					last, lastTarget, res = res, t, nil
+					break chain
+				}
 				r.metrics.attempts.WithLabelValues(h.sandbox, route.name, label, outcomeLabel(res)).Inc()
 				if r.cool.failure(ck, r.opt.Now(), r.opt.Retry.CooldownAfter, r.opt.Retry.Cooldown, res.retryAfter) {
 					r.metrics.cooldowns.WithLabelValues(label).Inc()
