@@ -2,6 +2,7 @@ package seccomp
 
 import (
 	"fmt"
+	"sort"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -36,7 +37,7 @@ func retErrno(e unix.Errno) uint32 {
 //
 //	arch != arch.auditArch         -> kill process
 //	nr has the x32 bit (nr != -1)  -> kill process
-//	for each system call in rules, in first-appearance order:
+//	for each system call in rules, argument-dependent ones first:
 //	    nr == N: first rule whose conditions hold -> its errno; none -> allow
 //	otherwise                      -> allow
 func compile(rules []Rule, arch archInfo) ([]bpf.Instruction, error) {
@@ -63,6 +64,14 @@ func compile(rules []Rule, arch archInfo) ([]bpf.Instruction, error) {
 		}
 		byName[r.Syscall] = append(byName[r.Syscall], r)
 	}
+	// Argument-dependent calls first: the kernel caches the result of a call
+	// whose outcome never depends on its arguments (every call not listed,
+	// and the unconditionally denied ones) and skips the filter for it, so
+	// only these run the program, and frequent ones (ioctl, socket, clone)
+	// should find their block after a few instructions.
+	sort.SliceStable(order, func(i, j int) bool {
+		return hasConditions(byName[order[i]]) && !hasConditions(byName[order[j]])
+	})
 	for _, name := range order {
 		nr, ok := arch.sysnum(name)
 		if !ok {
@@ -132,6 +141,15 @@ func compileBlock(rules []Rule) ([]bpf.Instruction, error) {
 		block = append(block, bpf.RetConstant{Val: retErrno(r.Errno)})
 	}
 	return append(block, bpf.RetConstant{Val: retAllow}), nil
+}
+
+func hasConditions(rules []Rule) bool {
+	for _, r := range rules {
+		if len(r.When) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func needsMask(c Cond) bool {
