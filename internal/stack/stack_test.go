@@ -422,17 +422,22 @@ func TestStackEndToEnd(t *testing.T) {
 	if slots.released != 2 || len(slots.claimed) != 0 {
 		t.Errorf("uid slots not released: %d released, %v held", slots.released, slots.claimed)
 	}
-	if left := processesOf(61001, 61002); len(left) > 0 {
+	if left := processesOf(bin, 61001, 61002); len(left) > 0 {
 		t.Errorf("component processes left: %v", left)
 	}
 }
 
-func processesOf(uids ...uint32) []int {
+// processesOf lists live processes running bin as one of uids (other
+// tests on the machine may run real components under the same uids).
+func processesOf(bin string, uids ...uint32) []int {
 	ents, _ := os.ReadDir("/proc")
 	var out []int
 	for _, e := range ents {
 		var pid int
 		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		if cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); !strings.HasPrefix(string(cmdline), bin+"\x00") {
 			continue
 		}
 		f, err := os.Open(filepath.Join("/proc", e.Name(), "status"))
