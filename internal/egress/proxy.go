@@ -144,6 +144,7 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandboxState
+	readers   sync.Pool        // *bufio.Reader of MaxHeaderBytes+4096
 	self      []netip.AddrPort // addresses of every served listener
 	selfPorts map[uint16]bool  // ports of listeners on an unspecified address
 }
@@ -163,7 +164,10 @@ type sandboxState struct {
 // New returns a proxy with no sandboxes.
 func New(opts Options) *Proxy {
 	opts.setDefaults()
-	return &Proxy{opts: opts, sandboxes: map[string]*sandboxState{}, selfPorts: map[uint16]bool{}}
+	p := &Proxy{opts: opts, sandboxes: map[string]*sandboxState{}, selfPorts: map[uint16]bool{}}
+	size := opts.MaxHeaderBytes + 4096
+	p.readers.New = func() any { return bufio.NewReaderSize(nil, size) }
+	return p
 }
 
 func (p *Proxy) state(sandbox string, create bool) *sandboxState {
@@ -333,7 +337,9 @@ func (p *Proxy) serveConn(ctx context.Context, s *sandboxState, c net.Conn) {
 	// Shutting down closes every connection, tunnels included.
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	br := bufio.NewReaderSize(c, p.opts.MaxHeaderBytes+4096)
+	br := p.readers.Get().(*bufio.Reader)
+	br.Reset(c)
+	defer func() { br.Reset(nil); p.readers.Put(br) }()
 	first := true
 	for {
 		timeout := p.opts.HeaderTimeout
