@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/clawcage/clawcage/internal/kernel"
+	"github.com/clawcage/clawcage/internal/sandbox"
 )
 
 func newDoctorCmd(*globalOptions) *cobra.Command {
@@ -18,12 +19,15 @@ func newDoctorCmd(*globalOptions) *cobra.Command {
 		Short: "Check the kernel features sandboxes need (Landlock, seccomp, namespaces, cgroups)",
 		Long: `doctor probes the running kernel for what clawcage's sandbox enforces with:
 Landlock, seccomp filters, user and network namespaces, and the cgroup memory and
-pids controllers (v1, v2 or hybrid), plus the optional cgroup cpu controller,
+pids controllers (v1, v2 or hybrid), Landlock at least at the ABI the sandbox
+needs, plus the optional cgroup cpu controller,
 nftables and pidfds. Each missing feature comes with how to get it. The exit
 status is 1 when sandboxes cannot be enforced on this machine.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDoctor(cmd.OutOrStdout(), kernel.Probe(cmd.Context()), asJSON)
+			r := kernel.Probe(cmd.Context())
+			r.RequireLandlockABI(sandbox.MinLandlockABI)
+			return runDoctor(cmd.OutOrStdout(), r, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")

@@ -219,3 +219,27 @@ func cgroupConfig(controller string) string {
 	}
 	return "CGROUPS=y"
 }
+
+// RequireLandlockABI marks Landlock missing when the kernel's ABI is older
+// than min, the oldest the sandbox accepts, so that the report's verdict is
+// the sandbox's.
+func (r *Report) RequireLandlockABI(min int) {
+	for i := range r.Features {
+		f := &r.Features[i]
+		if f.Name != Landlock || !f.OK || r.LandlockABI >= min {
+			continue
+		}
+		f.OK = false
+		f.Detail += fmt.Sprintf("; the sandbox needs ABI %d or newer", min)
+		f.Fix = fmt.Sprintf("use Linux %s or later built with CONFIG_SECURITY_LANDLOCK=y", landlockKernel(min))
+	}
+}
+
+// landlockKernel is the first Linux release with Landlock ABI abi.
+func landlockKernel(abi int) string {
+	releases := []string{"5.13", "5.13", "5.19", "6.2", "6.7", "6.10", "6.12", "6.15"}
+	if abi < len(releases) && abi >= 0 {
+		return releases[abi]
+	}
+	return fmt.Sprintf("a release with Landlock ABI %d", abi)
+}

@@ -189,3 +189,40 @@ func TestProbeThisMachine(t *testing.T) {
 		t.Errorf("Enforceable on this machine: %v", err)
 	}
 }
+
+func TestRequireLandlockABI(t *testing.T) {
+	cases := []struct {
+		name    string
+		abi     int
+		min     int
+		ok      bool
+		fixHas  string
+		present bool
+	}{
+		{"ABI 7 meets 6", 7, 6, true, "", true},
+		{"ABI 6 meets 6", 6, 6, true, "", true},
+		{"ABI 5 below 6 refused", 5, 6, false, "Linux 6.12 or later", true},
+		{"ABI 3 below 4 refused", 3, 4, false, "Linux 6.7 or later", true},
+		{"absent stays absent", 0, 6, false, "lsm=", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _ := landlockFeature(tc.abi, 0)
+			if !tc.present {
+				f, _ = landlockFeature(0, unix.EOPNOTSUPP)
+			}
+			r := Report{LandlockABI: tc.abi, Features: []Feature{f}}
+			r.RequireLandlockABI(tc.min)
+			got, _ := r.Feature(Landlock)
+			if got.OK != tc.ok {
+				t.Errorf("ok=%v, want %v (%+v)", got.OK, tc.ok, got)
+			}
+			if !strings.Contains(got.Fix, tc.fixHas) {
+				t.Errorf("fix %q lacks %q", got.Fix, tc.fixHas)
+			}
+			if (r.Enforceable() == nil) != tc.ok {
+				t.Errorf("Enforceable() = %v with ok=%v", r.Enforceable(), tc.ok)
+			}
+		})
+	}
+}
