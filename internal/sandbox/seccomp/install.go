@@ -58,8 +58,10 @@ func Install() error {
 	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog)))
 	runtime.KeepAlive(filter)
 	switch {
-	case errno == unix.ENOSYS || errno == unix.EINVAL:
-		return fmt.Errorf("seccomp: kernel does not support seccomp filters with TSYNC (CONFIG_SECCOMP_FILTER=y needed): %w", errno)
+	case errno == unix.ENOSYS:
+		return fmt.Errorf("seccomp: kernel does not support seccomp filters (CONFIG_SECCOMP_FILTER=y needed): %w", errno)
+	case errno == unix.EINVAL:
+		return fmt.Errorf("seccomp: kernel refused the filter or SECCOMP_FILTER_FLAG_TSYNC (needs Linux 3.17+ with CONFIG_SECCOMP_FILTER=y): %w", errno)
 	case errno != 0:
 		return fmt.Errorf("seccomp: load filter: %w", errno)
 	case r != 0:
