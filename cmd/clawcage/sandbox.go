@@ -19,6 +19,7 @@ func newSandboxCmd(g *globalOptions) *cobra.Command {
 		Short: "Run commands in kernel sandboxes",
 	}
 	cmd.AddCommand(newSandboxRunCmd(g))
+	cmd.AddCommand(newSandboxLifecycleCmds(g)...)
 	return cmd
 }
 
