@@ -39,6 +39,8 @@ type runner struct {
 	sup      *supervisor.Supervisor
 	comps    []*component
 
+	opMu sync.Mutex // serialises create and delete
+
 	mu       sync.Mutex
 	defs     map[string][]byte // created sandboxes: name -> definition file
 	nets     map[string]*sandboxNet
@@ -303,6 +305,8 @@ type CreateRequest struct {
 
 // createSandbox validates, persists and starts a new sandbox.
 func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, error) {
+	r.opMu.Lock()
+	defer r.opMu.Unlock()
 	if r.opts.SandboxStart == nil {
 		return http.StatusServiceUnavailable, errors.New("this build has no sandbox runtime")
 	}
@@ -346,6 +350,8 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 // deleteSandbox stops a created sandbox and removes it with its state
 // (workspace included unless keepWorkspace).
 func (r *runner) deleteSandbox(ctx context.Context, name string, keepWorkspace bool) (int, error) {
+	r.opMu.Lock()
+	defer r.opMu.Unlock()
 	r.mu.Lock()
 	_, inCfg := r.cfg.Sandboxes[name]
 	sn, ok := r.nets[name]
