@@ -330,12 +330,25 @@ func (k vaultKeys) Keys(provider string) []router.Key {
 // ledgerUsage adapts the usage ledger to router.UsageRecorder.
 type ledgerUsage struct{ l *usage.Ledger }
 
-func (u ledgerUsage) Record(ctx context.Context, r router.UsageRecord) error {
-	return u.l.Record(ctx, usage.Record{
+func toLedger(r router.UsageRecord) usage.Record {
+	return usage.Record{
 		Time: r.Time, Sandbox: r.Sandbox, Route: r.Route, Provider: r.Provider, Model: r.Model,
 		TokensIn: r.TokensIn, TokensOut: r.TokensOut, CostUSD: r.CostUSD, Latency: r.Latency, TTFB: r.TTFB,
 		Status: r.Status, Attempts: r.Attempts, Error: r.Error,
-	})
+	}
+}
+
+func (u ledgerUsage) Record(ctx context.Context, r router.UsageRecord) error {
+	return u.l.Record(ctx, toLedger(r))
+}
+
+// RecordBatch implements router.BatchRecorder: one transaction per batch.
+func (u ledgerUsage) RecordBatch(ctx context.Context, rs []router.UsageRecord) error {
+	out := make([]usage.Record, len(rs))
+	for i, r := range rs {
+		out[i] = toLedger(r)
+	}
+	return u.l.RecordBatch(ctx, out)
 }
 
 func (u ledgerUsage) Spend(ctx context.Context, sandbox string, since time.Time) (float64, error) {

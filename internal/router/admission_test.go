@@ -1,7 +1,10 @@
 package router_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -229,5 +232,50 @@ func TestAdmissionRefusalsCounted(t *testing.T) {
 		if got[k] != want {
 			t.Errorf("%s = %v, want %v", k, got[k], want)
 		}
+	}
+}
+
+// batchUsage records batches; it fails every batch when failBatches is set
+// (the router must then fall back to single rows and lose nothing).
+type batchUsage struct {
+	memUsage
+	bmu         sync.Mutex
+	batches     []int
+	failBatches bool
+}
+
+func (b *batchUsage) RecordBatch(ctx context.Context, rs []router.UsageRecord) error {
+	b.bmu.Lock()
+	b.batches = append(b.batches, len(rs))
+	fail := b.failBatches
+	b.bmu.Unlock()
+	if fail {
+		return errors.New("batch refused")
+	}
+	for _, r := range rs {
+		_ = b.Record(ctx, r)
+	}
+	return nil
+}
+
+func TestUsageRowsBatchedAndNeverLost(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch_fails=%v", fail), func(t *testing.T) {
+			bu := &batchUsage{failBatches: fail}
+			h := newHarness(t, func(o *router.Options) { o.Usage = bu })
+			var wg sync.WaitGroup
+			for range 40 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					h.post("/v1/chat/completions", chatBody)
+				}()
+			}
+			wg.Wait()
+			_ = h.r.Close()
+			if n := len(bu.records()); n != 40 {
+				t.Errorf("ledger has %d rows, want 40 (batches %v)", n, bu.batches)
+			}
+		})
 	}
 }

@@ -33,10 +33,51 @@ func (r *Router) writeRecord(rec UsageRecord) {
 	}
 }
 
+// BatchRecorder is an optional UsageRecorder extension that writes many
+// rows in one transaction (all or nothing).
+type BatchRecorder interface {
+	RecordBatch(ctx context.Context, recs []UsageRecord) error
+}
+
+// maxBatch bounds the rows written in one transaction.
+const maxBatch = 64
+
 func (r *Router) recordLoop() {
 	defer close(r.recorded)
+	br, batching := r.opt.Usage.(BatchRecorder)
+	batch := make([]UsageRecord, 0, maxBatch)
 	for rec := range r.records {
-		r.writeRecord(rec)
+		if !batching {
+			r.writeRecord(rec)
+			continue
+		}
+		// Take what is queued right now, up to maxBatch rows.
+		batch = append(batch[:0], rec)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case more, ok := <-r.records:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, more)
+			default:
+				break drain
+			}
+		}
+		if len(batch) == 1 {
+			r.writeRecord(batch[0])
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := br.RecordBatch(ctx, batch)
+		cancel()
+		if err != nil {
+			// One bad row must not lose the others: write them one by one.
+			for _, b := range batch {
+				r.writeRecord(b)
+			}
+		}
 	}
 }
 
