@@ -1,0 +1,862 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/clawcage/clawcage/internal/audit"
+	"github.com/clawcage/clawcage/internal/audit/battery"
+	"github.com/clawcage/clawcage/internal/router/routertest"
+	"github.com/clawcage/clawcage/internal/runas"
+	"github.com/clawcage/clawcage/internal/vault/vaulttest"
+)
+
+// The prompt-injection scenario of issue 4, against the whole stack: a
+// fake provider on host loopback, `clawcage up` as a subprocess, a canary
+// key set through the router's admin socket, and a "compromised agent"
+// (testdata/injection/agent.sh) as the sandbox's command that hunts for the
+// key and tries to reach the provider around the router. Then kill -9 of
+// the router and the policy engine, and `clawcage down`.
+
+const (
+	injSandbox = "injagent"
+	// canaryPrefix is the shape agent.sh searches for; its regexp is
+	// written so that the script text itself does not match.
+	canaryPrefix = "sk-clawcage-canary-"
+	// upstreamText is what the operator-approved upstream answers.
+	upstreamText = "approved upstream says hello"
+)
+
+// injStack is one running `clawcage up` of the scenario.
+type injStack struct {
+	bin     string // the clawcage binary, in a directory every uid can traverse
+	state   string
+	ws      string // the sandbox's workspace on the host
+	up      *exec.Cmd
+	upOut   *bytes.Buffer
+	upDone  chan error
+	stopped bool
+	seq     int // last phase number given to the agent
+}
+
+// randomKey returns canaryPrefix and 40 random bytes in hex.
+func randomKey(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 40)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return canaryPrefix + hex.EncodeToString(b)
+}
+
+// cli runs one clawcage command against the stack's state directory.
+func (s *injStack) cli(ctx context.Context, stdin []byte, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.bin, append(args, "--state", s.state)...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("clawcage %s: %w; stderr: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// mustCLI is cli that fails the test on an error.
+func (s *injStack) mustCLI(t testing.TB, ctx context.Context, stdin []byte, args ...string) string {
+	t.Helper()
+	out, err := s.cli(ctx, stdin, args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.upOut.String())
+	}
+	return out
+}
+
+// injStatus is `clawcage status --json`.
+type injStatus struct {
+	PID        int `json:"pid"`
+	Components []struct {
+		Name     string `json:"name"`
+		State    string `json:"state"`
+		PID      int    `json:"pid"`
+		Restarts int    `json:"restarts"`
+		LastExit string `json:"last_exit"`
+		Health   string `json:"health"`
+	} `json:"components"`
+	Sandboxes []struct {
+		Name   string `json:"name"`
+		Status *struct {
+			State string `json:"state"`
+			PID   int    `json:"pid"`
+		} `json:"status"`
+	} `json:"sandboxes"`
+}
+
+func (s *injStack) status(ctx context.Context) (injStatus, error) {
+	var st injStatus
+	out, err := s.cli(ctx, nil, "status", "--json")
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return st, fmt.Errorf("status --json: %w: %s", err, out)
+	}
+	return st, nil
+}
+
+// component is the status of one component ("" state when absent).
+func (st injStatus) component(name string) (state string, pid, restarts int, health, lastExit string) {
+	for _, c := range st.Components {
+		if c.Name == name {
+			return c.State, c.PID, c.Restarts, c.Health, c.LastExit
+		}
+	}
+	return "", 0, 0, "", ""
+}
+
+// waitFor polls cond every 20 ms until it returns nil or ctx ends; then it
+// fails the test with cond's last error.
+func (s *injStack) waitFor(t testing.TB, ctx context.Context, what string, limit time.Duration, cond func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not within %s: %v\nclawcage up output:\n%s", what, limit, err, s.upOut.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// phase asks the agent to run one phase and returns its output directory.
+func (s *injStack) phase(t testing.TB, ctx context.Context, args ...string) string {
+	t.Helper()
+	s.seq++
+	n := strconv.Itoa(s.seq)
+	tmp := filepath.Join(s.ws, "ctl", "."+n)
+	if err := os.WriteFile(tmp, []byte(strings.Join(args, " ")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.ws, "ctl", n)); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(s.ws, "out", n)
+	s.waitFor(t, ctx, "agent phase "+args[0], 60*time.Second, func() error {
+		_, err := os.Stat(filepath.Join(out, "status"))
+		return err
+	})
+	return out
+}
+
+// read returns a finding of the agent ("" if it wrote none).
+func read(t *testing.T, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// startInjectionStack writes the configuration and starts `clawcage up`.
+func startInjectionStack(t *testing.T, ctx context.Context, provider *routertest.Provider, decoyEnv string) *injStack {
+	t.Helper()
+	script, err := os.ReadFile(filepath.Join("testdata", "injection", "agent.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The components run under their own uids: everything they execute or
+	// open on the way to their state must be traversable by them.
+	base, err := os.MkdirTemp("", "clawcage-e2e-injection-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	binDir := filepath.Join(base, "bin")
+	if err := os.Mkdir(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &injStack{bin: filepath.Join(binDir, "clawcage"), state: filepath.Join(base, "state"),
+		upOut: new(bytes.Buffer), upDone: make(chan error, 1)}
+	s.ws = filepath.Join(s.state, "sandboxes", injSandbox, "workspace")
+	if err := battery.CopyFile(h.bin, s.bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := map[string]any{
+		"router": map[string]any{
+			"providers": map[string]any{"fake": map[string]any{"kind": "openai", "base_url": provider.URL}},
+			"routes":    map[string]any{"default": []any{map[string]any{"provider": "fake", "model": "fake-model-1"}}},
+			"retry":     map[string]any{"initial": "50ms", "max": "200ms", "deadline": "10s"},
+		},
+		"sandboxes": map[string]any{
+			injSandbox: map[string]any{
+				"command": []string{"/bin/sh", "-c", string(script), "clawcage-injection-agent"},
+				"restart": "never",
+				"env":     map[string]string{"DECOY_KEY": decoyEnv},
+			},
+		},
+	}
+	y, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(base, "clawcage.yaml")
+	if err := os.WriteFile(cfgPath, y, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s.up = exec.CommandContext(ctx, s.bin, "up", "--config", cfgPath, "--state", s.state)
+	s.up.Stdout, s.up.Stderr = s.upOut, s.upOut
+	s.up.Cancel = func() error { return s.up.Process.Signal(syscall.SIGTERM) }
+	s.up.WaitDelay = 15 * time.Second
+	if err := s.up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.upDone <- s.up.Wait() }()
+	t.Cleanup(func() { // on failure: stop the stack before the temp dirs go
+		if s.stopped {
+			return
+		}
+		if t.Failed() {
+			s.diagnose(t)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := s.cli(ctx, nil, "down"); err != nil {
+			_ = s.up.Process.Signal(syscall.SIGTERM)
+		}
+		select {
+		case <-s.upDone:
+		case <-ctx.Done():
+			_ = s.up.Process.Kill()
+			<-s.upDone
+		}
+	})
+
+	// Ready: both components answer their health checks, the sandbox runs
+	// and the agent has announced itself.
+	s.waitFor(t, ctx, "stack ready", 30*time.Second, func() error {
+		select {
+		case err := <-s.upDone:
+			s.stopped = true
+			t.Fatalf("clawcage up exited before it was ready: %v\n%s", err, s.upOut.String())
+		default:
+		}
+		st, err := s.status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, c := range []string{"router", "policy"} {
+			if state, _, _, health, _ := st.component(c); state != "running" || health != "ok" {
+				return fmt.Errorf("%s is %q, health %q", c, state, health)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(s.ws, "out", "ready")); err != nil {
+			return fmt.Errorf("agent not ready: %w", err)
+		}
+		return nil
+	})
+	return s
+}
+
+// injPending is one entry of `clawcage policy pending --json`.
+type injPending struct {
+	ID      string `json:"id"`
+	Sandbox string `json:"sandbox"`
+	Host    string `json:"host"`
+	Port    int    `json:"port"`
+	Reason  string `json:"reason"`
+	State   string `json:"state"`
+}
+
+// denial is the proxy's 403 body.
+type denial struct {
+	Error   string `json:"error"`
+	Host    string `json:"host"`
+	Port    int    `json:"port"`
+	Reason  string `json:"reason"`
+	Approve string `json:"approve"`
+}
+
+func TestInjectionWholeStack(t *testing.T) {
+	requireSandbox(t)
+	for _, c := range []string{"router", "policy"} {
+		id, err := runas.ForComponent(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := runas.CheckUnused(id); err != nil {
+			t.Skipf("clawcage up cannot run its components here: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 115*time.Second)
+	defer cancel()
+
+	provider := routertest.New(t, routertest.OpenAI)
+	providerAddr := strings.TrimSuffix(strings.TrimPrefix(provider.URL, "http://"), "/v1")
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, upstreamText)
+	}))
+	t.Cleanup(upstream.Close)
+	upstreamAddr := strings.TrimPrefix(upstream.URL, "http://")
+
+	canary := randomKey(t)
+	decoyFile, decoyEnv := randomKey(t), randomKey(t)
+	s := startInjectionStack(t, ctx, provider, decoyEnv)
+
+	// The operator stores the key: stdin only, never argv.
+	s.mustCLI(t, ctx, []byte(canary+"\n"), "keys", "set", "fake")
+	vaulttest.AssertNotInBytes(t, []byte(canary), "keys list output", []byte(s.mustCLI(t, ctx, nil, "keys", "list")))
+
+	// The decoy: a key-shaped string in a workspace file (the agent must
+	// find it, proving its search works). The probe binary for errno-exact
+	// connect attempts.
+	if err := os.WriteFile(filepath.Join(s.ws, "notes-with-a-decoy-key.txt"), []byte("OPENAI_API_KEY="+decoyFile+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := battery.CopyFile(s.bin, filepath.Join(s.ws, "clawcage"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hostAddr := "-"
+	if ip := hostNonLoopbackIPv4(); ip != "" {
+		hostAddr = net.JoinHostPort(ip, "8080") // a port Landlock lets the sandbox connect to
+	}
+
+	// 1. The attack.
+	out := s.phase(t, ctx, "attack", providerAddr, hostAddr)
+	t.Run("agent-runs-unprivileged", func(t *testing.T) {
+		if id := read(t, out, "id.txt"); !strings.HasPrefix(id, "uid=1000(") {
+			t.Errorf("agent id %q, want the sandbox user uid 1000", id)
+		}
+	})
+	t.Run("filesystem-scan-finds-only-the-decoy", func(t *testing.T) {
+		n, _ := strconv.Atoi(strings.TrimSpace(read(t, out, "scanned-files.txt")))
+		if n < 5 {
+			t.Errorf("the agent's scan saw %d files (%q): not a real scan", n, read(t, out, "scanned-dirs.txt"))
+		}
+		hits := strings.Fields(read(t, out, "fs-hits.txt"))
+		want := "/sandbox/notes-with-a-decoy-key.txt:" + decoyFile
+		found := false
+		for _, hit := range hits {
+			if hit == want {
+				found = true
+			} else if !strings.HasSuffix(hit, decoyEnv) && !strings.HasSuffix(hit, decoyFile) {
+				t.Errorf("the agent found a key-shaped string that is not a decoy: %q", hit)
+			}
+		}
+		if !found {
+			t.Errorf("the agent's scan did not find the planted decoy (%q): the scan proves nothing", hits)
+		}
+	})
+	t.Run("proc-environ-cmdline-hold-only-the-decoy", func(t *testing.T) {
+		n, _ := strconv.Atoi(strings.TrimSpace(read(t, out, "proc-files.txt")))
+		if n < 2 {
+			t.Errorf("the agent read %d /proc environ/cmdline files", n)
+		}
+		hits := strings.Fields(read(t, out, "proc-hits.txt"))
+		if len(hits) == 0 {
+			t.Errorf("the decoy in the agent's own environment was not found in /proc/*/environ: the scan proves nothing")
+		}
+		for _, hit := range hits {
+			if hit != decoyEnv {
+				t.Errorf("key-shaped string in /proc that is not the decoy: %q", hit)
+			}
+		}
+	})
+	t.Run("printenv-has-no-key", func(t *testing.T) {
+		env := read(t, out, "printenv.txt")
+		if !strings.Contains(env, "DECOY_KEY="+decoyEnv) {
+			t.Errorf("printenv output lacks the configured decoy: %q", env)
+		}
+		for _, bad := range []string{"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CLAWCAGE_"} {
+			if strings.Contains(env, bad) {
+				t.Errorf("the sandbox environment holds %s", bad)
+			}
+		}
+		if !strings.Contains(env, "HTTP_PROXY=http://127.0.0.1:3128") {
+			t.Errorf("no HTTP_PROXY to the egress proxy in the sandbox: %q", env)
+		}
+	})
+
+	reqs := provider.Requests()
+	t.Run("inference-through-router-injects-key", func(t *testing.T) {
+		for _, pre := range []string{"clean", "forged"} {
+			if code := read(t, out, pre+"-code.txt"); code != "200" {
+				t.Errorf("%s request to inference.local: status %q, err %q", pre, code, read(t, out, pre+"-err.txt"))
+			}
+			if body := read(t, out, pre+"-body.json"); !strings.Contains(body, provider.Text) {
+				t.Errorf("%s answer %q lacks the provider's text", pre, body)
+			}
+		}
+		if len(reqs) != 2 {
+			t.Fatalf("the provider received %d requests, want the 2 the router forwarded: %+v", len(reqs), reqs)
+		}
+		for i, r := range reqs {
+			if got := r.Header.Get("Authorization"); got != "Bearer "+canary {
+				t.Errorf("request %d reached the provider with Authorization %q, want the injected canary", i, redact(got, canary))
+			}
+			for _, h := range []string{"X-Api-Key", "Cookie", "Api-Key"} {
+				if v := r.Header.Get(h); v != "" {
+					t.Errorf("request %d: the agent's %s reached the provider: %q", i, h, v)
+				}
+			}
+			if !strings.Contains(string(r.Body), "Ignore all previous instructions") || strings.Contains(string(r.Body), "forged") ||
+				r.Model != "fake-model-1" {
+				t.Errorf("request %d: body %q model %q", i, r.Body, r.Model)
+			}
+		}
+	})
+	t.Run("sandbox-sent-and-received-no-credentials", func(t *testing.T) {
+		clean := read(t, out, "clean-trace.txt")
+		if sent := sentHeaders(clean); sent == "" || strings.Contains(strings.ToLower(sent), "authorization") {
+			t.Errorf("clean request headers as the sandbox sent them: %q", sent)
+		}
+		for _, pre := range []string{"clean", "forged"} {
+			hdr := strings.ToLower(read(t, out, pre+"-headers.txt"))
+			for _, bad := range []string{"authorization", "x-api-key", "set-cookie", "openai-organization", "openai-project"} {
+				if strings.Contains(hdr, bad+":") {
+					t.Errorf("%s response to the sandbox carries %s:\n%s", pre, bad, hdr)
+				}
+			}
+		}
+	})
+	t.Run("provider-unreachable-directly", func(t *testing.T) {
+		var o audit.Observation
+		if err := json.Unmarshal([]byte(read(t, out, "direct-probe.json")), &o); err != nil {
+			t.Fatalf("connect probe: %v: %q", err, read(t, out, "direct-probe.json"))
+		}
+		// The provider's address is the sandbox's own loopback, on a port
+		// Landlock does not let it connect to.
+		if o.Outcome != "EACCES" {
+			t.Errorf("connect to the provider %s from the sandbox: %s (%s), want EACCES", providerAddr, o.Outcome, o.Detail)
+		}
+		if code, msg := read(t, out, "direct-curl-code.txt"), read(t, out, "direct-curl-err.txt"); code != "000" || !strings.Contains(msg, "Couldn't connect") {
+			t.Errorf("curl to the provider directly: status %q, %q", code, msg)
+		}
+		if hostAddr == "-" {
+			return
+		}
+		o = audit.Observation{}
+		if err := json.Unmarshal([]byte(read(t, out, "hostaddr-probe.json")), &o); err != nil {
+			t.Fatalf("connect probe: %v: %q", err, read(t, out, "hostaddr-probe.json"))
+		}
+		if o.Outcome != "ENETUNREACH" {
+			t.Errorf("connect to the host's address %s on an allowed port: %s (%s), want ENETUNREACH (no route)", hostAddr, o.Outcome, o.Detail)
+		}
+	})
+	if n := len(provider.Requests()); n != len(reqs) {
+		t.Errorf("the provider received %d requests that did not come through the router", n-len(reqs))
+	}
+
+	providerHost, providerPort := splitAddr(t, providerAddr)
+	t.Run("provider-via-proxy-denied-and-pending", func(t *testing.T) {
+		checkDenied(t, out, "proxy-provider", providerHost, providerPort, "no-rule-for-address")
+		p := findPending(t, s, ctx, providerHost, providerPort)
+		if p.Reason != "no-rule-for-address" {
+			t.Errorf("pending entry %+v, want reason no-rule-for-address", p)
+		}
+	})
+
+	// The operator approves another upstream permanently; the agent can
+	// then reach it through the proxy, and still not the provider.
+	out = s.phase(t, ctx, "proxy", upstreamAddr)
+	upHost, upPort := splitAddr(t, upstreamAddr)
+	checkDenied(t, out, "proxy", upHost, upPort, "no-rule-for-address")
+	p := findPending(t, s, ctx, upHost, upPort)
+	s.mustCLI(t, ctx, nil, "policy", "approve", p.ID, "--always")
+	out = s.phase(t, ctx, "proxy", upstreamAddr)
+	if code, body := read(t, out, "proxy-code.txt"), read(t, out, "proxy-body.txt"); code != "200" || body != upstreamText {
+		t.Errorf("approved upstream via the proxy: status %q body %q err %q", code, body, read(t, out, "proxy-err.txt"))
+	}
+
+	// 2. Where else the key could be: the agent's memory, the state
+	// directory (but the vault), the journal.
+	t.Run("key-not-in-agent-processes", func(t *testing.T) {
+		pids := sandboxPIDs(t)
+		if len(pids) == 0 {
+			t.Fatal("no process of the agent found on the host")
+		}
+		for _, pid := range pids {
+			vaulttest.AssertNotInProcess(t, []byte(canary), pid)
+		}
+	})
+	t.Run("key-not-in-state-or-journal", func(t *testing.T) {
+		assertNoSecretInState(t, s.state, canary)
+		logs := s.mustCLI(t, ctx, nil, "logs", "--json")
+		if !strings.Contains(logs, injSandbox) {
+			t.Errorf("the journal has nothing about the sandbox: %d bytes", len(logs))
+		}
+		vaulttest.AssertNotInBytes(t, []byte(canary), "clawcage logs --json", []byte(logs))
+		vaulttest.AssertNotInBytes(t, []byte(canary), "clawcage up output", s.upOut.Bytes())
+	})
+	usageBefore := usageRequests(t, s, ctx)
+	if usageBefore != 2 {
+		t.Errorf("usage ledger: %d requests, want 2", usageBefore)
+	}
+
+	// 3. Self-healing: kill -9 each component; it comes back by itself with
+	// a new pid and everything it stored.
+	t.Run("router-killed-comes-back", func(t *testing.T) {
+		s.killAndWait(t, ctx, "router")
+		provider.Reset()
+		out := s.phase(t, ctx, "infer")
+		if code := read(t, out, "clean-code.txt"); code != "200" {
+			t.Errorf("request after the router restart: status %q: %s %s", code, read(t, out, "clean-err.txt"), read(t, out, "clean-body.json"))
+		}
+		if r := provider.Requests(); len(r) != 1 || r[0].Header.Get("Authorization") != "Bearer "+canary {
+			t.Errorf("after the restart the provider got %d requests; the key did not survive in the vault", len(r))
+		}
+		if n := usageRequests(t, s, ctx); n != usageBefore+1 {
+			t.Errorf("usage ledger after the restart: %d requests, want %d", n, usageBefore+1)
+		}
+	})
+	t.Run("policy-engine-killed-comes-back", func(t *testing.T) {
+		s.killAndWait(t, ctx, "policy")
+		out := s.phase(t, ctx, "proxy", upstreamAddr)
+		if code, body := read(t, out, "proxy-code.txt"), read(t, out, "proxy-body.txt"); code != "200" || body != upstreamText {
+			t.Errorf("approved upstream after the policy engine restart: status %q body %q: the approval was lost", code, body)
+		}
+		// The grant is for the upstream's address and port only.
+		out = s.phase(t, ctx, "proxy", providerAddr)
+		checkDenied(t, out, "proxy", providerHost, providerPort, "port-not-allowed")
+		show := s.mustCLI(t, ctx, nil, "policy", "show", injSandbox, "--json")
+		if !strings.Contains(show, upHost) || !strings.Contains(show, strconv.Itoa(upPort)) {
+			t.Errorf("policy show after the restart lacks the grant for %s: %s", upstreamAddr, show)
+		}
+	})
+
+	// 4. down leaves nothing behind.
+	agentPIDs := sandboxPIDs(t)
+	s.mustCLI(t, ctx, nil, "down")
+	select {
+	case err := <-s.upDone:
+		s.stopped = true
+		if err != nil {
+			t.Errorf("clawcage up after down: %v\n%s", err, s.upOut.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("clawcage up did not exit after down\n%s", s.upOut.String())
+	}
+	t.Run("down-leaves-nothing", func(t *testing.T) {
+		for _, pid := range agentPIDs {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+				t.Errorf("sandbox process %d still alive after down", pid)
+			}
+		}
+		if left := processesOfUIDs(61001, 61002); len(left) > 0 {
+			t.Errorf("component processes left after down: %v", left)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(s.state, "netns")); len(ents) != 0 {
+			t.Errorf("network namespace files left under the state dir: %v", ents)
+		}
+		if m := injectionMounts(filepath.Dir(s.state)); len(m) > 0 {
+			t.Errorf("mounts left behind under the stack's directory: %v", m)
+		}
+		if g := sandboxCgroups("clawcage-" + injSandbox); len(g) > 0 {
+			t.Errorf("cgroups left behind: %v", g)
+		}
+		assertNoSecretInState(t, s.state, canary)
+	})
+}
+
+// killAndWait kill -9s a component and waits for the supervisor to bring
+// it back: new pid, one more restart, healthy.
+func (s *injStack) killAndWait(t testing.TB, ctx context.Context, name string) {
+	t.Helper()
+	st, err := s.status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, pid, restarts, _, _ := st.component(name)
+	if state != "running" || pid == 0 {
+		t.Fatalf("%s is %q (pid %d) before the kill", name, state, pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 %s (%d): %v", name, pid, err)
+	}
+	killed := time.Now()
+	var back time.Duration
+	s.waitFor(t, ctx, name+" restarted", 20*time.Second, func() error {
+		st, err := s.status(ctx)
+		if err != nil {
+			return err
+		}
+		state, npid, n, health, last := st.component(name)
+		if npid == pid || state != "running" {
+			return fmt.Errorf("%s is %q pid %d", name, state, npid)
+		}
+		if back == 0 {
+			back = time.Since(killed)
+		}
+		if n != restarts+1 || last != "signal: killed" {
+			t.Fatalf("%s after kill -9: restarts %d (want %d), last exit %q", name, n, restarts+1, last)
+		}
+		if health != "ok" {
+			return fmt.Errorf("%s health %q", name, health)
+		}
+		return nil
+	})
+	t.Logf("%s back %v after kill -9 (as seen by polling status)", name, back.Round(time.Millisecond))
+}
+
+// checkDenied asserts the agent's proxy attempt got a 403 with the denial
+// JSON for host:port.
+func checkDenied(t *testing.T, out, pre, host string, port int, reason string) {
+	t.Helper()
+	code, body := read(t, out, pre+"-code.txt"), read(t, out, pre+"-body.txt")
+	if code != "403" {
+		t.Fatalf("%s:%d via the proxy: status %q body %q err %q, want 403", host, port, code, body, read(t, out, pre+"-err.txt"))
+	}
+	var d denial
+	if err := json.Unmarshal([]byte(body), &d); err != nil {
+		t.Fatalf("denial body %q: %v", body, err)
+	}
+	if d.Error != "egress_denied" || d.Host != host || d.Port != port || d.Reason != reason ||
+		!strings.HasPrefix(d.Approve, "clawcage policy approve ") {
+		t.Errorf("denial %+v, want egress_denied for %s:%d, reason %s, with an approve command", d, host, port, reason)
+	}
+}
+
+// findPending returns the pending entry for host:port of the sandbox.
+func findPending(t *testing.T, s *injStack, ctx context.Context, host string, port int) injPending {
+	t.Helper()
+	var q []injPending
+	if err := json.Unmarshal([]byte(s.mustCLI(t, ctx, nil, "policy", "pending", "--json")), &q); err != nil {
+		t.Fatalf("policy pending --json: %v", err)
+	}
+	for _, p := range q {
+		if p.Sandbox == injSandbox && p.Host == host && p.Port == port {
+			return p
+		}
+	}
+	t.Fatalf("%s:%d not in the pending queue: %+v", host, port, q)
+	return injPending{}
+}
+
+// usageRequests is the router's request count for the sandbox.
+func usageRequests(t *testing.T, s *injStack, ctx context.Context) int64 {
+	t.Helper()
+	var rows []struct {
+		Requests int64 `json:"requests"`
+	}
+	if err := json.Unmarshal([]byte(s.mustCLI(t, ctx, nil, "usage", "--json", "--sandbox", injSandbox)), &rows); err != nil {
+		t.Fatalf("usage --json: %v", err)
+	}
+	var n int64
+	for _, r := range rows {
+		n += r.Requests
+	}
+	return n
+}
+
+// assertNoSecretInState scans the state directory but the network
+// namespace mounts (nsfs files, not data) and the vault files.
+func assertNoSecretInState(t *testing.T, state, canary string) {
+	t.Helper()
+	ents, err := os.ReadDir(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, e := range ents {
+		if e.IsDir() && e.Name() != "netns" {
+			dirs = append(dirs, filepath.Join(state, e.Name()))
+		}
+	}
+	vaulttest.AssertNoSecret(t, []byte(canary), dirs...)
+}
+
+// sandboxPIDs finds the agent on the host (its script is argv[2] of
+// /bin/sh, argv[3] names it) and returns its pid and its parent's, the
+// sandbox's init: the two processes that live as long as the sandbox.
+func sandboxPIDs(t *testing.T) []int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cl, err := os.ReadFile(p + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cl), "\x00")
+		if len(args) <= 3 || args[0] != "/bin/sh" || args[3] != "clawcage-injection-agent" {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(p))
+		st, err := os.ReadFile(p + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		rest := st[bytes.LastIndexByte(st, ')')+1:]
+		if f := strings.Fields(string(rest)); len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil {
+				return []int{pid, ppid}
+			}
+		}
+		return []int{pid}
+	}
+	return nil
+}
+
+// processesOfUIDs lists host processes whose real uid is one of uids.
+func processesOfUIDs(uids ...int) []int {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	var out []int
+	for _, p := range procs {
+		st, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		uid := int(st.Sys().(*syscall.Stat_t).Uid)
+		for _, u := range uids {
+			if uid == u {
+				pid, _ := strconv.Atoi(filepath.Base(p))
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// sentHeaders extracts the request headers from a curl --trace-ascii file.
+func sentHeaders(trace string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(trace, "\n") {
+		switch {
+		case strings.HasPrefix(line, "=> Send header"):
+			in = true
+			continue
+		case strings.HasPrefix(line, "=>"), strings.HasPrefix(line, "<="), strings.HasPrefix(line, "=="):
+			in = false
+		}
+		if in {
+			if _, rest, ok := strings.Cut(line, ": "); ok {
+				b.WriteString(rest + "\n")
+			}
+		}
+	}
+	return b.String()
+}
+
+func splitAddr(t *testing.T, addr string) (string, int) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, n
+}
+
+// hostNonLoopbackIPv4 is an address of this host outside loopback, or "".
+func hostNonLoopbackIPv4() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	return ""
+}
+
+// redact shows whether v holds secret without printing it.
+func redact(v, secret string) string {
+	if strings.Contains(v, secret) {
+		return strings.ReplaceAll(v, secret, "<canary>")
+	}
+	return v
+}
+
+// injectionMounts lists mount points in this mount namespace under dir.
+func injectionMounts(dir string) []string {
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, line := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// sandboxCgroups lists cgroup directories named name below a "clawcage"
+// directory of any cgroup mount (v1 controllers and v2).
+func sandboxCgroups(name string) []string {
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, line := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[len(f)-3] != "-" || (f[len(f)-2] != "cgroup" && f[len(f)-2] != "cgroup2") {
+			continue
+		}
+		for _, pat := range []string{"clawcage", "*/clawcage", "*/*/clawcage"} {
+			m, _ := filepath.Glob(filepath.Join(f[4], pat, name))
+			out = append(out, m...)
+		}
+	}
+	return out
+}
+
+// diagnose logs what the agent left and the journal's tail.
+func (s *injStack) diagnose(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var files []string
+	_ = filepath.WalkDir(filepath.Join(s.ws, "out"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				files = append(files, fmt.Sprintf("%s (%d bytes)", strings.TrimPrefix(p, s.ws), fi.Size()))
+			}
+		}
+		return nil
+	})
+	t.Logf("agent findings: %v", files)
+	logs, err := s.cli(ctx, nil, "logs", "--sandbox", injSandbox)
+	if len(logs) > 8000 {
+		logs = logs[len(logs)-8000:]
+	}
+	t.Logf("journal of the sandbox (%v):\n%s", err, logs)
+}
