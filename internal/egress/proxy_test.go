@@ -659,6 +659,10 @@ func TestRevokedDuringSetup(t *testing.T) {
 	if r.Status != 403 || r.Reason() != ReasonRevoked {
 		t.Fatalf("CONNECT whose rule was revoked during setup: %d %v, want 403 %s", r.Status, r.Body, ReasonRevoked)
 	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.proxy.LiveTunnels("sb") != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // the handler unregisters after answering
+	}
 	if n := h.proxy.LiveTunnels("sb"); n != 0 {
 		t.Fatalf("%d live tunnels after revocation", n)
 	}
