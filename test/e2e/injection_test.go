@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,9 @@ const (
 	// upstreamText is what the operator-approved upstream answers.
 	upstreamText = "approved upstream says hello"
 )
+
+// keyShaped matches what agent.sh searches for.
+var keyShaped = regexp.MustCompile(canaryPrefix + "[0-9a-f]{80}")
 
 // injStack is one running `clawcage up` of the scenario.
 type injStack struct {
@@ -323,6 +327,9 @@ func TestInjectionWholeStack(t *testing.T) {
 	defer cancel()
 
 	provider := routertest.New(t, routertest.OpenAI)
+	// A provider that echoes the key it got in a response header: the
+	// router must strip it before the answer reaches the sandbox.
+	provider.EchoKeyHeader = true
 	providerAddr := strings.TrimSuffix(strings.TrimPrefix(provider.URL, "http://"), "/v1")
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, upstreamText)
@@ -371,7 +378,7 @@ func TestInjectionWholeStack(t *testing.T) {
 			if hit == want {
 				found = true
 			} else if !strings.HasSuffix(hit, decoyEnv) && !strings.HasSuffix(hit, decoyFile) {
-				t.Errorf("the agent found a key-shaped string that is not a decoy: %q", hit)
+				t.Errorf("the agent found a key-shaped string that is not a decoy: %q", redact(hit, canary))
 			}
 		}
 		if !found {
@@ -389,7 +396,7 @@ func TestInjectionWholeStack(t *testing.T) {
 		}
 		for _, hit := range hits {
 			if hit != decoyEnv {
-				t.Errorf("key-shaped string in /proc that is not the decoy: %q", hit)
+				t.Errorf("key-shaped string in /proc that is not the decoy: %q", redact(hit, canary))
 			}
 		}
 	})
@@ -397,6 +404,11 @@ func TestInjectionWholeStack(t *testing.T) {
 		env := read(t, out, "printenv.txt")
 		if !strings.Contains(env, "DECOY_KEY="+decoyEnv) {
 			t.Errorf("printenv output lacks the configured decoy: %q", env)
+		}
+		for _, k := range keyShaped.FindAllString(env, -1) {
+			if k != decoyEnv {
+				t.Errorf("printenv shows a key-shaped value that is not the decoy: %q", redact(k, canary))
+			}
 		}
 		for _, bad := range []string{"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CLAWCAGE_"} {
 			if strings.Contains(env, bad) {
@@ -443,7 +455,7 @@ func TestInjectionWholeStack(t *testing.T) {
 		}
 		for _, pre := range []string{"clean", "forged"} {
 			hdr := strings.ToLower(read(t, out, pre+"-headers.txt"))
-			for _, bad := range []string{"authorization", "x-api-key", "set-cookie", "openai-organization", "openai-project"} {
+			for _, bad := range []string{"authorization", "x-api-key", "set-cookie", "openai-organization", "openai-project", "x-ratelimit-debug"} {
 				if strings.Contains(hdr, bad+":") {
 					t.Errorf("%s response to the sandbox carries %s:\n%s", pre, bad, hdr)
 				}
@@ -509,6 +521,14 @@ func TestInjectionWholeStack(t *testing.T) {
 		for _, pid := range pids {
 			vaulttest.AssertNotInProcess(t, []byte(canary), pid)
 		}
+		// The scan sees what the agent holds: the decoy in its environment
+		// and the provider's answer it keeps in a shell variable.
+		for _, want := range []string{decoyEnv, provider.Text} {
+			found, err := vaulttest.ScanProcess(pids[0], []byte(want))
+			if err != nil || len(found) == 0 {
+				t.Errorf("scanning the agent (pid %d) for %q found nothing (%v): the memory scan proves nothing", pids[0], want, err)
+			}
+		}
 	})
 	t.Run("key-not-in-state-or-journal", func(t *testing.T) {
 		assertNoSecretInState(t, s.state, canary)
@@ -524,34 +544,71 @@ func TestInjectionWholeStack(t *testing.T) {
 		t.Errorf("usage ledger: %d requests, want 2", usageBefore)
 	}
 
-	// 3. Self-healing: kill -9 each component; it comes back by itself with
-	// a new pid and everything it stored.
-	t.Run("router-killed-comes-back", func(t *testing.T) {
-		s.killAndWait(t, ctx, "router")
-		provider.Reset()
-		out := s.phase(t, ctx, "infer")
-		if code := read(t, out, "clean-code.txt"); code != "200" {
-			t.Errorf("request after the router restart: status %q: %s %s", code, read(t, out, "clean-err.txt"), read(t, out, "clean-body.json"))
+	// 3. Self-healing: kill -9 each component, round after round. The
+	// agent's next request is made at once, while the component is dead:
+	// the supervisor keeps the listener, so it waits in the backlog and is
+	// served by the restarted process, with the key and the approvals it
+	// stored before.
+	const rounds = 3
+	for round := 1; round <= rounds; round++ {
+		t.Run(fmt.Sprintf("round-%d-router-killed-comes-back", round), func(t *testing.T) {
+			pid := s.kill9(t, ctx, "router")
+			provider.Reset()
+			out := s.phase(t, ctx, "infer")
+			if code := read(t, out, "clean-code.txt"); code != "200" {
+				t.Errorf("request made while the router was dead: status %q: %s %s", code, read(t, out, "clean-err.txt"), read(t, out, "clean-body.json"))
+			}
+			if r := provider.Requests(); len(r) != 1 || r[0].Header.Get("Authorization") != "Bearer "+canary {
+				t.Errorf("after the restart the provider got %d requests without the stored key", len(r))
+			}
+			s.waitBack(t, ctx, "router", pid, round)
+			if n := usageRequests(t, s, ctx); n != usageBefore+int64(round) {
+				t.Errorf("usage ledger after restart %d: %d requests, want %d", round, n, usageBefore+int64(round))
+			}
+		})
+		t.Run(fmt.Sprintf("round-%d-policy-engine-killed-comes-back", round), func(t *testing.T) {
+			pid := s.kill9(t, ctx, "policy")
+			out := s.phase(t, ctx, "proxy", upstreamAddr)
+			if code, body := read(t, out, "proxy-code.txt"), read(t, out, "proxy-body.txt"); code != "200" || body != upstreamText {
+				t.Errorf("approved upstream, asked while the policy engine was dead: status %q body %q err %q: the approval was lost",
+					code, body, read(t, out, "proxy-err.txt"))
+			}
+			s.waitBack(t, ctx, "policy", pid, round)
+			// The grant is for the upstream's address and port only.
+			out = s.phase(t, ctx, "proxy", providerAddr)
+			checkDenied(t, out, "proxy", providerHost, providerPort, "port-not-allowed")
+			show := s.mustCLI(t, ctx, nil, "policy", "show", injSandbox, "--json")
+			if !strings.Contains(show, upHost) || !strings.Contains(show, strconv.Itoa(upPort)) {
+				t.Errorf("policy show after the restart lacks the grant for %s: %s", upstreamAddr, show)
+			}
+		})
+	}
+	t.Run("restart-delays-under-1s", func(t *testing.T) {
+		type entry struct {
+			Component string         `json:"component"`
+			Msg       string         `json:"msg"`
+			Attrs     map[string]any `json:"attrs"`
 		}
-		if r := provider.Requests(); len(r) != 1 || r[0].Header.Get("Authorization") != "Bearer "+canary {
-			t.Errorf("after the restart the provider got %d requests; the key did not survive in the vault", len(r))
+		var logs []entry
+		for _, line := range strings.Split(s.mustCLI(t, ctx, nil, "logs", "--json"), "\n") {
+			if line == "" {
+				continue
+			}
+			var e entry
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Fatalf("logs --json line %q: %v", line, err)
+			}
+			if e.Msg == "process restarting" && (e.Component == "router" || e.Component == "policy") {
+				logs = append(logs, e)
+			}
 		}
-		if n := usageRequests(t, s, ctx); n != usageBefore+1 {
-			t.Errorf("usage ledger after the restart: %d requests, want %d", n, usageBefore+1)
+		if len(logs) != 2*rounds {
+			t.Errorf("%d restarting events in the journal, want %d: %+v", len(logs), 2*rounds, logs)
 		}
-	})
-	t.Run("policy-engine-killed-comes-back", func(t *testing.T) {
-		s.killAndWait(t, ctx, "policy")
-		out := s.phase(t, ctx, "proxy", upstreamAddr)
-		if code, body := read(t, out, "proxy-code.txt"), read(t, out, "proxy-body.txt"); code != "200" || body != upstreamText {
-			t.Errorf("approved upstream after the policy engine restart: status %q body %q: the approval was lost", code, body)
-		}
-		// The grant is for the upstream's address and port only.
-		out = s.phase(t, ctx, "proxy", providerAddr)
-		checkDenied(t, out, "proxy", providerHost, providerPort, "port-not-allowed")
-		show := s.mustCLI(t, ctx, nil, "policy", "show", injSandbox, "--json")
-		if !strings.Contains(show, upHost) || !strings.Contains(show, strconv.Itoa(upPort)) {
-			t.Errorf("policy show after the restart lacks the grant for %s: %s", upstreamAddr, show)
+		for _, e := range logs {
+			if d, ok := durationAttr(e.Attrs["delay"]); !ok || d > time.Second {
+				t.Errorf("restart of %v after %v, want within 1s", e.Attrs["child"], e.Attrs["delay"])
+			}
 		}
 	})
 
@@ -589,44 +646,56 @@ func TestInjectionWholeStack(t *testing.T) {
 	})
 }
 
-// killAndWait kill -9s a component and waits for the supervisor to bring
-// it back: new pid, one more restart, healthy.
-func (s *injStack) killAndWait(t testing.TB, ctx context.Context, name string) {
+// kill9 kill -9s a running component and returns its pid.
+func (s *injStack) kill9(t testing.TB, ctx context.Context, name string) int {
 	t.Helper()
 	st, err := s.status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, pid, restarts, _, _ := st.component(name)
-	if state != "running" || pid == 0 {
-		t.Fatalf("%s is %q (pid %d) before the kill", name, state, pid)
+	state, pid, _, health, _ := st.component(name)
+	if state != "running" || pid == 0 || health != "ok" {
+		t.Fatalf("%s is %q (pid %d, health %q) before the kill", name, state, pid, health)
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %s (%d): %v", name, pid, err)
 	}
-	killed := time.Now()
-	var back time.Duration
+	return pid
+}
+
+// waitBack waits for the supervisor to have restarted a component killed
+// with kill9: a new pid, restarts as counted, healthy.
+func (s *injStack) waitBack(t testing.TB, ctx context.Context, name string, oldPID, restarts int) {
+	t.Helper()
 	s.waitFor(t, ctx, name+" restarted", 20*time.Second, func() error {
 		st, err := s.status(ctx)
 		if err != nil {
 			return err
 		}
-		state, npid, n, health, last := st.component(name)
-		if npid == pid || state != "running" {
-			return fmt.Errorf("%s is %q pid %d", name, state, npid)
+		state, pid, n, health, last := st.component(name)
+		if pid == oldPID || state != "running" {
+			return fmt.Errorf("%s is %q pid %d", name, state, pid)
 		}
-		if back == 0 {
-			back = time.Since(killed)
-		}
-		if n != restarts+1 || last != "signal: killed" {
-			t.Fatalf("%s after kill -9: restarts %d (want %d), last exit %q", name, n, restarts+1, last)
+		if n != restarts || last != "signal: killed" {
+			t.Fatalf("%s after kill -9: restarts %d (want %d), last exit %q", name, n, restarts, last)
 		}
 		if health != "ok" {
 			return fmt.Errorf("%s health %q", name, health)
 		}
 		return nil
 	})
-	t.Logf("%s back %v after kill -9 (as seen by polling status)", name, back.Round(time.Millisecond))
+}
+
+// durationAttr reads a journal duration attribute ("250ms" or nanoseconds).
+func durationAttr(v any) (time.Duration, bool) {
+	switch v := v.(type) {
+	case string:
+		d, err := time.ParseDuration(v)
+		return d, err == nil
+	case float64:
+		return time.Duration(v), true
+	}
+	return 0, false
 }
 
 // checkDenied asserts the agent's proxy attempt got a 403 with the denial
