@@ -98,6 +98,7 @@ func Probes() []Probe {
 	ps = append(ps, netProbes()...)
 	ps = append(ps, deviceProbes()...)
 	ps = append(ps, limitProbes()...)
+	ps = append(ps, secretProbes()...)
 	return ps
 }
 

@@ -359,3 +359,130 @@ func closedLoopbackPort(t *testing.T) string {
 	ln.Close()
 	return addr
 }
+
+func TestFindSecret(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     string
+		canary string
+		want   bool
+	}{
+		{"anthropic key", "ANTHROPIC_API_KEY=sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345", "", true},
+		{"openai project key", "key: sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123", "", true},
+		{"aws access key id", "AKIAABCDEFGHIJKLMNOP", "", true},
+		{"github token", "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "", true},
+		{"slack bot token", "xoxb-1234567890-abcdef", "", true},
+		{"plain text", "PATH=/usr/bin:/bin HOME=/sandbox", "", false},
+		{"short sk- word", "risk-assessment sk-1", "", false},
+		{"canary present", "x=canary-123", "canary-123", true},
+		{"canary absent, key shapes ignored", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345", "canary-123", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, got := findSecret([]byte(tt.in), tt.canary); got != tt.want {
+				t.Errorf("findSecret(%q, %q) = %v, want %v", tt.in, tt.canary, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSecretProbesDetect(t *testing.T) {
+	ctx := context.Background()
+	tmp := t.TempDir()
+	canary := fmt.Sprintf("canary-key-%d", time.Now().UnixNano())
+	if err := os.MkdirAll(filepath.Join(tmp, "a", "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "a", "b", "config.json"), []byte(`{"key":"`+canary+`"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(tmp, "admin.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+
+	t.Run("secrets-env finds the canary in the environment", func(t *testing.T) {
+		t.Setenv("SOME_PROVIDER_KEY", canary)
+		if o := Run(ctx, "secrets-env", []string{canary}); o.Outcome != Succeeded || strings.Contains(o.Detail, canary) {
+			t.Errorf("got %+v, want %q without the secret in the detail", o, Succeeded)
+		}
+	})
+	t.Run("secrets-env absent", func(t *testing.T) {
+		if o := Run(ctx, "secrets-env", []string{canary + "-other"}); o.Outcome != Absent {
+			t.Errorf("got %+v, want %q", o, Absent)
+		}
+	})
+	t.Run("secrets-files finds the canary in a file", func(t *testing.T) {
+		o := Run(ctx, "secrets-files", []string{canary, tmp})
+		if o.Outcome != Succeeded || !strings.Contains(o.Detail, "config.json") || strings.Contains(o.Detail, canary) {
+			t.Errorf("got %+v, want %q naming config.json without the secret", o, Succeeded)
+		}
+	})
+	t.Run("secrets-files absent", func(t *testing.T) {
+		if o := Run(ctx, "secrets-files", []string{canary + "-other", tmp}); o.Outcome != Absent {
+			t.Errorf("got %+v, want %q", o, Absent)
+		}
+	})
+	t.Run("unix-connect reaches a socket by path", func(t *testing.T) {
+		if o := Run(ctx, "unix-connect", []string{sock}); o.Outcome != Succeeded {
+			t.Errorf("got %+v, want %q", o, Succeeded)
+		}
+	})
+	t.Run("unix-connect missing socket", func(t *testing.T) {
+		if o := Run(ctx, "unix-connect", []string{filepath.Join(tmp, "none.sock")}); o.Outcome != "ENOENT" {
+			t.Errorf("got %+v, want ENOENT", o)
+		}
+	})
+}
+
+func TestProxyDeny(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer string
+		want   string
+	}{
+		{"403 is a denial", "HTTP/1.1 403 Forbidden\r\nContent-Length: 17\r\n\r\n{\"reason\":\"deny\"}", Denied},
+		{"200 is an escape", "HTTP/1.1 200 Connection established\r\n\r\n", Succeeded},
+		{"other status reported as such", "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n", "http:502"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			got := make(chan string, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				buf := make([]byte, 512)
+				n, _ := c.Read(buf)
+				got <- string(buf[:n])
+				_, _ = c.Write([]byte(tt.answer))
+			}()
+			t.Setenv("HTTPS_PROXY", "http://"+ln.Addr().String())
+			o := Run(context.Background(), "proxy-deny", []string{"evil.example:443"})
+			if o.Outcome != tt.want {
+				t.Errorf("got %+v, want %q", o, tt.want)
+			}
+			if req := <-got; !strings.HasPrefix(req, "CONNECT evil.example:443 HTTP/1.1\r\n") {
+				t.Errorf("proxy received %q", req)
+			}
+		})
+	}
+}

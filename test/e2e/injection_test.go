@@ -511,6 +511,8 @@ func TestInjectionWholeStack(t *testing.T) {
 		t.Errorf("approved upstream via the proxy: status %q body %q err %q", code, body, read(t, out, "proxy-err.txt"))
 	}
 
+	t.Run("broken-config-refused-running-stack-untouched", func(t *testing.T) { checkBadConfigs(t, ctx, s) })
+
 	// 2. Where else the key could be: the agent's memory, the state
 	// directory (but the vault), the journal.
 	t.Run("key-not-in-agent-processes", func(t *testing.T) {
@@ -928,4 +930,65 @@ func (s *injStack) diagnose(t *testing.T) {
 		logs = logs[len(logs)-8000:]
 	}
 	t.Logf("journal of the sandbox (%v):\n%s", err, logs)
+}
+
+// checkBadConfigs runs `clawcage up` with broken configurations, against
+// the running stack's state directory and against a fresh one: each is
+// refused with the file, line and reason before anything is touched.
+func checkBadConfigs(t *testing.T, ctx context.Context, s *injStack) {
+	before, err := s.status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml string
+		want       string // after "FILE:"
+	}{
+		{"unknown-provider-kind", "router:\n  providers:\n    fake: {kind: openaii, base_url: http://127.0.0.1:1/v1}\n",
+			`3: router.providers.fake.kind: "openaii" is not a provider kind`},
+		{"route-to-unknown-provider", "router:\n  routes:\n    default:\n      - {provider: nope, model: m}\n",
+			`4: router.routes.default.0.provider: unknown provider "nope"`},
+		{"misspelt-sandbox-field", "sandboxes:\n  x:\n    comand: [/bin/true]\n", "3: "},
+		{"match-everything-wildcard", "sandboxes:\n  x:\n    policy:\n      network:\n        - {name: r, hosts: [\"*\"], ports: [443]}\n",
+			`5: network[0].hosts[0]: "*": a wildcard is allowed only as a leading "*."`},
+		{"not-yaml", "sandboxes: [\n", ":"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, tc.name+".yaml")
+			if err := os.WriteFile(cfg, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			fresh := filepath.Join(dir, tc.name+"-state")
+			for _, state := range []string{s.state, fresh} {
+				cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				out, err := exec.CommandContext(cctx, s.bin, "up", "--config", cfg, "--state", state).CombinedOutput()
+				cancel()
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+					t.Fatalf("up with a broken config on %s: %v, want exit 1: %s", state, err, out)
+				}
+				if want := cfg + ":" + tc.want; !strings.Contains(string(out), want) {
+					t.Errorf("up with a broken config: %q, want it to name %q", out, want)
+				}
+			}
+			if _, err := os.Lstat(fresh); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a refused config created the state directory %s (%v)", fresh, err)
+			}
+		})
+	}
+	after, err := s.status(ctx)
+	if err != nil {
+		t.Fatalf("the running stack stopped answering after refused configs: %v", err)
+	}
+	for _, c := range []string{"router", "policy"} {
+		_, p0, r0, _, _ := before.component(c)
+		st, p1, r1, health, _ := after.component(c)
+		if p0 != p1 || r0 != r1 || st != "running" || health != "ok" {
+			t.Errorf("%s changed while broken configs were refused: pid %d->%d restarts %d->%d, %s/%s", c, p0, p1, r0, r1, st, health)
+		}
+	}
+	if before.PID != after.PID {
+		t.Errorf("supervisor pid %d -> %d", before.PID, after.PID)
+	}
 }

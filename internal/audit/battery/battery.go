@@ -46,6 +46,8 @@ type World struct {
 	allowedAccepts  atomic.Int64
 	abstract        string
 	abstractAccepts atomic.Int64
+	adminSock       string // a Unix socket by path, standing for a component's admin socket
+	adminAccepts    atomic.Int64
 	shadowSum       string
 
 	closers []func()
@@ -70,6 +72,11 @@ func NewWorld(ctx context.Context, binary string) (w *World, err error) {
 	}
 	w.canaryName = "CLAWCAGE_AUDIT_CANARY"
 	w.canary = fmt.Sprintf("canary-%d-%d", os.Getpid(), time.Now().UnixNano())
+	// The canary stands for a provider key: it is in the invoking
+	// environment and in host files the sandbox must not reach.
+	if err := os.WriteFile(filepath.Join(other, "provider-key.txt"), []byte(w.canary+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("write the canary key file: %w", err)
+	}
 
 	sleeper := exec.Command("sleep", "3600")
 	if err := sleeper.Start(); err != nil {
@@ -98,6 +105,10 @@ func NewWorld(ctx context.Context, binary string) (w *World, err error) {
 	}
 	w.abstract = fmt.Sprintf("clawcage-audit-%d", os.Getpid())
 	if _, err := w.serve(ctx, "unix", "@"+w.abstract, &w.abstractAccepts); err != nil {
+		return nil, err
+	}
+	w.adminSock = filepath.Join(other, "admin.sock")
+	if _, err := w.serve(ctx, "unix", w.adminSock, &w.adminAccepts); err != nil {
 		return nil, err
 	}
 	shadow, err := os.ReadFile("/etc/shadow")
@@ -270,6 +281,10 @@ func CopyFile(src, dst string, mode os.FileMode) error {
 
 var eperm = []string{"EPERM"}
 
+// scanRoots are where configuration, state and secrets live; the
+// read-only host /usr is left out to keep the scan short.
+var scanRoots = []string{"/sandbox", "/etc", "/tmp", "/run", "/var", "/home", "/root", "/opt", "/srv", "/mnt"}
+
 // Cases returns the battery, in a stable order.
 func Cases() []Case {
 	return []Case{
@@ -289,6 +304,12 @@ func Cases() []Case {
 			Want: []string{"ENOENT", audit.Absent}},
 		{Name: "invoking-environment-canary", Probe: "env-canary", Args: func(w *World) []string { return []string{w.canary} },
 			Want: []string{audit.Absent}},
+		{Name: "printenv-finds-no-key-shaped-value", Probe: "secrets-env", Want: []string{audit.Absent}},
+		{Name: "filesystem-scan-finds-no-canary-key", Probe: "secrets-files", Args: func(w *World) []string {
+			return append([]string{w.canary}, scanRoots...)
+		}, Want: []string{audit.Absent}},
+		{Name: "connect-host-admin-socket", Probe: "unix-connect", Args: func(w *World) []string { return []string{w.adminSock} },
+			Want: []string{"ENOENT"}, Check: noAccepts(func(w *World) *atomic.Int64 { return &w.adminAccepts })},
 
 		// Writes outside the workspace.
 		{Name: "write-usr", Probe: "write-usr", Want: []string{"EROFS"}, Check: noFileCreated("/usr")},

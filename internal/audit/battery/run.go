@@ -163,7 +163,7 @@ func run(ctx context.Context, w *World, c Case, res Result, setupDir string, arg
 	if term != nil {
 		errs = append(errs, checkNothingInjected(term))
 	}
-	errs = append(errs, checkNothingLeft(ctx, before, mark))
+	errs = append(errs, checkNothingLeft(ctx, before, mark, 5*time.Second))
 	if err := errors.Join(errs...); err != nil {
 		res.Failure = err.Error()
 		res.Stderr = stderr.String()
@@ -210,8 +210,10 @@ func snapshotHost(mark string) hostTraces {
 		if len(f) < 10 {
 			continue
 		}
-		mp := f[4]
-		if strings.Contains(mp, "clawcage") || strings.Contains(mp, mark) {
+		// Only mounts of this run's workspace count: other clawcage
+		// processes on the host (a stack's netns bind mounts) are not ours.
+		root, mp := f[3], f[4]
+		if strings.Contains(mp, mark) || strings.Contains(root, mark) {
 			tr.mounts = append(tr.mounts, mp)
 		}
 		if f[len(f)-3] == "-" && (f[len(f)-2] == "cgroup" || f[len(f)-2] == "cgroup2") {
@@ -256,14 +258,15 @@ func clawcageGroups(mount string) []string {
 	return out
 }
 
-// checkNothingLeft fails when a clawcage cgroup or a mount appeared since
-// before and does not go away within a few seconds (other sandboxes
-// running at the same time can make it report theirs).
-func checkNothingLeft(ctx context.Context, before hostTraces, mark string) error {
-	deadline := time.Now().Add(5 * time.Second)
+// checkNothingLeft fails when a clawcage cgroup or a mount of the run's
+// workspace appeared since before and does not go away within a few
+// seconds. A new group that still holds processes belongs to a sandbox
+// running at the same time, not to this finished run, and is ignored.
+func checkNothingLeft(ctx context.Context, before hostTraces, mark string, grace time.Duration) error {
+	deadline := time.Now().Add(grace)
 	for {
 		after := snapshotHost(mark)
-		groups, mounts := added(before.cgroups, after.cgroups), added(before.mounts, after.mounts)
+		groups, mounts := emptyGroups(added(before.cgroups, after.cgroups)), added(before.mounts, after.mounts)
 		if len(groups)+len(mounts) == 0 {
 			return nil
 		}
@@ -286,6 +289,18 @@ func added(before, after []string) []string {
 	for _, a := range after {
 		if !slices.Contains(before, a) {
 			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// emptyGroups keeps the cgroup directories that hold no process.
+func emptyGroups(dirs []string) []string {
+	var out []string
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err == nil && len(bytes.TrimSpace(b)) == 0 {
+			out = append(out, d)
 		}
 	}
 	return out
