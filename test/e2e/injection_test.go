@@ -949,10 +949,10 @@ func checkBadConfigs(t *testing.T, ctx context.Context, s *injStack) {
 			`3: router.providers.fake.kind: "openaii" is not a provider kind`},
 		{"route-to-unknown-provider", "router:\n  routes:\n    default:\n      - {provider: nope, model: m}\n",
 			`4: router.routes.default.0.provider: unknown provider "nope"`},
-		{"misspelt-sandbox-field", "sandboxes:\n  x:\n    comand: [/bin/true]\n", "3: "},
+		{"misspelt-sandbox-field", "sandboxes:\n  x:\n    comand: [/bin/true]\n", "3: field comand not found"},
 		{"match-everything-wildcard", "sandboxes:\n  x:\n    policy:\n      network:\n        - {name: r, hosts: [\"*\"], ports: [443]}\n",
 			`5: network[0].hosts[0]: "*": a wildcard is allowed only as a leading "*."`},
-		{"not-yaml", "sandboxes: [\n", ":"},
+		{"not-yaml", "sandboxes: [\n", "1: did not find expected node content"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := filepath.Join(dir, tc.name+".yaml")
