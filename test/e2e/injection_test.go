@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,8 +38,11 @@ import (
 // key and tries to reach the provider around the router. Then kill -9 of
 // the router and the policy engine, and `clawcage down`.
 
+// injSandbox is the sandbox's name, unique per test process: other runs of
+// this test on the machine would otherwise share its cgroup name.
+var injSandbox = fmt.Sprintf("inj%d", os.Getpid())
+
 const (
-	injSandbox = "injagent"
 	// canaryPrefix is the shape agent.sh searches for; its regexp is
 	// written so that the script text itself does not match.
 	canaryPrefix = "sk-clawcage-canary-"
@@ -189,7 +193,7 @@ func read(t *testing.T, dir, name string) string {
 }
 
 // startInjectionStack writes the configuration and starts `clawcage up`.
-func startInjectionStack(t *testing.T, ctx context.Context, provider *routertest.Provider, decoyEnv string) *injStack {
+func startInjectionStack(t *testing.T, ctx context.Context, provider, anthropic *routertest.Provider, decoyEnv string) *injStack {
 	t.Helper()
 	script, err := os.ReadFile(filepath.Join("testdata", "injection", "agent.sh"))
 	if err != nil {
@@ -218,9 +222,15 @@ func startInjectionStack(t *testing.T, ctx context.Context, provider *routertest
 
 	cfg := map[string]any{
 		"router": map[string]any{
-			"providers": map[string]any{"fake": map[string]any{"kind": "openai", "base_url": provider.URL}},
-			"routes":    map[string]any{"default": []any{map[string]any{"provider": "fake", "model": "fake-model-1"}}},
-			"retry":     map[string]any{"initial": "50ms", "max": "200ms", "deadline": "10s"},
+			"providers": map[string]any{
+				"fake":       map[string]any{"kind": "openai", "base_url": provider.URL},
+				"fakeclaude": map[string]any{"kind": "anthropic", "base_url": anthropic.URL},
+			},
+			"routes": map[string]any{
+				"default": []any{map[string]any{"provider": "fake", "model": "fake-model-1"}},
+				"claude":  []any{map[string]any{"provider": "fakeclaude", "model": "fake-claude-1"}},
+			},
+			"retry": map[string]any{"initial": "50ms", "max": "200ms", "deadline": "10s"},
 		},
 		"sandboxes": map[string]any{
 			injSandbox: map[string]any{
@@ -330,6 +340,8 @@ func TestInjectionWholeStack(t *testing.T) {
 	// A provider that echoes the key it got in a response header: the
 	// router must strip it before the answer reaches the sandbox.
 	provider.EchoKeyHeader = true
+	anthropic := routertest.New(t, routertest.Anthropic)
+	anthropic.EchoKeyHeader = true
 	providerAddr := strings.TrimSuffix(strings.TrimPrefix(provider.URL, "http://"), "/v1")
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, upstreamText)
@@ -337,13 +349,18 @@ func TestInjectionWholeStack(t *testing.T) {
 	t.Cleanup(upstream.Close)
 	upstreamAddr := strings.TrimPrefix(upstream.URL, "http://")
 
-	canary := randomKey(t)
+	canary, canaryClaude := randomKey(t), randomKey(t)
+	canaries := []string{canary, canaryClaude}
 	decoyFile, decoyEnv := randomKey(t), randomKey(t)
-	s := startInjectionStack(t, ctx, provider, decoyEnv)
+	s := startInjectionStack(t, ctx, provider, anthropic, decoyEnv)
 
 	// The operator stores the key: stdin only, never argv.
 	s.mustCLI(t, ctx, []byte(canary+"\n"), "keys", "set", "fake")
-	vaulttest.AssertNotInBytes(t, []byte(canary), "keys list output", []byte(s.mustCLI(t, ctx, nil, "keys", "list")))
+	s.mustCLI(t, ctx, []byte(canaryClaude+"\n"), "keys", "set", "fakeclaude")
+	keys := s.mustCLI(t, ctx, nil, "keys", "list")
+	for _, c := range canaries {
+		vaulttest.AssertNotInBytes(t, []byte(c), "keys list output", []byte(keys))
+	}
 
 	// The decoy: a key-shaped string in a workspace file (the agent must
 	// find it, proving its search works). The probe binary for errno-exact
@@ -378,7 +395,7 @@ func TestInjectionWholeStack(t *testing.T) {
 			if hit == want {
 				found = true
 			} else if !strings.HasSuffix(hit, decoyEnv) && !strings.HasSuffix(hit, decoyFile) {
-				t.Errorf("the agent found a key-shaped string that is not a decoy: %q", redact(hit, canary))
+				t.Errorf("the agent found a key-shaped string that is not a decoy: %q", redact(hit, canaries...))
 			}
 		}
 		if !found {
@@ -396,7 +413,7 @@ func TestInjectionWholeStack(t *testing.T) {
 		}
 		for _, hit := range hits {
 			if hit != decoyEnv {
-				t.Errorf("key-shaped string in /proc that is not the decoy: %q", redact(hit, canary))
+				t.Errorf("key-shaped string in /proc that is not the decoy: %q", redact(hit, canaries...))
 			}
 		}
 	})
@@ -407,7 +424,7 @@ func TestInjectionWholeStack(t *testing.T) {
 		}
 		for _, k := range keyShaped.FindAllString(env, -1) {
 			if k != decoyEnv {
-				t.Errorf("printenv shows a key-shaped value that is not the decoy: %q", redact(k, canary))
+				t.Errorf("printenv shows a key-shaped value that is not the decoy: %q", redact(k, canaries...))
 			}
 		}
 		for _, bad := range []string{"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CLAWCAGE_"} {
@@ -445,6 +462,33 @@ func TestInjectionWholeStack(t *testing.T) {
 			if !strings.Contains(string(r.Body), "Ignore all previous instructions") || strings.Contains(string(r.Body), "forged") ||
 				r.Model != "fake-model-1" {
 				t.Errorf("request %d: body %q model %q", i, r.Body, r.Model)
+			}
+		}
+	})
+	t.Run("anthropic-messages-through-router-injects-key", func(t *testing.T) {
+		if code := read(t, out, "messages-code.txt"); code != "200" {
+			t.Errorf("/v1/messages to inference.local: status %q, err %q body %q", code, read(t, out, "messages-err.txt"), read(t, out, "messages-body.json"))
+		}
+		if body := read(t, out, "messages-body.json"); !strings.Contains(body, anthropic.Text) {
+			t.Errorf("messages answer %q lacks the provider's text", body)
+		}
+		r := anthropic.Requests()
+		if len(r) != 1 {
+			t.Fatalf("the Anthropic provider received %d requests, want 1", len(r))
+		}
+		if got := r[0].Header.Get("X-Api-Key"); got != canaryClaude {
+			t.Errorf("x-api-key at the provider %q, want the injected canary of fakeclaude", redact(got, canaries...))
+		}
+		if got := r[0].Header.Get("Authorization"); got != "" {
+			t.Errorf("Authorization at the Anthropic provider: %q", redact(got, canaries...))
+		}
+		if r[0].Model != "fake-claude-1" || r[0].Header.Get("Anthropic-Version") == "" {
+			t.Errorf("request at the provider: model %q, anthropic-version %q", r[0].Model, r[0].Header.Get("Anthropic-Version"))
+		}
+		hdr := strings.ToLower(read(t, out, "messages-headers.txt"))
+		for _, bad := range []string{"x-api-key:", "anthropic-organization-id:", "set-cookie:", "x-ratelimit-debug:"} {
+			if strings.Contains(hdr, bad) {
+				t.Errorf("messages response to the sandbox carries %s\n%s", bad, hdr)
 			}
 		}
 	})
@@ -521,7 +565,9 @@ func TestInjectionWholeStack(t *testing.T) {
 			t.Fatal("no process of the agent found on the host")
 		}
 		for _, pid := range pids {
-			vaulttest.AssertNotInProcess(t, []byte(canary), pid)
+			for _, c := range canaries {
+				vaulttest.AssertNotInProcess(t, []byte(c), pid)
+			}
 		}
 		// The scan sees what the agent holds: the decoy in its environment
 		// and the provider's answer it keeps in a shell variable.
@@ -533,17 +579,19 @@ func TestInjectionWholeStack(t *testing.T) {
 		}
 	})
 	t.Run("key-not-in-state-or-journal", func(t *testing.T) {
-		assertNoSecretInState(t, s.state, canary)
+		assertNoSecretInState(t, s.state, canaries...)
 		logs := s.mustCLI(t, ctx, nil, "logs", "--json")
 		if !strings.Contains(logs, injSandbox) {
 			t.Errorf("the journal has nothing about the sandbox: %d bytes", len(logs))
 		}
-		vaulttest.AssertNotInBytes(t, []byte(canary), "clawcage logs --json", []byte(logs))
-		vaulttest.AssertNotInBytes(t, []byte(canary), "clawcage up output", s.upOut.Bytes())
+		for _, c := range canaries {
+			vaulttest.AssertNotInBytes(t, []byte(c), "clawcage logs --json", []byte(logs))
+			vaulttest.AssertNotInBytes(t, []byte(c), "clawcage up output", s.upOut.Bytes())
+		}
 	})
 	usageBefore := usageRequests(t, s, ctx)
-	if usageBefore != 2 {
-		t.Errorf("usage ledger: %d requests, want 2", usageBefore)
+	if usageBefore != 3 {
+		t.Errorf("usage ledger: %d requests, want 3 (2 chat completions, 1 message)", usageBefore)
 	}
 
 	// 3. Self-healing: kill -9 each component, round after round. The
@@ -632,7 +680,7 @@ func TestInjectionWholeStack(t *testing.T) {
 				t.Errorf("sandbox process %d still alive after down", pid)
 			}
 		}
-		if left := processesOfUIDs(61001, 61002); len(left) > 0 {
+		if left := processesWithArg(s.state); len(left) > 0 {
 			t.Errorf("component processes left after down: %v", left)
 		}
 		if ents, _ := os.ReadDir(filepath.Join(s.state, "netns")); len(ents) != 0 {
@@ -644,7 +692,7 @@ func TestInjectionWholeStack(t *testing.T) {
 		if g := sandboxCgroups("clawcage-" + injSandbox); len(g) > 0 {
 			t.Errorf("cgroups left behind: %v", g)
 		}
-		assertNoSecretInState(t, s.state, canary)
+		assertNoSecretInState(t, s.state, canaries...)
 	})
 }
 
@@ -752,7 +800,7 @@ func usageRequests(t *testing.T, s *injStack, ctx context.Context) int64 {
 
 // assertNoSecretInState scans the state directory but the network
 // namespace mounts (nsfs files, not data) and the vault files.
-func assertNoSecretInState(t *testing.T, state, canary string) {
+func assertNoSecretInState(t *testing.T, state string, canaries ...string) {
 	t.Helper()
 	ents, err := os.ReadDir(state)
 	if err != nil {
@@ -764,7 +812,9 @@ func assertNoSecretInState(t *testing.T, state, canary string) {
 			dirs = append(dirs, filepath.Join(state, e.Name()))
 		}
 	}
-	vaulttest.AssertNoSecret(t, []byte(canary), dirs...)
+	for _, c := range canaries {
+		vaulttest.AssertNoSecret(t, []byte(c), dirs...)
+	}
 }
 
 // sandboxPIDs finds the agent on the host (its script is argv[2] of
@@ -799,21 +849,19 @@ func sandboxPIDs(t *testing.T) []int {
 	return nil
 }
 
-// processesOfUIDs lists host processes whose real uid is one of uids.
-func processesOfUIDs(uids ...int) []int {
+// processesWithArg lists host processes with arg in their command line
+// (the components get --state DIR). Other stacks on this machine run
+// components under the same uids, so uids alone do not say whose they are.
+func processesWithArg(arg string) []string {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
-	var out []int
+	var out []string
 	for _, p := range procs {
-		st, err := os.Stat(p)
+		cl, err := os.ReadFile(p + "/cmdline")
 		if err != nil {
 			continue
 		}
-		uid := int(st.Sys().(*syscall.Stat_t).Uid)
-		for _, u := range uids {
-			if uid == u {
-				pid, _ := strconv.Atoi(filepath.Base(p))
-				out = append(out, pid)
-			}
+		if args := strings.Split(string(cl), "\x00"); slices.Contains(args, arg) {
+			out = append(out, filepath.Base(p)+": "+strings.Join(args, " "))
 		}
 	}
 	return out
@@ -868,9 +916,9 @@ func hostNonLoopbackIPv4() string {
 }
 
 // redact shows whether v holds secret without printing it.
-func redact(v, secret string) string {
-	if strings.Contains(v, secret) {
-		return strings.ReplaceAll(v, secret, "<canary>")
+func redact(v string, secrets ...string) string {
+	for i, s := range secrets {
+		v = strings.ReplaceAll(v, s, fmt.Sprintf("<canary %d>", i))
 	}
 	return v
 }
