@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -80,9 +81,23 @@ kernel, versions, every observation) for an auditor to keep.`,
 				return err
 			}
 			defer os.RemoveAll(tmp)
+			if live {
+				w.State = g.stateDir
+				ws := filepath.Join(g.stateDir, "sandboxes", args[0], "workspace")
+				if _, err := os.Stat(ws); err != nil {
+					return fmt.Errorf("audit %s: no such sandbox in %s (its workspace %s: %w)", args[0], g.stateDir, ws, err)
+				}
+			}
 			for _, c := range battery.Cases() {
+				if c.LiveOnly && !live {
+					continue
+				}
 				if live {
 					r, err := battery.RunLive(ctx, w, c, g.stateDir, args[0])
+					if err != nil && len(rep.Results) == 0 {
+						// Not a verdict: the sandbox could not be entered at all.
+						return fmt.Errorf("audit %s: %w", args[0], err)
+					}
 					rep.add(r, err)
 					continue
 				}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/clawcage/clawcage/internal/audit"
+	"github.com/clawcage/clawcage/internal/supervisor"
 )
 
 // World is the host-side set-up the attacks aim at.
@@ -35,6 +36,9 @@ type World struct {
 	// Binary is the host path of the static clawcage binary used as the
 	// probe (and, copied setuid-root, as the setuid helper).
 	Binary string
+	// State is the state directory of the stack whose live sandbox is
+	// audited; empty for one-shot sandboxes.
+	State string
 
 	otherSecret     string
 	canaryName      string
@@ -199,7 +203,14 @@ type Case struct {
 	Check func(w *World, o audit.Observation) error
 	// TTY runs the sandbox with a terminal on stdin.
 	TTY bool
+	// LiveOnly cases attack the stack around a live sandbox (its proxy,
+	// its components' sockets and state); a one-shot sandbox has none.
+	LiveOnly bool
 }
+
+// adminSocketName is the admin socket every component keeps in its state
+// directory (stack.AdminSocketName; a test keeps them equal).
+const adminSocketName = "admin.sock"
 
 // Verdict compares o with c's expectations and host-side evidence; nil
 // means the sandbox held.
@@ -396,6 +407,23 @@ func Cases() []Case {
 		{Name: "dns-lookup", Probe: "dns", Args: fixed("example.com"), Want: []string{"NXDOMAIN"}},
 		{Name: "dns-direct-to-external-server", Probe: "dns-direct", Args: fixed("192.0.2.1:53", "example.com"), Want: []string{"ENETUNREACH"}},
 		{Name: "dns-direct-to-loopback", Probe: "dns-direct", Args: fixed("127.0.0.1:53", "example.com"), Want: []string{"ECONNREFUSED"}},
+
+		// The stack around a live sandbox.
+		{Name: "unapproved-host-denied-by-egress-proxy", Probe: "proxy-deny", Args: fixed("unapproved-by-clawcage-audit.example:443"),
+			Want: []string{audit.Denied}, LiveOnly: true},
+		{Name: "reach-router-admin-socket", Probe: "unix-connect", Args: func(w *World) []string {
+			return []string{filepath.Join(w.State, "router", adminSocketName)}
+		}, Want: []string{"ENOENT"}, LiveOnly: true},
+		{Name: "reach-policy-engine-admin-socket", Probe: "unix-connect", Args: func(w *World) []string {
+			return []string{filepath.Join(w.State, "policy", adminSocketName)}
+		}, Want: []string{"ENOENT"}, LiveOnly: true},
+		{Name: "reach-supervisor-control-socket", Probe: "unix-connect", Args: func(w *World) []string {
+			return []string{supervisor.ControlSocketPath(w.State)}
+		}, Want: []string{"ENOENT"}, LiveOnly: true},
+		{Name: "read-router-state", Probe: "read-path", Args: func(w *World) []string { return []string{filepath.Join(w.State, "router")} },
+			Want: []string{"ENOENT"}, LiveOnly: true},
+		{Name: "scan-for-the-provider-key", Probe: "secrets-files", Args: fixed(append([]string{""}, scanRoots...)...),
+			Want: []string{audit.Absent}, LiveOnly: true},
 
 		// Resource limits.
 		{Name: "fork-bomb-held-by-pids-limit", Probe: "fork-bomb", Args: fixed("1000"), Flags: []string{"--pids", "64"},

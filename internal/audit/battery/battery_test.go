@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/clawcage/clawcage/internal/audit"
+	"github.com/clawcage/clawcage/internal/stack"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,5 +105,11 @@ func TestLeftoverMountDetected(t *testing.T) {
 	}
 	if err := checkNothingLeft(context.Background(), before, "ws-leftovertest", 200*time.Millisecond); err != nil {
 		t.Errorf("after unmounting: %v", err)
+	}
+}
+
+func TestAdminSocketNameMatchesStack(t *testing.T) {
+	if adminSocketName != stack.AdminSocketName {
+		t.Errorf("adminSocketName %q, stack.AdminSocketName %q", adminSocketName, stack.AdminSocketName)
 	}
 }

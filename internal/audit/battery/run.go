@@ -50,6 +50,10 @@ var Modes = []string{"user", "root"}
 // *RunError when no verdict is possible.
 func RunOneShot(ctx context.Context, w *World, c Case, mode, parent string) (Result, error) {
 	res := Result{Case: c.Name, Mode: mode, Expected: c.Want}
+	if c.LiveOnly {
+		res.Failure = "skipped: attacks the stack around a live sandbox; a one-shot sandbox has none"
+		return res, nil
+	}
 	ws, err := os.MkdirTemp(parent, "ws-")
 	if err != nil {
 		return res, &RunError{fmt.Sprintf("create workspace: %v", err)}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/clawcage/clawcage/internal/audit"
+	"github.com/clawcage/clawcage/internal/audit/battery"
+)
+
+func TestAuditReportCountsAndTable(t *testing.T) {
+	var rep auditReport
+	rep.add(battery.Result{Case: "bpf", Mode: "user", Expected: []string{"EPERM"}, Observation: audit.Observation{Outcome: "EPERM"}, Held: true}, nil)
+	rep.add(battery.Result{Case: "mount-tmpfs", Mode: "root", Expected: []string{"EPERM"}, Observation: audit.Observation{Outcome: audit.Succeeded},
+		Failure: `outcome "succeeded", want EPERM`}, nil)
+	rep.add(battery.Result{Case: "fork-bomb", Mode: "live", Failure: "skipped: needs its own limits"}, nil)
+	rep.add(battery.Result{Case: "dns", Mode: "user"}, &battery.RunError{Msg: "exit 125"})
+	if rep.Passed != 1 || rep.Failed != 2 || rep.Skipped != 1 {
+		t.Fatalf("passed/failed/skipped = %d/%d/%d, want 1/2/1", rep.Passed, rep.Failed, rep.Skipped)
+	}
+	var buf bytes.Buffer
+	if err := printAudit(&buf, rep); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"bpf", "held",
+		"mount-tmpfs", "FAILED", `mount-tmpfs (root): outcome "succeeded", want EPERM`,
+		"skipped",
+		"dns (user): could not run: exit 125",
+		"1 held, 2 failed, 1 skipped",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestAuditRefusesWithoutRoot(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("runs as root: the refusal is for other users")
+	}
+	root := newRootCmd()
+	root.SetArgs([]string{"audit"})
+	err := root.Execute()
+	if err == nil || !strings.Contains(err.Error(), "needs root") {
+		t.Errorf("err = %v, want a needs-root refusal", err)
+	}
+}
