@@ -243,9 +243,14 @@ func TestGroupNameReuse(t *testing.T) {
 	}
 	sleep.Process.Kill()
 	sleep.Wait()
-	time.Sleep(50 * time.Millisecond)
-	if err := RemoveStale(func(n string) bool { return n == name }); err != nil {
-		t.Fatal(err)
+	// The kernel may take a moment to let go of the dead task (EBUSY).
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if err := RemoveStale(func(n string) bool { return n == name }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(g2.Dir("pids")); errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+			break
+		}
 	}
 	for _, c := range controllers {
 		if _, err := os.Stat(g2.Dir(c)); !errors.Is(err, os.ErrNotExist) {
