@@ -594,6 +594,22 @@ func TestInjectionWholeStack(t *testing.T) {
 		t.Errorf("usage ledger: %d requests, want 3 (2 chat completions, 1 message)", usageBefore)
 	}
 
+	t.Run("clawcage-audit-passes", func(t *testing.T) {
+		actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(actx, s.bin, "audit", injSandbox, "--json", "--state", s.state).CombinedOutput()
+		if i := bytes.Index(out, []byte("not supported yet")); i >= 0 {
+			line := out[max(0, i-120):min(len(out), i+120)]
+			t.Skipf("clawcage audit enters the sandbox through `sandbox exec`, which is not implemented yet: ...%s...", line)
+		}
+		if err != nil {
+			t.Errorf("clawcage audit %s: %v\n%s", injSandbox, err, out)
+		}
+		for _, c := range canaries {
+			vaulttest.AssertNotInBytes(t, []byte(c), "clawcage audit output", out)
+		}
+	})
+
 	// 3. Self-healing: kill -9 each component, round after round. The
 	// agent's next request is made at once, while the component is dead:
 	// the supervisor keeps the listener, so it waits in the backlog and is
@@ -819,10 +835,13 @@ func assertNoSecretInState(t *testing.T, state string, canaries ...string) {
 
 // sandboxPIDs finds the agent on the host (its script is argv[2] of
 // /bin/sh, argv[3] names it) and returns its pid and its parent's, the
-// sandbox's init: the two processes that live as long as the sandbox.
+// sandbox's init: the two processes that live as long as the sandbox. A
+// child the shell forked (for sleep, before exec) has the same command
+// line; the agent is the match whose parent is not a match.
 func sandboxPIDs(t *testing.T) []int {
 	t.Helper()
 	procs, _ := filepath.Glob("/proc/[0-9]*")
+	parent := map[int]int{} // agent-looking pid -> its parent
 	for _, p := range procs {
 		cl, err := os.ReadFile(p + "/cmdline")
 		if err != nil {
@@ -838,13 +857,18 @@ func sandboxPIDs(t *testing.T) []int {
 			continue
 		}
 		// pid (comm) state ppid ...
-		rest := st[bytes.LastIndexByte(st, ')')+1:]
-		if f := strings.Fields(string(rest)); len(f) > 1 {
-			if ppid, err := strconv.Atoi(f[1]); err == nil {
-				return []int{pid, ppid}
-			}
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if len(f) < 2 {
+			continue
 		}
-		return []int{pid}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			parent[pid] = ppid
+		}
+	}
+	for pid, ppid := range parent {
+		if _, forked := parent[ppid]; !forked {
+			return []int{pid, ppid}
+		}
 	}
 	return nil
 }
