@@ -271,6 +271,8 @@ func TestProbesDetectEscapesOnHost(t *testing.T) {
 		{probe: "dns-direct", args: []string{dnsSrv.LocalAddr().String()}, want: Succeeded},
 		{probe: "mknod", want: Succeeded},
 		{probe: "fork-bomb", args: []string{"8"}, want: Succeeded},
+		{probe: "fill-tmp", args: []string{"4M"}, want: Succeeded},
+		{probe: "oom-score-adj", want: Succeeded, skip: map[bool]string{false: "this host's root lacks CAP_SYS_RESOURCE"}[hasCap(t, unix.CAP_SYS_RESOURCE)]},
 		{probe: "memory-hog", args: []string{"32M"}, want: Succeeded},
 	}
 	for _, tt := range tests {
@@ -485,4 +487,17 @@ func TestProxyDeny(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hasCap reports whether this process has capability c in its effective set.
+func hasCap(t *testing.T, c int) bool {
+	st, err := procStatus("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := strconv.ParseUint(st["CapEff"], 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v&(1<<uint(c)) != 0
 }

@@ -24,6 +24,10 @@ func limitProbes() []Probe {
 	return []Probe{
 		{Name: "fork-bomb", Usage: "[MAX]", Doc: "start processes until the kernel refuses (the pids limit must hold below MAX, default 4096)",
 			Expect: []string{"EAGAIN"}, Run: forkBomb},
+		{Name: "fill-tmp", Usage: "[MAX]", Doc: "write up to MAX (default 1G) to a file in /tmp: its size limit must refuse (ENOSPC)",
+			Expect: []string{"ENOSPC"}, Run: fillTmp},
+		{Name: "oom-score-adj", Doc: "exempt this process from the OOM killer (oom_score_adj -1000, needs CAP_SYS_RESOURCE)",
+			Expect: []string{"EACCES", "EPERM"}, Run: oomScoreAdj},
 		{Name: "memory-hog", Usage: "[SIZE]", Doc: "allocate and touch SIZE bytes (default 1G) in a child: the memory limit must kill it",
 			Expect: []string{KilledSIGKILL}, Run: memoryHog},
 	}
@@ -190,4 +194,47 @@ func hogHelper(args []string) int {
 	}
 	_ = keep
 	return 0
+}
+
+func fillTmp(_ context.Context, args []string) Observation {
+	max, err := parseSize(argOr(args, 0, "1G"))
+	if err != nil {
+		return errorf("fill-tmp: MAX: %v", err)
+	}
+	f, err := os.CreateTemp("", "clawcage-audit-fill-")
+	if err != nil {
+		return observe(err, "create a file in the temporary directory")
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i) | 1 // not zero: no sparse or compressed shortcut
+	}
+	var written int64
+	for written < max {
+		n, err := f.Write(buf)
+		written += int64(n)
+		if err != nil {
+			o := observe(err, fmt.Sprintf("write %s after %d MiB", f.Name(), written>>20))
+			return o
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return observe(err, fmt.Sprintf("sync %s after %d MiB", f.Name(), written>>20))
+	}
+	return Observation{Outcome: Succeeded, Detail: fmt.Sprintf("wrote %d MiB to %s without being refused", written>>20, f.Name())}
+}
+
+func oomScoreAdj(context.Context, []string) Observation {
+	const p = "/proc/self/oom_score_adj"
+	old, err := os.ReadFile(p)
+	if err != nil {
+		return observe(err, "read "+p)
+	}
+	if err := os.WriteFile(p, []byte("-1000"), 0); err != nil {
+		return observe(err, "write -1000 to "+p)
+	}
+	_ = os.WriteFile(p, old, 0)
+	return Observation{Outcome: Succeeded, Detail: "made this process exempt from the OOM killer (oom_score_adj -1000), then restored " + strings.TrimSpace(string(old))}
 }

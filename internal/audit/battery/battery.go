@@ -437,6 +437,8 @@ func Cases() []Case {
 				}
 				return nil
 			}},
+		{Name: "fill-tmp-held-by-tmpfs-size", Probe: "fill-tmp", Args: fixed("256M"), Want: []string{"ENOSPC"}},
+		{Name: "oom-killer-exemption", Probe: "oom-score-adj", Want: []string{"EACCES"}},
 		{Name: "memory-hog-killed-by-memory-limit", Probe: "memory-hog", Args: fixed("512M"), Flags: []string{"--memory", "64M"},
 			Want: []string{audit.KilledSIGKILL}},
 	}
