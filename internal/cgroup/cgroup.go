@@ -3,8 +3,9 @@
 // again. It does nothing else: no namespaces, no process management beyond
 // killing what is left in the group when it is destroyed.
 //
-// Layout. On cgroup v2 (a unified hierarchy offering the memory, pids and
-// cpu controllers) a group is <v2 mount>/clawcage/<name>, with the
+// Layout. Memory and pids are always required; cpu only when a CPU limit
+// is set. On cgroup v2 (a unified hierarchy offering the needed
+// controllers) a group is <v2 mount>/clawcage/<name>, with the
 // controllers enabled on the way down (the root is exempt from the
 // no-internal-processes rule; a non-root cgroup holding our own process is
 // not). On cgroup v1 (or a hybrid host whose controllers are bound to v1,
@@ -61,8 +62,17 @@ const (
 	V2 Version = 2
 )
 
-// controllers are the controllers every group needs.
+// controllers are the controllers a group may use; memory and pids are
+// always required, cpu only for a CPU limit.
 var controllers = []string{"memory", "pids", "cpu"}
+
+// needed returns the controllers limits l requires.
+func needed(l Limits) []string {
+	if l.CPU > 0 {
+		return controllers
+	}
+	return controllers[:2]
+}
 
 // cpuPeriod is the CFS period in microseconds.
 const cpuPeriod = 100000
@@ -98,24 +108,25 @@ func New(ctx context.Context, name string, l Limits) (*Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroup: read /proc/self/cgroup: %w", err)
 	}
-	h, err := detect(string(mountinfo), string(self), readControllers)
+	need := needed(l)
+	h, err := detect(string(mountinfo), string(self), readControllers, need)
 	if err != nil {
 		return nil, err
 	}
 	g := &Group{name: name, version: h.version, dirs: map[string]string{}}
 	if h.version == V2 {
-		if err := enableV2(h.v2Mount, filepath.Join(h.v2Mount, "clawcage")); err != nil {
+		if err := enableV2(h.v2Mount, filepath.Join(h.v2Mount, "clawcage"), need); err != nil {
 			return nil, err
 		}
 		dir := filepath.Join(h.v2Mount, "clawcage", name)
 		if err := mkGroupDir(dir); err != nil {
 			return nil, err
 		}
-		for _, c := range controllers {
+		for _, c := range need {
 			g.dirs[c] = dir
 		}
 	} else {
-		for _, c := range controllers {
+		for _, c := range need {
 			dir := filepath.Join(h.v1Dirs[c], "clawcage", name)
 			if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 				return nil, fmt.Errorf("cgroup %s: create %s: %w", name, filepath.Dir(dir), err)
@@ -167,15 +178,18 @@ func RemoveStale(isStale func(name string) bool) error {
 	if err != nil {
 		return fmt.Errorf("cgroup: read /proc/self/cgroup: %w", err)
 	}
-	h, err := detect(string(mountinfo), string(self), readControllers)
+	h, err := detect(string(mountinfo), string(self), readControllers, controllers)
 	if err != nil {
-		return err
+		// No cpu controller: groups never used one.
+		if h, err = detect(string(mountinfo), string(self), readControllers, controllers[:2]); err != nil {
+			return err
+		}
 	}
 	bases := []string{filepath.Join(h.v2Mount, "clawcage")}
 	if h.version == V1 {
 		bases = bases[:0]
-		for _, c := range controllers {
-			bases = append(bases, filepath.Join(h.v1Dirs[c], "clawcage"))
+		for _, dir := range h.v1Dirs {
+			bases = append(bases, filepath.Join(dir, "clawcage"))
 		}
 	}
 	var errs []error
@@ -268,8 +282,8 @@ func (g *Group) write(controller, file, value string) error {
 func (g *Group) AddProcess(pid int) error {
 	done := map[string]bool{}
 	for _, c := range controllers {
-		dir := g.dirs[c]
-		if done[dir] {
+		dir, ok := g.dirs[c]
+		if !ok || done[dir] {
 			continue
 		}
 		done[dir] = true
@@ -367,10 +381,10 @@ type hierarchy struct {
 	v1Dirs map[string]string
 }
 
-// detect picks v2 when a cgroup2 mount offers every controller, else v1
-// when every controller has a v1 hierarchy, else fails naming what is
-// missing. readCtl reads a v2 mount's cgroup.controllers.
-func detect(mountinfo, selfCgroup string, readCtl func(mount string) ([]string, error)) (*hierarchy, error) {
+// detect picks v2 when a cgroup2 mount offers every needed controller,
+// else v1 when every needed controller has a v1 hierarchy, else fails
+// naming what is missing. readCtl reads a v2 mount's cgroup.controllers.
+func detect(mountinfo, selfCgroup string, readCtl func(mount string) ([]string, error), need []string) (*hierarchy, error) {
 	type v1mount struct{ root, point string }
 	var v2Mounts []string
 	v1 := map[string]v1mount{}
@@ -386,7 +400,7 @@ func detect(mountinfo, selfCgroup string, readCtl func(mount string) ([]string, 
 			v2Mounts = append(v2Mounts, point)
 		case "cgroup":
 			for _, opt := range strings.Split(super, ",") {
-				if slices.Contains(controllers, opt) {
+				if slices.Contains(need, opt) {
 					if _, dup := v1[opt]; !dup {
 						v1[opt] = v1mount{root, point}
 					}
@@ -401,7 +415,7 @@ func detect(mountinfo, selfCgroup string, readCtl func(mount string) ([]string, 
 			continue
 		}
 		v2Missing = nil
-		for _, c := range controllers {
+		for _, c := range need {
 			if !slices.Contains(have, c) {
 				v2Missing = append(v2Missing, c)
 			}
@@ -422,7 +436,7 @@ func detect(mountinfo, selfCgroup string, readCtl func(mount string) ([]string, 
 	}
 	h := &hierarchy{version: V1, v1Dirs: map[string]string{}}
 	var missing []string
-	for _, c := range controllers {
+	for _, c := range need {
 		m, ok := v1[c]
 		if !ok {
 			missing = append(missing, c)
@@ -451,7 +465,7 @@ func detect(mountinfo, selfCgroup string, readCtl func(mount string) ([]string, 
 
 // enableV2 enables the controllers in mount's and base's subtree_control
 // and creates base.
-func enableV2(mount, base string) error {
+func enableV2(mount, base string, need []string) error {
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return fmt.Errorf("cgroup: create %s: %w", base, err)
 	}
@@ -465,7 +479,7 @@ func enableV2(mount, base string) error {
 			return fmt.Errorf("cgroup: %w", err)
 		}
 		var add []string
-		for _, c := range controllers {
+		for _, c := range need {
 			if !slices.Contains(have, c) {
 				return fmt.Errorf("cgroup: %s does not offer the %s controller; fix: enable it in the parent's cgroup.subtree_control", dir, c)
 			}

@@ -55,21 +55,24 @@ func TestDetect(t *testing.T) {
 		mountinfo string
 		self      string
 		ctl       map[string][]string
+		need      []string
 		want      *hierarchy
 		wantErr   string
 	}{
-		{"pure v2 with all controllers", mountsV2, "0::/user.slice/x\n", map[string][]string{"/sys/fs/cgroup": {"cpuset", "cpu", "io", "memory", "pids"}}, &hierarchy{version: V2, v2Mount: "/sys/fs/cgroup"}, ""},
-		{"hybrid: v2 mount without controllers falls back to v1 under our own cgroups", mountsHybrid, selfHybrid, map[string][]string{"/sys/fs/cgroup/unified": {"hugetlb"}},
+		{"pure v2 with all controllers", mountsV2, "0::/user.slice/x\n", map[string][]string{"/sys/fs/cgroup": {"cpuset", "cpu", "io", "memory", "pids"}}, controllers, &hierarchy{version: V2, v2Mount: "/sys/fs/cgroup"}, ""},
+		{"hybrid: v2 mount without controllers falls back to v1 under our own cgroups", mountsHybrid, selfHybrid, map[string][]string{"/sys/fs/cgroup/unified": {"hugetlb"}}, controllers,
 			&hierarchy{version: V1, v1Dirs: map[string]string{"memory": "/sys/fs/cgroup/memory/process_api/abc", "pids": "/sys/fs/cgroup/pids", "cpu": "/sys/fs/cgroup/cpu"}}, ""},
-		{"v1 co-mounted cpu,cpuacct and a mount rooted below /", mountsCoMounted, selfCoMounted, nil,
+		{"v1 co-mounted cpu,cpuacct and a mount rooted below /", mountsCoMounted, selfCoMounted, nil, controllers,
 			&hierarchy{version: V1, v1Dirs: map[string]string{"memory": "/sys/fs/cgroup/memory/inner", "pids": "/sys/fs/cgroup/pids", "cpu": "/sys/fs/cgroup/cpu,cpuacct/user.slice"}}, ""},
-		{"v2 lacking pids and no v1", mountsV2, "0::/\n", map[string][]string{"/sys/fs/cgroup": {"cpu", "memory"}}, nil, "does not offer the pids controller"},
-		{"nothing mounted", "22 1 0:21 / /sys rw - sysfs sysfs rw\n", "", nil, nil, "no cgroup file system is mounted"},
-		{"v1 without the pids hierarchy", strings.ReplaceAll(mountsHybrid, "rw,pids", "rw,freezer"), selfHybrid, nil, nil, "no hierarchy offers the pids controller"},
+		{"v2 lacking pids and no v1", mountsV2, "0::/\n", map[string][]string{"/sys/fs/cgroup": {"cpu", "memory"}}, controllers, nil, "does not offer the pids controller"},
+		{"v2 without cpu is enough when no CPU limit is asked", mountsV2, "0::/\n", map[string][]string{"/sys/fs/cgroup": {"memory", "pids"}}, controllers[:2], &hierarchy{version: V2, v2Mount: "/sys/fs/cgroup"}, ""},
+		{"v2 without cpu when a CPU limit is asked", mountsV2, "0::/\n", map[string][]string{"/sys/fs/cgroup": {"memory", "pids"}}, controllers, nil, "does not offer the cpu controller"},
+		{"nothing mounted", "22 1 0:21 / /sys rw - sysfs sysfs rw\n", "", nil, controllers, nil, "no cgroup file system is mounted"},
+		{"v1 without the pids hierarchy", strings.ReplaceAll(mountsHybrid, "rw,pids", "rw,freezer"), selfHybrid, nil, controllers, nil, "no hierarchy offers the pids controller"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h, err := detect(tc.mountinfo, tc.self, ctl(tc.ctl))
+			h, err := detect(tc.mountinfo, tc.self, ctl(tc.ctl), tc.need)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)
