@@ -30,6 +30,8 @@ func netProbes() []Probe {
 			Run: socketProbe(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_AUDIT, "NETLINK_AUDIT")},
 		{Name: "netlink-uevent", Doc: "socket(AF_NETLINK, NETLINK_KOBJECT_UEVENT)", Expect: eperm,
 			Run: socketProbe(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_KOBJECT_UEVENT, "NETLINK_KOBJECT_UEVENT")},
+		{Name: "vsock-socket", Doc: "socket(AF_VSOCK): it reaches the VM host outside any network namespace",
+			Expect: []string{"EAFNOSUPPORT"}, Run: socketProbe(unix.AF_VSOCK, unix.SOCK_STREAM, 0, "AF_VSOCK")},
 		{Name: "mptcp-socket", Doc: "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP): MPTCP bypasses Landlock's TCP rules",
 			Expect: []string{"EPROTONOSUPPORT"}, Run: socketProbe(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_MPTCP, "IPPROTO_MPTCP")},
 		{Name: "connect-tcp", Usage: "[HOST:PORT]", Doc: "TCP connect (default 1.1.1.1:443, outside the sandbox)",

@@ -389,6 +389,7 @@ func Cases() []Case {
 		{Name: "netlink-route-allowed", Probe: "netlink-route", Want: []string{audit.Succeeded}},
 		{Name: "netlink-audit", Probe: "netlink-audit", Want: eperm},
 		{Name: "netlink-kobject-uevent", Probe: "netlink-uevent", Want: eperm},
+		{Name: "vsock-socket-to-vm-host", Probe: "vsock-socket", Want: []string{"EAFNOSUPPORT"}},
 		{Name: "mptcp-socket", Probe: "mptcp-socket", Want: []string{"EPROTONOSUPPORT"}},
 		{Name: "only-loopback-interface", Probe: "net-interfaces", Want: []string{audit.LoopbackOnly}},
 		{Name: "connect-host-loopback-tcp", Probe: "connect-tcp", Args: func(w *World) []string { return []string{w.tcpAddr} },
