@@ -232,7 +232,12 @@ func yamlError(source string, err error) error {
 	return errors.New(withSource(source, strings.TrimPrefix(err.Error(), "yaml: ")))
 }
 
+// goType matches the " in type config.rawSandbox" suffix yaml.v3 puts on
+// unknown-field errors: Go type names mean nothing to an operator.
+var goType = regexp.MustCompile(` in type [\w.*\[\]]+$`)
+
 func withSource(source, msg string) string {
+	msg = goType.ReplaceAllString(msg, "")
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("%s:%s: %s", source, m[1], msg[len(m[0]):])
 	}

@@ -94,6 +94,9 @@ func TestParseErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Parse accepted it; want error containing %q", tt.want)
 			}
+			if strings.Contains(err.Error(), " in type ") {
+				t.Errorf("error %q names a Go type", err)
+			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error = %q\nwant it to contain %q", err, tt.want)
 			}
