@@ -39,7 +39,7 @@ is decided by the policy engine: processes the agent cannot reach.`,
 		newPolicyCmd(g), newPolicyEngineCmd(g),
 		newLogsCmd(g), newUpCmd(g), newStatusCmd(g), newDownCmd(g),
 		newAuditProbeCmd(g), newAuditCmd(g),
-		newRouterCmd(g),
+		newRouterCmd(g), newDemoCmd(g),
 	)
 	return root
 }
