@@ -87,9 +87,8 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if len(opts.Policies) == 0 {
-		return nil, errors.New("policy engine: no sandboxes configured")
-	}
+	// No sandboxes is valid: under `clawcage up` the engine serves its admin
+	// socket and is restarted with listeners when a sandbox is created.
 	if opts.Queue.Now == nil {
 		opts.Queue.Now = opts.Now
 	}
