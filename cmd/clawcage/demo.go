@@ -27,7 +27,9 @@ import (
 
 	"github.com/clawcage/clawcage/internal/audit"
 	"github.com/clawcage/clawcage/internal/audit/battery"
+	"github.com/clawcage/clawcage/internal/router/admin"
 	"github.com/clawcage/clawcage/internal/router/routertest"
+	"github.com/clawcage/clawcage/internal/supervisor"
 )
 
 const (
@@ -91,9 +93,9 @@ the temporary directory, and exits 1 when anything did not hold.`,
 // newDemoAgentCmd is the hidden "compromised agent" the demo runs in its sandbox.
 func newDemoAgentCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "agent PROVIDER_ADDR",
+		Use:    "agent PROVIDER_ADDR ADMIN_SOCKET CONTROL_SOCKET",
 		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Args:   cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if inInitialUserNamespace() {
 				return errors.New("demo agent: refusing to run outside a sandbox")
@@ -104,6 +106,9 @@ func newDemoAgentCmd() *cobra.Command {
 				audit.Run(ctx, "secrets-env", nil),
 				audit.Run(ctx, "secrets-files", []string{"", "/sandbox", "/etc", "/tmp", "/root", "/home", "/run", "/var", "/opt"}),
 				audit.Run(ctx, "connect-tcp", []string{args[0]}),
+				audit.Run(ctx, "hardening", nil),
+				audit.Run(ctx, "unix-connect", []string{args[1]}),
+				audit.Run(ctx, "unix-connect", []string{args[2]}),
 				audit.Run(ctx, "proxy-deny", []string{net.JoinHostPort(demoDeniedHost, fmt.Sprint(demoDeniedPort))}),
 			)
 			demoInfer(ctx, &rep)
@@ -251,7 +256,7 @@ func runDemo(ctx context.Context, out io.Writer, quick bool) (err error) {
 	}
 	canary := "sk-clawcage-demo-" + hex.EncodeToString(canaryB)
 
-	script := `i=0; while [ ! -x /sandbox/clawcage ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.1; done; exec /sandbox/clawcage demo agent "$1"`
+	script := `i=0; while [ ! -x /sandbox/clawcage ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.1; done; exec /sandbox/clawcage demo agent "$@"`
 	cfg := map[string]any{
 		"router": map[string]any{
 			"providers": map[string]any{"standin": map[string]any{"kind": "openai", "base_url": provider.URL}},
@@ -259,7 +264,8 @@ func runDemo(ctx context.Context, out io.Writer, quick bool) (err error) {
 		},
 		"sandboxes": map[string]any{
 			d.name: map[string]any{
-				"command": []string{"/bin/sh", "-c", script, "clawcage-demo-agent", providerAddr},
+				"command": []string{"/bin/sh", "-c", script, "clawcage-demo-agent", providerAddr,
+					admin.SocketPath(d.state), supervisor.ControlSocketPath(d.state)},
 				"restart": "never",
 			},
 		},
@@ -400,22 +406,41 @@ func (d *demoRun) runStack(ctx context.Context, out io.Writer, cfgPath, canary, 
 		return err
 	}
 
+	seen := map[string]int{}
 	obs := func(name string) audit.Observation {
+		n := 0
 		for _, o := range rep.Observations {
 			if o.Attack == name {
-				return o
+				if n == seen[name] {
+					seen[name]++
+					return o
+				}
+				n++
 			}
 		}
 		return audit.Observation{Attack: name, Outcome: "missing"}
 	}
+	addObs := func(attack, expected string, o audit.Observation, ok bool) {
+		observed := o.Outcome
+		if !ok && o.Detail != "" {
+			observed += ": " + o.Detail
+		}
+		add(attack, expected, observed, ok)
+	}
 	o := obs("secrets-env")
-	add("printenv / environ for the key", audit.Absent, o.Outcome, o.Outcome == audit.Absent && !strings.Contains(o.Detail, canary))
+	addObs("printenv / environ for the key", audit.Absent, o, o.Outcome == audit.Absent && !strings.Contains(o.Detail, canary))
 	o = obs("secrets-files")
-	add("scan files for key-shaped strings", audit.Absent, o.Outcome, o.Outcome == audit.Absent && !strings.Contains(o.Detail, canary))
+	addObs("scan files for key-shaped strings", audit.Absent, o, o.Outcome == audit.Absent && !strings.Contains(o.Detail, canary))
 	o = obs("connect-tcp")
-	add("reach the provider directly ("+providerAddr+")", "EACCES|ENETUNREACH", o.Outcome, o.Outcome == "EACCES" || o.Outcome == "ENETUNREACH")
+	addObs("reach the provider directly ("+providerAddr+")", "EACCES|ENETUNREACH", o, o.Outcome == "EACCES" || o.Outcome == "ENETUNREACH")
+	o = obs("hardening")
+	addObs("agent privileges (caps, seccomp, no_new_privs)", "enforced", o, o.Outcome == "enforced")
+	o = obs("unix-connect")
+	addObs("connect to the router's admin socket", "ENOENT", o, o.Outcome == "ENOENT")
+	o = obs("unix-connect")
+	addObs("connect to the supervisor's control socket", "ENOENT", o, o.Outcome == "ENOENT")
 	o = obs("proxy-deny")
-	add("unapproved host via proxy ("+demoDeniedHost+")", "denied", o.Outcome, o.Outcome == "denied")
+	addObs("unapproved host via proxy ("+demoDeniedHost+")", "denied", o, o.Outcome == "denied")
 	inferOK := rep.InferenceStatus == 200 && strings.Contains(rep.InferenceText, provider.Text)
 	add("call inference.local without a key", "200, stand-in's answer", fmt.Sprintf("%d %s", rep.InferenceStatus, rep.InferenceErr), inferOK)
 	add("key in inference answer", "absent", presence(rep.InferenceKeyInAnswer || strings.Contains(rep.InferenceText, canary)),
