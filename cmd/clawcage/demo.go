@@ -200,8 +200,8 @@ func (d *demoRun) cli(ctx context.Context, stdin []byte, args ...string) (string
 }
 
 // poll calls cond every 50 ms until it returns nil, ctx ends or limit passes.
-func poll(ctx context.Context, what string, limit time.Duration, cond func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
+func poll(parent context.Context, what string, limit time.Duration, cond func() error) error {
+	ctx, cancel := context.WithTimeout(parent, limit)
 	defer cancel()
 	for {
 		err := cond()
@@ -210,6 +210,9 @@ func poll(ctx context.Context, what string, limit time.Duration, cond func() err
 		}
 		select {
 		case <-ctx.Done():
+			if parent.Err() != nil {
+				return fmt.Errorf("%s: interrupted: %w", what, parent.Err())
+			}
 			return fmt.Errorf("%s: not within %s: %w", what, limit, err)
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -294,10 +297,24 @@ func runDemo(ctx context.Context, out io.Writer, quick bool) (err error) {
 		rows = append(rows, runDemoBattery(ctx, exe)...)
 	}
 
+	failed, err := printDemo(out, rows)
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		if stackErr != nil {
+			fmt.Fprintf(out, "\nclawcage up output:\n%s\n", tail(d.upOut.String(), 4000))
+		}
+		return exitError{code: 1}
+	}
+	return nil
+}
+
+// printDemo prints the table and returns how many rows did not hold.
+func printDemo(out io.Writer, rows []demoRow) (failed int, err error) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(out)
 	fmt.Fprintln(tw, "ATTACK\tEXPECTED\tOBSERVED\tVERDICT")
-	failed := 0
 	for _, r := range rows {
 		v := "held"
 		if !r.OK {
@@ -307,16 +324,10 @@ func runDemo(ctx context.Context, out io.Writer, quick bool) (err error) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Attack, r.Expected, oneLine(r.Observed), v)
 	}
 	if err := tw.Flush(); err != nil {
-		return err
+		return failed, err
 	}
 	fmt.Fprintf(out, "\n%d checks, %d failed\n", len(rows), failed)
-	if failed > 0 {
-		if stackErr != nil {
-			fmt.Fprintf(out, "\nclawcage up output:\n%s\n", tail(d.upOut.String(), 4000))
-		}
-		return exitError{code: 1}
-	}
-	return nil
+	return failed, nil
 }
 
 // runStack starts `clawcage up`, lets the agent run, checks the evidence

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -57,5 +58,34 @@ func TestDemoScanForSecret(t *testing.T) {
 		if !want[g] {
 			t.Errorf("unexpected hit %q", g)
 		}
+	}
+}
+
+func TestDemoPrintCountsFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		rows       []demoRow
+		wantFailed int
+		wantText   []string
+	}{
+		{"all-held", []demoRow{{"printenv", "absent", "absent", true}}, 0, []string{"printenv  absent    absent    held", "1 checks, 0 failed"}},
+		{"key-leaked", []demoRow{{"printenv", "absent", "absent", true}, {"key in journal", "absent", "journal/x.jsonl", false}}, 1,
+			[]string{"key in journal  absent    journal/x.jsonl  FAILED", "2 checks, 1 failed"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			failed, err := printDemo(&b, tc.rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if failed != tc.wantFailed {
+				t.Errorf("failed = %d, want %d", failed, tc.wantFailed)
+			}
+			for _, w := range tc.wantText {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, b.String())
+				}
+			}
+		})
 	}
 }
