@@ -164,6 +164,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	// The components run under their own uids: they must be able to execute
+	// the binary and reach their state directories, or they would only
+	// crash-loop. Checked before anything on disk is touched.
+	if err := runas.CheckReachable(exe, 0o005, "the clawcage binary"); err != nil {
+		return err
+	}
+	if err := runas.CheckReachable(state, 0o001, "the state directory"); err != nil {
+		return err
+	}
 	if c, err := net.DialTimeout("unix", supervisor.ControlSocketPath(state), time.Second); err == nil {
 		c.Close()
 		return fmt.Errorf("a supervisor is already running on %s (clawcage status --state %s)", state, state)

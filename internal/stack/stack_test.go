@@ -754,3 +754,22 @@ func TestCreateAndDeleteSandboxes(t *testing.T) {
 	servedBy(t, state, "base", deleted)
 	stop()
 }
+
+func TestRefusesStateUnreachableByComponents(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("clawcage up runs as root; this test needs root")
+	}
+	dir := t.TempDir() // mode 0700: the components' uids cannot search it
+	cfg := filepath.Join(dir, "clawcage.yaml")
+	if err := os.WriteFile(cfg, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	err := Run(context.Background(), Options{ConfigPath: cfg, StateDir: state, Exe: "/bin/true"})
+	if err == nil || !strings.Contains(err.Error(), "the state directory") || !strings.Contains(err.Error(), "not searchable by others") {
+		t.Fatalf("err = %v, want a refusal naming the state directory", err)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state directory was created: %v", err)
+	}
+}
