@@ -14,8 +14,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +43,14 @@ func main() {
 	peerHeaders := flag.String("peer-headers", "", "extra request headers for the peer, 'K: V;K2: V2'")
 	fakeAddr := flag.String("fake-addr", "127.0.0.1:0", "address of the fake provider")
 	hold := flag.Bool("hold", false, "start the fake provider, print its URL and wait (to configure a peer)")
+	floorUp := flag.String("floor-upstream", "", "internal: run as the floor proxy to this upstream URL")
+	floorListen := flag.String("floor-listen", "", "internal: address the floor proxy listens on")
+	noFloor := flag.Bool("no-floor", false, "skip the bare reverse-proxy floor")
 	flag.Parse()
+
+	if *floorUp != "" {
+		fatal(serveFloor(*floorUp, *floorListen))
+	}
 
 	fake, err := routertest.StartAt(routertest.OpenAI, *fakeAddr)
 	if err != nil {
@@ -63,10 +73,20 @@ func main() {
 	defer rt.stop()
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2048, MaxIdleConns: 4096, IdleConnTimeout: time.Minute, DisableCompression: true}}
-	paths := []target{
-		{"direct", fake.URL, "gpt-bench", 0, nil},
-		{"clawcage", rt.url + "/v1", "bench", rt.pid, nil},
+	paths := []target{{"direct", fake.URL, "gpt-bench", 0, nil}}
+	if !*noFloor {
+		self, err := os.Executable()
+		if err != nil {
+			fatal(err)
+		}
+		fl, err := startProc(exec.Command(self, "-floor-upstream", fake.URL), "-floor-listen", "")
+		if err != nil {
+			fatal(err)
+		}
+		defer fl.stop()
+		paths = append(paths, target{"floor", fl.url, "gpt-bench", fl.pid, nil})
 	}
+	paths = append(paths, target{"clawcage", rt.url + "/v1", "bench", rt.pid, nil})
 	if *peer != "" {
 		hdr := http.Header{}
 		for _, kv := range strings.Split(*peerHeaders, ";") {
@@ -304,7 +324,9 @@ func (r *routerProc) stop() {
 	case <-time.After(5 * time.Second):
 		_ = r.cmd.Process.Kill()
 	}
-	os.RemoveAll(r.state)
+	if r.state != "" {
+		os.RemoveAll(r.state)
+	}
 }
 
 // startRouter runs `clawcage router` with a one-route config pointing at
@@ -319,13 +341,24 @@ func startRouter(bin, upstream string) (*routerProc, error) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
+	p, err := startProc(exec.Command(bin, "router", "--config", cfgPath, "--state", state), "--listen", "bench=")
+	if err != nil {
+		return nil, err
+	}
+	p.state = state
+	return p, nil
+}
+
+// startProc appends `flag prefix<addr>` (a free loopback address) to cmd,
+// starts it and waits until it listens there.
+func startProc(cmd *exec.Cmd, flag, prefix string) (*routerProc, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "router", "--config", cfgPath, "--state", state, "--listen", "bench="+addr)
+	cmd.Args = append(cmd.Args, flag, prefix+addr)
 	cmd.Stderr = io.Discard
 	if os.Getenv("BENCH_ROUTER_LOG") != "" {
 		cmd.Stderr = os.Stderr
@@ -338,12 +371,26 @@ func startRouter(bin, upstream string) (*routerProc, error) {
 	for ctx.Err() == nil {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return &routerProc{cmd: cmd, url: "http://" + addr, pid: cmd.Process.Pid, state: state}, nil
+			return &routerProc{cmd: cmd, url: "http://" + addr, pid: cmd.Process.Pid}, nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = cmd.Process.Kill()
-	return nil, fmt.Errorf("router did not listen on %s", addr)
+	return nil, fmt.Errorf("%s did not listen on %s", cmd.Path, addr)
+}
+
+// serveFloor is the floor: a bare net/http + httputil.ReverseProxy to the
+// fake provider with default settings (no policy, no logging, no ledger),
+// run in its own process like the router. Its added latency and CPU are
+// what any Go HTTP proxy pays on this machine.
+func serveFloor(upstream, listen string) error {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return fmt.Errorf("floor upstream: %w", err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(os.Stderr, "floor: ", 0) // discarded unless BENCH_ROUTER_LOG is set
+	return http.ListenAndServe(listen, rp)
 }
 
 func numCPU() int {
