@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/clawcage/clawcage/internal/router/routertest"
@@ -46,6 +47,7 @@ func main() {
 	floorUp := flag.String("floor-upstream", "", "internal: run as the floor proxy to this upstream URL")
 	floorListen := flag.String("floor-listen", "", "internal: address the floor proxy listens on")
 	noFloor := flag.Bool("no-floor", false, "skip the bare reverse-proxy floor")
+	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for the floor and router processes (0: Go's default)")
 	flag.Parse()
 
 	if *floorUp != "" {
@@ -66,7 +68,11 @@ func main() {
 	if *bin == "" {
 		fatal(errors.New("-clawcage is required"))
 	}
-	rt, err := startRouter(*bin, fake.URL)
+	var env []string // of the floor and router processes; nil: the bench's own
+	if *procs > 0 {
+		env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(*procs))
+	}
+	rt, err := startRouter(*bin, fake.URL, env)
 	if err != nil {
 		fatal(err)
 	}
@@ -79,7 +85,9 @@ func main() {
 		if err != nil {
 			fatal(err)
 		}
-		fl, err := startProc(exec.Command(self, "-floor-upstream", fake.URL), "-floor-listen", "")
+		cmd := exec.Command(self, "-floor-upstream", fake.URL)
+		cmd.Env = env
+		fl, err := startProc(cmd, "-floor-listen", "")
 		if err != nil {
 			fatal(err)
 		}
@@ -331,7 +339,7 @@ func (r *routerProc) stop() {
 
 // startRouter runs `clawcage router` with a one-route config pointing at
 // the fake provider (no key: the fake does not check).
-func startRouter(bin, upstream string) (*routerProc, error) {
+func startRouter(bin, upstream string, env []string) (*routerProc, error) {
 	state, err := os.MkdirTemp("", "clawcage-bench-")
 	if err != nil {
 		return nil, err
@@ -341,7 +349,9 @@ func startRouter(bin, upstream string) (*routerProc, error) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := startProc(exec.Command(bin, "router", "--config", cfgPath, "--state", state), "--listen", "bench=")
+	cmd := exec.Command(bin, "router", "--config", cfgPath, "--state", state)
+	cmd.Env = env
+	p, err := startProc(cmd, "--listen", "bench=")
 	if err != nil {
 		return nil, err
 	}
@@ -359,6 +369,8 @@ func startProc(cmd *exec.Cmd, flag, prefix string) (*routerProc, error) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cmd.Args = append(cmd.Args, flag, prefix+addr)
+	// Die with the bench, even when it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = io.Discard
 	if os.Getenv("BENCH_ROUTER_LOG") != "" {
 		cmd.Stderr = os.Stderr
