@@ -143,6 +143,9 @@ func main() {
 						cpu = fmt.Sprintf("%.0f", float64(cpuTicks(p.pid)-cpu0)*1e6/100/float64(len(r.lat)+r.errors))
 					}
 					fmt.Printf("%-8s %-6d %-6v %-9s %9s %9s %9s %9s %7d %9s %11s\n", mode, size, stream, p.name, ms(r.p(50)), ms(r.p(99)), add50, add99, r.errors, rss, cpu)
+					if r.firstErr != nil {
+						fmt.Fprintf(os.Stderr, "# %s: first error: %v\n", p.name, r.firstErr)
+					}
 				}
 			}
 		}
@@ -165,9 +168,10 @@ func requestBody(model string, stream bool) []byte {
 }
 
 type result struct {
-	lat    []time.Duration
-	errors int
-	rssKiB int64
+	lat      []time.Duration
+	errors   int
+	firstErr error
+	rssKiB   int64
 }
 
 func (r *result) p(q int) time.Duration {
@@ -213,6 +217,9 @@ func runSeq(c *http.Client, p target, body []byte, stream bool, n int) result {
 	for range n {
 		d, err := once(c, p, body, stream)
 		if err != nil {
+			if r.errors == 0 {
+				r.firstErr = err
+			}
 			r.errors++
 			continue
 		}
