@@ -86,6 +86,7 @@ func NewHandler(d Deps) http.Handler {
 	mux.HandleFunc("POST /vault/rotate", h.rotate)
 	mux.HandleFunc("GET /usage", h.usage)
 	mux.HandleFunc("GET /metrics", h.metrics)
+	mux.HandleFunc("POST /audit/scan", h.auditScan) // scan.go
 	return mux
 }
 
