@@ -32,6 +32,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperInherit())
 	case "netadmin":
 		os.Exit(helperNetAdmin())
+	case "control":
+		os.Exit(helperControl())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper")
 		os.Exit(2)

@@ -117,6 +117,10 @@ type Spec struct {
 	// Start starts the command (default: cmd.Start). runas.Spawner.Start
 	// fits here.
 	Start func(*exec.Cmd) error
+	// AfterStart, if set, is called after every attempt to start Cmd's
+	// command, with the start error, for example to close the parent's
+	// copies of descriptors handed to the child.
+	AfterStart func(cmd *exec.Cmd, err error)
 	// StartProcess, instead of Cmd, starts a child that is not an exec.Cmd
 	// (a sandbox, whose start involves more than fork and exec). Its output
 	// goes to stdout and stderr. SIGTERM and SIGKILL are sent with
@@ -131,7 +135,9 @@ type Spec struct {
 	// killed (default 5 s).
 	StopTimeout time.Duration
 	// Health, if set, is called every HealthInterval while the child runs;
-	// its error (or nil) is shown in Status.Health.
+	// its error (or nil) is shown in Status.Health. A failing check is
+	// retried sooner (HealthRetry, doubling up to 500 ms), and CheckHealth
+	// runs it at once, for a child that says it is ready.
 	Health         func(ctx context.Context) error
 	HealthInterval time.Duration
 	// LogAttrs are added to every event this child logs, after "component"
@@ -265,7 +271,8 @@ func (s *Supervisor) Add(spec Spec) error {
 	if _, ok := s.children[spec.Name]; ok {
 		return fmt.Errorf("supervisor: child %s already exists", spec.Name)
 	}
-	c := &child{s: s, spec: spec, stop: make(chan struct{}), restart: make(chan struct{}, 1), done: make(chan struct{}), state: "starting"}
+	c := &child{s: s, spec: spec, stop: make(chan struct{}), restart: make(chan struct{}, 1), done: make(chan struct{}),
+		checkNow: make(chan struct{}, 1), state: "starting"}
 	s.children[spec.Name] = c
 	if s.runCtx != nil {
 		s.launch(c)
@@ -323,6 +330,21 @@ func (s *Supervisor) Restart(name string) error {
 	default: // one is already pending
 	}
 	return nil
+}
+
+// CheckHealth runs the child's health check now instead of at its next
+// interval, for a child that reported it is ready to serve.
+func (s *Supervisor) CheckHealth(name string) {
+	s.mu.Lock()
+	c, ok := s.children[name]
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case c.checkNow <- struct{}{}:
+	default: // one is already pending
+	}
 }
 
 // Run starts every child and supervises them until ctx ends, then stops
@@ -408,7 +430,9 @@ type child struct {
 	stop    chan struct{}
 	restart chan struct{} // buffered 1: a pending restart request
 	done    chan struct{}
-	once    sync.Once
+	// checkNow is buffered 1: a pending CheckHealth request.
+	checkNow chan struct{}
+	once     sync.Once
 
 	mu           sync.Mutex
 	state        string
@@ -653,6 +677,9 @@ func (c *child) start() (p started, finish func(), err error) {
 		}
 		err = start(cmd)
 	}
+	if c.spec.AfterStart != nil {
+		c.spec.AfterStart(cmd, err)
+	}
 	for _, w := range writeEnds {
 		w.Close() // the child has its own copies
 	}
@@ -770,10 +797,14 @@ func describeExit(cmd *exec.Cmd, err error) (int, string) {
 	return ps.ExitCode(), fmt.Sprintf("exit status %d", ps.ExitCode())
 }
 
+// HealthRetry is the first delay before a failed health check is repeated;
+// it doubles up to 500 ms (or the child's HealthInterval if shorter), so a
+// child that is still starting shows "ok" soon after it can answer.
+const HealthRetry = 10 * time.Millisecond
+
 func (c *child) checkHealth(ctx context.Context) {
-	// A failing check is repeated sooner, so a child that is still starting
-	// shows "ok" soon after it can answer.
-	retry := min(c.spec.HealthInterval, 500*time.Millisecond)
+	maxRetry := min(c.spec.HealthInterval, 500*time.Millisecond)
+	retry := min(HealthRetry, maxRetry)
 	for {
 		hctx, cancel := context.WithTimeout(ctx, c.spec.HealthInterval)
 		err := c.spec.Health(hctx)
@@ -784,6 +815,9 @@ func (c *child) checkHealth(ctx context.Context) {
 		h, wait := "ok", c.spec.HealthInterval
 		if err != nil {
 			h, wait = "unhealthy: "+err.Error(), retry
+			retry = min(2*retry, maxRetry)
+		} else {
+			retry = min(HealthRetry, maxRetry)
 		}
 		c.set(func() { c.health = h })
 		t := time.NewTimer(wait)
@@ -791,6 +825,8 @@ func (c *child) checkHealth(ctx context.Context) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-c.checkNow:
+			t.Stop()
 		case <-t.C:
 		}
 	}

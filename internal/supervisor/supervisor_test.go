@@ -568,3 +568,93 @@ func TestStartProcessChild(t *testing.T) {
 		t.Errorf("output %q", got)
 	}
 }
+
+func TestHealthRetryAndCheckNow(t *testing.T) {
+	tests := []struct {
+		name string
+		// failures is how many checks fail before the child answers.
+		failures int
+		// poke is set when the test changes the answer and calls
+		// CheckHealth; with a one-hour interval only that can show it.
+		poke      bool
+		wantFinal string
+		wantCalls int // 0: not checked (a failing check keeps being retried)
+	}{
+		{"failing check is retried long before the interval", 3, false, "ok", 4},
+		{"CheckHealth checks at once", 0, true, "unhealthy: stopped serving", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := newRecorder()
+			sup := New(Options{OnEvent: rec.on})
+			var mu sync.Mutex
+			calls := 0
+			var pokedErr error
+			sup.Add(Spec{Name: "h", Cmd: sh("exec sleep 1000"), HealthInterval: time.Hour,
+				Health: func(context.Context) error {
+					mu.Lock()
+					defer mu.Unlock()
+					calls++
+					if calls <= tt.failures {
+						return errors.New("starting")
+					}
+					return pokedErr
+				}})
+			run(t, sup)
+			rec.waitFor(t, EventStarted, 1)
+			waitHealth := func(want string) {
+				t.Helper()
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+					if sup.Status()[0].Health == want {
+						return
+					}
+				}
+				t.Fatalf("health %q, want %q", sup.Status()[0].Health, want)
+			}
+			waitHealth("ok")
+			if tt.poke {
+				mu.Lock()
+				pokedErr = errors.New("stopped serving")
+				mu.Unlock()
+				sup.CheckHealth("h")
+				sup.CheckHealth("no-such-child") // ignored
+			}
+			waitHealth(tt.wantFinal)
+			time.Sleep(50 * time.Millisecond) // no further checks within the hour
+			mu.Lock()
+			defer mu.Unlock()
+			if tt.wantCalls != 0 && calls != tt.wantCalls {
+				t.Errorf("%d health checks, want %d", calls, tt.wantCalls)
+			}
+		})
+	}
+}
+
+func TestAfterStartSeesEveryAttempt(t *testing.T) {
+	rec := newRecorder()
+	sup := New(Options{OnEvent: rec.on})
+	var mu sync.Mutex
+	var got []string
+	attempt := 0
+	sup.Add(Spec{Name: "a", Cmd: sh("exec sleep 1000"), Backoff: Backoff{Initial: time.Millisecond},
+		Start: func(cmd *exec.Cmd) error {
+			attempt++
+			if attempt == 1 {
+				return errors.New("no fork today")
+			}
+			return cmd.Start()
+		},
+		AfterStart: func(cmd *exec.Cmd, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, fmt.Sprintf("%s started=%v err=%v", filepath.Base(cmd.Path), cmd.Process != nil, err))
+		}})
+	run(t, sup)
+	rec.waitFor(t, EventStarted, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"sh started=false err=no fork today", "sh started=true err=<nil>"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("AfterStart calls %q, want %q", got, want)
+	}
+}
