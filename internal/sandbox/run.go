@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +48,7 @@ type Process struct {
 	start   time.Time
 	repCh   chan repResult
 	cleanup []func() error // run by Wait, last first
+	exec    *net.UnixConn  // host end of the exec channel (exec.go)
 }
 
 type repResult struct {
@@ -134,7 +136,14 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	}
 	defer closeFiles(bindFiles)
 
+	execEnd, err := p.openExecChannel()
+	if err != nil {
+		return nil, err
+	}
+	defer execEnd.Close()
+
 	cfg := pid1.Config{
+		ExecFD:    pid1.FirstBindFD + len(bindFiles), // after the binds in ExtraFiles
 		Binds:     binds,
 		ReadOnly:  r.roPaths,
 		ReadWrite: r.rwPaths,
@@ -178,7 +187,7 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		Stdin:      stdio.Stdin,
 		Stdout:     stdio.Stdout,
 		Stderr:     stdio.Stderr,
-		ExtraFiles: append([]*os.File{cfgR, repW}, bindFiles...), // configFD, reportFD, pid1.FirstBindFD...
+		ExtraFiles: append(append([]*os.File{cfgR, repW}, bindFiles...), execEnd), // configFD, reportFD, pid1.FirstBindFD..., cfg.ExecFD
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS |
 				unix.CLONE_NEWIPC | unix.CLONE_NEWUTS,

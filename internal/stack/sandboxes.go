@@ -397,6 +397,7 @@ func (r *runner) deleteSandbox(ctx context.Context, name string, keepWorkspace b
 
 // routes registers the sandbox endpoints of the control socket.
 func (r *runner) routes(ctl *supervisor.ControlServer, ctx context.Context) {
+	ctl.Handle("POST /v1/sandboxes/{name}/exec", r.handleExec(ctx)) // exec.go
 	ctl.Handle("GET /v1/sandboxes", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		supervisor.WriteJSON(w, http.StatusOK, r.views())
 	}))

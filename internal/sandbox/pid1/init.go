@@ -48,13 +48,17 @@ func Main() {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, forwardedSignals...)
 
-	pid, err := startCommand(c)
+	ex := newExecServer(c)
+	pid, err := startCommand(c, ex)
 	if err != nil {
 		fail("start command", err, ExitSetupFailed)
 	}
 	unix.Close(reportFD)
+	if ex != nil {
+		go ex.serve()
+	}
 
-	os.Exit(superviseChild(pid, sigs))
+	os.Exit(superviseChild(pid, sigs, ex))
 }
 
 // forwardedSignals are passed from PID 1 to the command.
@@ -85,7 +89,10 @@ func disableDumps(*Config) error {
 // threads (which only wait and forward signals) are not. The command's uid
 // change (to 1000) clears its capabilities; as uid 0 (--root) the empty
 // bounding set and SECBIT_NOROOT leave it none after execve either.
-func startCommand(c *Config) (int, error) {
+//
+// With an exec server the thread is not retired: it stays locked, confined,
+// and starts the commands of `sandbox exec` (ex.serveForks never returns).
+func startCommand(c *Config, ex *execServer) (int, error) {
 	type result struct {
 		pid  int
 		step string
@@ -131,6 +138,9 @@ func startCommand(c *Config) (int, error) {
 			err = fmt.Errorf("exec %s: %w", path, err)
 		}
 		done <- result{pid: pid, step: "exec", err: err}
+		if err == nil && ex != nil {
+			ex.serveForks()
+		}
 		return false
 	})
 	res := <-done
@@ -202,7 +212,7 @@ func lastCap() int {
 // superviseChild forwards signals to pid, reaps every child (orphans are
 // re-parented to PID 1) and returns pid's exit status once it is gone:
 // its exit code, or 128+n if signal n killed it.
-func superviseChild(pid int, sigs <-chan os.Signal) int {
+func superviseChild(pid int, sigs <-chan os.Signal, ex *execServer) int {
 	exited := make(chan int, 1)
 	go func() {
 		for {
@@ -216,6 +226,7 @@ func superviseChild(pid int, sigs <-chan os.Signal) int {
 				return
 			}
 			if wpid != pid {
+				ex.reaped(wpid, ws) // a `sandbox exec` command, or an orphan
 				continue
 			}
 			switch {

@@ -43,6 +43,9 @@ type Config struct {
 	Bind      []uint16   `json:"bind,omitempty"`
 	UIDBase   uint32     `json:"uid_base"`
 	Ctty      bool       `json:"ctty,omitempty"`
+	// ExecFD, if positive, is PID 1's end of the exec channel (see
+	// execproto.go): the host asks it to start commands in the sandbox.
+	ExecFD int `json:"exec_fd,omitempty"`
 }
 
 // BindSpec is one detached mount passed to sandbox-init.
