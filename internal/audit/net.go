@@ -66,6 +66,11 @@ func connectTCP(ctx context.Context, args []string) Observation {
 	d := net.Dialer{Timeout: dialTimeout}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
+		var de *net.DNSError
+		if errors.As(err, &de) && de.IsNotFound {
+			// A name: the sandbox has no resolver that knows it.
+			return Observation{Outcome: "NXDOMAIN", Detail: "connect tcp " + addr + ": " + de.Error()}
+		}
 		return observe(err, "connect tcp "+addr)
 	}
 	c.Close()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -38,6 +39,8 @@ func secretProbes() []Probe {
 			Expect: []string{Absent}, Run: secretsFiles},
 		{Name: "unix-connect", Usage: "PATH", Doc: "connect to a host Unix socket by path (an admin or control socket)",
 			Expect: []string{"ENOENT"}, Run: unixConnect},
+		{Name: "proc-mem", Usage: "PID", Doc: "open and read /proc/PID/mem of a host process (a component that holds keys or rules)",
+			Expect: []string{"ENOENT"}, Run: procMem},
 		{Name: "proxy-deny", Usage: "HOST:PORT", Doc: "CONNECT through the egress proxy ($HTTPS_PROXY, default 127.0.0.1:3128) to a host the policy does not allow",
 			Expect: []string{Denied}, Run: proxyDeny},
 	}
@@ -189,4 +192,45 @@ func proxyDeny(ctx context.Context, args []string) Observation {
 		return Observation{Outcome: Denied, Detail: detail}
 	}
 	return Observation{Outcome: fmt.Sprintf("http:%d", resp.StatusCode), Detail: detail}
+}
+
+// procMem opens /proc/PID/mem and reads from the first readable mapping.
+// Inside a sandbox the host's pid is not in its pid namespace: ENOENT.
+func procMem(_ context.Context, args []string) Observation {
+	if len(args) != 1 {
+		return errorf("usage: proc-mem PID")
+	}
+	pid, err := strconv.Atoi(args[0])
+	if err != nil || pid <= 0 {
+		return errorf("proc-mem: %q is not a pid", args[0])
+	}
+	dir := fmt.Sprintf("/proc/%d", pid)
+	f, err := os.Open(dir + "/mem")
+	if err != nil {
+		return observe(err, "open "+dir+"/mem")
+	}
+	defer f.Close()
+	cmd, _ := os.ReadFile(dir + "/cmdline")
+	who := fmt.Sprintf("%s/mem opened (cmdline %.80q)", dir, strings.ReplaceAll(string(cmd), "\x00", " "))
+	maps, err := os.ReadFile(dir + "/maps")
+	if err != nil {
+		return Observation{Outcome: Succeeded, Detail: who + "; maps: " + OutcomeOf(err)}
+	}
+	for line := range strings.SplitSeq(string(maps), "\n") {
+		f1 := strings.Fields(line)
+		if len(f1) < 2 || !strings.HasPrefix(f1[1], "r") {
+			continue
+		}
+		start, _, ok := strings.Cut(f1[0], "-")
+		addr, perr := strconv.ParseUint(start, 16, 64)
+		if !ok || perr != nil {
+			continue
+		}
+		b := make([]byte, 16)
+		if _, err := f.ReadAt(b, int64(addr)); err != nil {
+			return observe(err, who+"; read at "+start)
+		}
+		return Observation{Outcome: Succeeded, Detail: who + "; read 16 bytes at " + start}
+	}
+	return Observation{Outcome: Succeeded, Detail: who + "; no readable mapping"}
 }

@@ -39,6 +39,9 @@ type World struct {
 	// State is the state directory of the stack whose live sandbox is
 	// audited; empty for one-shot sandboxes.
 	State string
+	// RouterPID and PolicyPID are the host pids of the stack's components
+	// (live audits).
+	RouterPID, PolicyPID int
 
 	otherSecret     string
 	canaryName      string
@@ -203,9 +206,18 @@ type Case struct {
 	Check func(w *World, o audit.Observation) error
 	// TTY runs the sandbox with a terminal on stdin.
 	TTY bool
-	// LiveOnly cases attack the stack around a live sandbox (its proxy,
-	// its components' sockets and state); a one-shot sandbox has none.
+	// LiveOnly cases attack the stack around a live sandbox (its
+	// components' sockets, state and memory); a one-shot sandbox has none.
 	LiveOnly bool
+	// Needs says why the case cannot run against w ("" when it can).
+	Needs func(w *World) string
+}
+
+func pidNeed(pid int, what string) string {
+	if pid <= 0 {
+		return "the " + what + " is not running (no pid in the stack's status)"
+	}
+	return ""
 }
 
 // adminSocketName is the admin socket every component keeps in its state
@@ -410,8 +422,6 @@ func Cases() []Case {
 		{Name: "dns-direct-to-loopback", Probe: "dns-direct", Args: fixed("127.0.0.1:53", "example.com"), Want: []string{"ECONNREFUSED"}},
 
 		// The stack around a live sandbox.
-		{Name: "unapproved-host-denied-by-egress-proxy", Probe: "proxy-deny", Args: fixed("unapproved-by-clawcage-audit.example:443"),
-			Want: []string{audit.Denied}, LiveOnly: true},
 		{Name: "reach-router-admin-socket", Probe: "unix-connect", Args: func(w *World) []string {
 			return []string{filepath.Join(w.State, "router", adminSocketName)}
 		}, Want: []string{"ENOENT"}, LiveOnly: true},
@@ -423,8 +433,15 @@ func Cases() []Case {
 		}, Want: []string{"ENOENT"}, LiveOnly: true},
 		{Name: "read-router-state", Probe: "read-path", Args: func(w *World) []string { return []string{filepath.Join(w.State, "router")} },
 			Want: []string{"ENOENT"}, LiveOnly: true},
-		{Name: "scan-for-the-provider-key", Probe: "secrets-files", Args: fixed(append([]string{""}, scanRoots...)...),
-			Want: []string{audit.Absent}, LiveOnly: true},
+		{Name: "read-policy-engine-state", Probe: "read-path", Args: func(w *World) []string { return []string{filepath.Join(w.State, "policy")} },
+			Want: []string{"ENOENT"}, LiveOnly: true},
+		{Name: "read-stack-state-dir", Probe: "read-path", Args: func(w *World) []string { return []string{w.State} },
+			Want: []string{"ENOENT"}, LiveOnly: true},
+		// The components' host pids are outside the sandbox's pid namespace.
+		{Name: "read-router-memory", Probe: "proc-mem", Args: func(w *World) []string { return []string{strconv.Itoa(w.RouterPID)} },
+			Want: []string{"ENOENT"}, LiveOnly: true, Needs: func(w *World) string { return pidNeed(w.RouterPID, "router") }},
+		{Name: "read-policy-engine-memory", Probe: "proc-mem", Args: func(w *World) []string { return []string{strconv.Itoa(w.PolicyPID)} },
+			Want: []string{"ENOENT"}, LiveOnly: true, Needs: func(w *World) string { return pidNeed(w.PolicyPID, "policy engine") }},
 
 		// Resource limits.
 		{Name: "fork-bomb-held-by-pids-limit", Probe: "fork-bomb", Args: fixed("1000"), Flags: []string{"--pids", "64"},

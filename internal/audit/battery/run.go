@@ -72,41 +72,126 @@ func RunOneShot(ctx context.Context, w *World, c Case, mode, parent string) (Res
 	}
 	argv = append(argv, c.Flags...)
 	argv = append(argv, "--", "/sandbox/clawcage")
-	return run(ctx, w, c, res, ws, argv)
+	return run(ctx, w, c, res, ws, commandInvoker(w, argv))
 }
 
 // LiveDir is the directory of a live sandbox's workspace that holds the
-// probe binary and the attacks' set-up files while `clawcage audit` runs.
+// probe binary and the attacks' set-up files while `clawcage audit` runs;
+// it is removed afterwards.
 const LiveDir = ".clawcage-audit"
 
-// RunLive runs c inside the running sandbox name of the stack whose state
-// directory is state, through `clawcage sandbox exec`, as the sandbox's own
-// user. Cases that need their own limits (Flags) cannot run there and are
-// reported as skipped with a nil error and Result.Failure set.
-func RunLive(ctx context.Context, w *World, c Case, state, name string) (Result, error) {
-	res := Result{Case: c.Name, Mode: "live", Expected: c.Want}
+// LiveProbe is the probe binary's path inside a live sandbox.
+const LiveProbe = "/sandbox/" + LiveDir + "/clawcage"
+
+// Exec runs argv inside a live sandbox (as root inside it when root is
+// set) with the given standard streams and returns its exit status. The
+// error is non-nil only when the command could not be run at all.
+// `clawcage audit` passes a wrapper of stack.Exec.
+type Exec func(ctx context.Context, argv []string, root bool, stdin, stdout, stderr *os.File) (int, error)
+
+// RunExec runs c inside a live sandbox through ex, as mode ("user" or
+// "root"); dir is the host path of the workspace's LiveDir, where the
+// probe binary already is. Cases that need their own limits (Flags) cannot
+// run there and are reported as skipped with a nil error.
+func RunExec(ctx context.Context, w *World, c Case, mode string, ex Exec, dir string) (Result, error) {
+	res := Result{Case: c.Name, Mode: mode, Expected: c.Want}
 	if len(c.Flags) > 0 {
 		res.Failure = "skipped: needs its own limits (" + strings.Join(c.Flags, " ") + "), which only a one-shot sandbox takes"
 		return res, nil
 	}
-	ws := filepath.Join(state, "sandboxes", name, "workspace")
-	if _, err := os.Stat(ws); err != nil {
-		return res, &RunError{fmt.Sprintf("sandbox %s has no workspace at %s: %v", name, ws, err)}
+	if c.Needs != nil {
+		if why := c.Needs(w); why != "" {
+			res.Failure = "skipped: " + why
+			return res, nil
+		}
 	}
-	dir := filepath.Join(ws, LiveDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return res, &RunError{err.Error()}
+	invoke := func(ctx context.Context, args []string, stdin *os.File, stdout, stderr *bytes.Buffer) (int, error) {
+		if stdin == nil {
+			devnull, err := os.Open(os.DevNull)
+			if err != nil {
+				return 0, err
+			}
+			defer devnull.Close()
+			stdin = devnull
+		}
+		return ExecCapture(ctx, ex, append([]string{LiveProbe}, args...), mode == "root", stdin, stdout, stderr)
 	}
-	defer os.RemoveAll(dir)
-	if err := CopyFile(w.Binary, filepath.Join(dir, "clawcage"), 0o755); err != nil {
-		return res, &RunError{err.Error()}
-	}
-	argv := []string{"--state", state, "sandbox", "exec", name, "--", "/sandbox/" + LiveDir + "/clawcage"}
-	return run(ctx, w, c, res, dir, argv)
+	return run(ctx, w, c, res, dir, invoke)
 }
 
-// run sets up setupDir, runs w.Binary argv + the probe, and judges.
-func run(ctx context.Context, w *World, c Case, res Result, setupDir string, argv []string) (Result, error) {
+// ExecCapture runs argv through ex and collects its output.
+func ExecCapture(ctx context.Context, ex Exec, argv []string, root bool, stdin *os.File, stdout, stderr io.Writer) (int, error) {
+	return ExecStream(ctx, ex, argv, root, stdin, stderr, func(r io.Reader) error {
+		_, err := io.Copy(stdout, r)
+		return err
+	})
+}
+
+// ExecStream runs argv through ex, handing its standard output to read as
+// it comes (read must consume it to the end) and copying its standard
+// error to stderr, bounded to 1 MiB.
+func ExecStream(ctx context.Context, ex Exec, argv []string, root bool, stdin *os.File, stderr io.Writer, read func(io.Reader) error) (int, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return 0, err
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		err := read(outR)
+		_, _ = io.Copy(io.Discard, outR) // never block the writer
+		outR.Close()
+		readErr <- err
+	}()
+	errDone := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(stderr, io.LimitReader(errR, 1<<20))
+		_, _ = io.Copy(io.Discard, errR)
+		errR.Close()
+		close(errDone)
+	}()
+	code, err := ex(ctx, argv, root, stdin, outW, errW)
+	outW.Close()
+	errW.Close()
+	rerr := <-readErr
+	<-errDone
+	if err != nil {
+		return code, err
+	}
+	if rerr != nil {
+		return code, fmt.Errorf("read the output of %s: %w", argv[0], rerr)
+	}
+	return code, nil
+}
+
+// invoker runs the probe with args and returns its exit status.
+type invoker func(ctx context.Context, args []string, stdin *os.File, stdout, stderr *bytes.Buffer) (int, error)
+
+// commandInvoker runs w.Binary with prefix (`sandbox run ... --`) + args.
+func commandInvoker(w *World, prefix []string) invoker {
+	return func(ctx context.Context, args []string, stdin *os.File, stdout, stderr *bytes.Buffer) (int, error) {
+		cmd := exec.CommandContext(ctx, w.Binary, append(slices.Clone(prefix), args...)...)
+		cmd.Env = append(os.Environ(), w.Env()...)
+		if stdin != nil {
+			cmd.Stdin = stdin
+		}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			return 0, fmt.Errorf("run %s: %w", w.Binary, err)
+		}
+		return cmd.ProcessState.ExitCode(), nil
+	}
+}
+
+// run sets up setupDir, runs the probe through invoke, and judges.
+func run(ctx context.Context, w *World, c Case, res Result, setupDir string, invoke invoker) (Result, error) {
 	if c.Setup != nil {
 		if err := c.Setup(w, setupDir); err != nil {
 			return res, &RunError{fmt.Sprintf("set up %s: %v", c.Name, err)}
@@ -121,14 +206,11 @@ func run(ctx context.Context, w *World, c Case, res Result, setupDir string, arg
 			args[i] = strings.Replace(a, "/sandbox/", "/sandbox/"+LiveDir+"/", 1)
 		}
 	}
-	argv = append(argv, "audit-probe", "--json", c.Probe)
-	argv = append(argv, args...)
+	args = append([]string{"audit-probe", "--json", c.Probe}, args...)
 
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, w.Binary, argv...)
-	cmd.Env = append(os.Environ(), w.Env()...)
-	var term *os.File
+	var stdin, term *os.File
 	if c.TTY {
 		master, slave, err := pty.Open()
 		if err != nil {
@@ -137,21 +219,19 @@ func run(ctx context.Context, w *World, c Case, res Result, setupDir string, arg
 		defer master.Close()
 		defer slave.Close()
 		go func() { _, _ = io.Copy(io.Discard, master) }() // drain echo
-		cmd.Stdin, term = slave, slave
+		stdin, term = slave, slave
 	}
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 
 	mark := filepath.Base(setupDir)
 	before := snapshotHost(mark)
-	runErr := cmd.Run()
-	res.ExitCode = cmd.ProcessState.ExitCode()
-	var ee *exec.ExitError
+	code, runErr := invoke(ctx, args, stdin, &stdout, &stderr)
+	res.ExitCode = code
 	switch {
 	case ctx.Err() != nil:
 		return res, &RunError{fmt.Sprintf("no result within 90s (stdout %q, stderr %q)", stdout.String(), stderr.String())}
-	case runErr != nil && !errors.As(runErr, &ee):
-		return res, &RunError{fmt.Sprintf("run %s: %v", w.Binary, runErr)}
+	case runErr != nil:
+		return res, &RunError{runErr.Error()}
 	case res.ExitCode == 125:
 		return res, &RunError{"the sandbox could not be set up (exit 125): " + strings.TrimSpace(stderr.String())}
 	}
