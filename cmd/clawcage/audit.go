@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -20,16 +19,18 @@ import (
 
 // auditReport is the evidence `clawcage audit --json` writes.
 type auditReport struct {
-	Time     time.Time        `json:"time"`
-	Kernel   string           `json:"kernel"`
-	Machine  string           `json:"machine"`
-	Clawcage string           `json:"clawcage"`
-	Go       string           `json:"go"`
-	Target   string           `json:"target"`
-	Passed   int              `json:"passed"`
-	Failed   int              `json:"failed"`
-	Skipped  int              `json:"skipped"`
-	Results  []battery.Result `json:"results"`
+	Time     time.Time `json:"time"`
+	Kernel   string    `json:"kernel"`
+	Machine  string    `json:"machine"`
+	Clawcage string    `json:"clawcage"`
+	Go       string    `json:"go"`
+	Target   string    `json:"target"`
+	// Sandbox is the audited live sandbox ("" for one-shot sandboxes).
+	Sandbox string           `json:"sandbox,omitempty"`
+	Passed  int              `json:"passed"`
+	Failed  int              `json:"failed"`
+	Skipped int              `json:"skipped"`
+	Results []battery.Result `json:"results"`
 }
 
 func newAuditCmd(g *globalOptions) *cobra.Command {
@@ -45,7 +46,14 @@ outcome that means the sandbox held.
 
 Without SANDBOX every attack runs in a fresh one-shot sandbox, once as the
 default user and once as root inside it. With SANDBOX the attacks run inside
-that live sandbox of the stack (--state) through "clawcage sandbox exec".
+that live sandbox of the stack (--state), entered the way "clawcage sandbox
+exec" enters it, as its default user and as root: besides the escape
+battery, a key hunt (printenv and /proc/*/environ, config files, every
+readable file, the request to inference.local and its answer — streamed out
+and compared with the vault's keys by the router's admin socket, so no key
+ever enters the sandbox), the provider dialled directly and through the
+proxy, an unapproved host (denied, queued, then rejected: never approved),
+and the components' admin sockets, state directories and memory.
 
 Exits 1 when any attack was not held. --json writes the evidence (time,
 kernel, versions, every observation) for an auditor to keep.`,
@@ -69,44 +77,28 @@ kernel, versions, every observation) for an auditor to keep.`,
 			if unix.Uname(&u) == nil {
 				rep.Kernel, rep.Machine = unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:])
 			}
-			live := len(args) == 1
-			if live {
+			if len(args) == 1 {
 				rep.Target = "live sandbox " + args[0] + " (state " + g.stateDir + ")"
-				if c, _, err := cmd.Root().Find([]string{"sandbox", "exec"}); err != nil || c.Name() != "exec" {
-					return fmt.Errorf("audit %s: this build has no `clawcage sandbox exec` to enter a live sandbox; run `clawcage audit` without a name to audit one-shot sandboxes", args[0])
+				if err := runLiveAudit(ctx, cmd.ErrOrStderr(), w, g.stateDir, args[0], &rep); err != nil {
+					return fmt.Errorf("audit %s: %w", args[0], err)
 				}
-			}
-			tmp, err := os.MkdirTemp("", "clawcage-audit-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(tmp)
-			if live {
-				w.State = g.stateDir
-				ws := filepath.Join(g.stateDir, "sandboxes", args[0], "workspace")
-				if _, err := os.Stat(ws); err != nil {
-					return fmt.Errorf("audit %s: no such sandbox in %s (its workspace %s: %w)", args[0], g.stateDir, ws, err)
+			} else {
+				tmp, err := os.MkdirTemp("", "clawcage-audit-")
+				if err != nil {
+					return err
 				}
-			}
-			for _, c := range battery.Cases() {
-				if c.LiveOnly && !live {
-					continue
-				}
-				if live {
-					r, err := battery.RunLive(ctx, w, c, g.stateDir, args[0])
-					if err != nil && len(rep.Results) == 0 {
-						// Not a verdict: the sandbox could not be entered at all.
-						return fmt.Errorf("audit %s: %w", args[0], err)
+				defer os.RemoveAll(tmp)
+				for _, c := range battery.Cases() {
+					if c.LiveOnly {
+						continue
 					}
-					rep.add(r, err)
-					continue
-				}
-				for _, mode := range battery.Modes {
-					r, err := battery.RunOneShot(ctx, w, c, mode, tmp)
-					rep.add(r, err)
-				}
-				if ctx.Err() != nil {
-					return ctx.Err()
+					for _, mode := range battery.Modes {
+						r, err := battery.RunOneShot(ctx, w, c, mode, tmp)
+						rep.add(r, err)
+					}
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
 				}
 			}
 			out := cmd.OutOrStdout()

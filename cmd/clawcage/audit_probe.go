@@ -18,7 +18,7 @@ import (
 func newAuditProbeCmd(*globalOptions) *cobra.Command {
 	var asJSON, unsandboxed bool
 	cmd := &cobra.Command{
-		Use:    "audit-probe [--json] ATTACK|all|list [ARGS...]",
+		Use:    "audit-probe [--json] ATTACK|all|list|collect [ARGS...]",
 		Short:  "Run one escape probe (or all) from inside a sandbox",
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
@@ -31,6 +31,13 @@ func newAuditProbeCmd(*globalOptions) *cobra.Command {
 			if !unsandboxed && inInitialUserNamespace() {
 				return errors.New("audit-probe: refusing to run: this is the host's initial user namespace, not a sandbox, " +
 					"and the probes act on the system they run on; pass --unsandboxed to do it anyway")
+			}
+			if args[0] == "collect" {
+				o, err := audit.ParseCollectArgs(args[1:])
+				if err != nil {
+					return err
+				}
+				return audit.Collect(cmd.Context(), o, out)
 			}
 			var obs []audit.Observation
 			if args[0] == "all" {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -49,6 +48,7 @@ type Process struct {
 	repCh   chan repResult
 	cleanup []func() error // run by Wait, last first
 	exec    *net.UnixConn  // host end of the exec channel (exec.go)
+	disk    *diskLimit     // the workspace's disk limit, if any (disk.go)
 }
 
 type repResult struct {
@@ -109,10 +109,8 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		return nil, err
 	}
 	p.defer_(func() error { cleanupWS(); return nil })
-	if r.limits.Disk > 0 {
-		if err := checkDiskUsage(workspace, r.limits.Disk); err != nil {
-			return nil, err
-		}
+	if err := p.applyDiskLimit(workspace, r.limits.Disk, uids.Base); err != nil {
+		return nil, err
 	}
 
 	if err := cgroup.RemoveStale(staleRunGroup); err != nil {
@@ -135,6 +133,9 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		return nil, err
 	}
 	defer closeFiles(bindFiles)
+	if err := p.watchDisk(bindFiles[0]); err != nil {
+		return nil, err
+	}
 
 	execEnd, err := p.openExecChannel()
 	if err != nil {
@@ -156,6 +157,8 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		Bind:      r.bind,
 		UIDBase:   uids.Base,
 		Ctty:      spec.TTY,
+
+		FileSizeLimit: p.fileSizeLimit(),
 	}
 	cfgBytes, err := json.Marshal(cfg)
 	if err != nil {
@@ -207,6 +210,7 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	if err := startInNetns(cmd, &spec, exited); err != nil {
 		return nil, err
 	}
+	p.diskStarted(cmd.Process)
 	cfgR.Close()
 	repW.Close()
 	closeFiles(bindFiles)
@@ -262,6 +266,8 @@ func (p *Process) Wait() (exitCode int, err error) {
 	switch {
 	case waitErr != nil && p.cmd.ProcessState == nil:
 		return ExitSetupFailed, fmt.Errorf("wait for sandbox: %w", waitErr)
+	case p.diskErr() != nil:
+		return code, p.diskErr()
 	case rr.err != nil:
 		return code, &SetupError{Step: "read report", Err: rr.err}
 	case rr.rep != nil:
@@ -335,36 +341,6 @@ func openBinds(workspace string, ro, rw []string) ([]pid1.BindSpec, []*os.File, 
 		binds = append(binds, pid1.BindSpec{Target: s.target, Dir: fi.IsDir(), FD: pid1.FirstBindFD + i})
 	}
 	return binds, files, nil
-}
-
-// checkDiskUsage refuses a workspace whose allocated size already exceeds
-// limit bytes; it stops walking as soon as the limit is passed.
-func checkDiskUsage(dir string, limit int64) error {
-	var used int64
-	errOver := errors.New("over")
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			used += st.Blocks * 512
-		}
-		if used > limit {
-			return errOver
-		}
-		return nil
-	})
-	if errors.Is(err, errOver) {
-		return fmt.Errorf("workspace %s uses more than its disk limit of %d bytes; free space or raise resources.disk", dir, limit)
-	}
-	if err != nil {
-		return fmt.Errorf("measure workspace %s: %w", dir, err)
-	}
-	return nil
 }
 
 func closeFiles(fs []*os.File) {

@@ -101,9 +101,12 @@ type Limits struct {
 	CPU float64
 	// Tmp is the size of /tmp in bytes.
 	Tmp int64
-	// Disk, if set, is the workspace size a sandbox may start with: Run
-	// refuses a workspace already larger (checked at start only; there is
-	// no quota while it runs).
+	// Disk, if set, limits the workspace's allocated size while the
+	// sandbox runs (package quota): a project quota where the filesystem
+	// enforces one (EDQUOT), else a watcher that stops the sandbox with a
+	// *quota.ExceededError from Wait, and RLIMIT_FSIZE = Disk (EFBIG). A
+	// workspace already larger, or a filesystem with less free space than
+	// the workspace may still take, is refused at start.
 	Disk int64
 }
 

@@ -442,29 +442,6 @@ func TestSandboxWorkspace(t *testing.T) {
 	}
 }
 
-func TestCheckDiskUsage(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "big"), bytes.Repeat([]byte{1}, 256<<10), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name    string
-		limit   int64
-		wantErr string
-	}{
-		{"under the limit", 1 << 20, ""},
-		{"over the limit", 64 << 10, "uses more than its disk limit of 65536 bytes"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			err := checkDiskUsage(dir, tc.limit)
-			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-				t.Errorf("err %v, want %q", err, tc.wantErr)
-			}
-		})
-	}
-}
-
 func TestResolve(t *testing.T) {
 	tests := []struct {
 		name    string

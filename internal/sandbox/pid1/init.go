@@ -36,6 +36,7 @@ func Main() {
 		{"set hostname", func(*Config) error { return unix.Sethostname([]byte(Hostname)) }},
 		{"build root file system", buildRoot},
 		{"disable core dumps", disableDumps},
+		{"limit file size", limitFileSize},
 	}
 	for _, s := range steps {
 		if err := s.fn(c); err != nil {

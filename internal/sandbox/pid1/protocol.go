@@ -43,6 +43,9 @@ type Config struct {
 	Bind      []uint16   `json:"bind,omitempty"`
 	UIDBase   uint32     `json:"uid_base"`
 	Ctty      bool       `json:"ctty,omitempty"`
+	// FileSizeLimit, if positive, is RLIMIT_FSIZE for PID 1 and everything
+	// it starts (SIGXFSZ ignored: EFBIG instead).
+	FileSizeLimit int64 `json:"file_size_limit,omitempty"`
 	// ExecFD, if positive, is PID 1's end of the exec channel (see
 	// execproto.go): the host asks it to start commands in the sandbox.
 	ExecFD int `json:"exec_fd,omitempty"`

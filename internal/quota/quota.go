@@ -1,0 +1,233 @@
+// Package quota limits how much disk one sandbox workspace may use while the
+// sandbox runs. Where the workspace's filesystem enforces project quotas
+// (XFS mounted with prjquota, ext4 made with -O quota,project and mounted
+// with prjquota) the workspace gets a project id of its own and a block hard
+// limit: writes beyond it fail with EDQUOT inside the sandbox. Elsewhere the
+// limit is enforced by a watcher in the process that owns the sandbox: it
+// re-measures the workspace when the kernel reports a write to it (and once
+// a second regardless) and reports the overrun so the owner stops the
+// sandbox.
+//
+// It does not decide the limit (that is the policy's resources.disk) and it
+// does not stop sandboxes itself (the caller's onExceed does).
+package quota
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mode is how a workspace's limit is enforced.
+type Mode string
+
+// The enforcement modes.
+const (
+	// ModeProject: a filesystem project quota (EDQUOT on the write that
+	// would pass the limit).
+	ModeProject Mode = "project quota"
+	// ModeWatched: a watcher measures the workspace and the owner stops the
+	// sandbox when it is over the limit; one file cannot exceed the limit
+	// by itself (RLIMIT_FSIZE, EFBIG).
+	ModeWatched Mode = "watched"
+)
+
+// WatchedMargin is the free space, beyond the limit, a watched workspace's
+// filesystem must have for a sandbox to start: it covers what the sandbox can
+// write between two measurements (docs/sandbox.md, "Disk").
+const WatchedMargin int64 = 64 << 20
+
+// Support says how a directory's disk use can be limited.
+type Support struct {
+	Mode Mode `json:"mode"`
+	// FSType is the filesystem's type ("ext4", "xfs", ...).
+	FSType string `json:"fs_type"`
+	// Mount is the mount point of the filesystem holding the directory.
+	Mount string `json:"mount"`
+	// Reason says why there is no project quota (ModeWatched only).
+	Reason string `json:"reason,omitempty"`
+}
+
+// String is the line logs and doctor print: "project quota (xfs at /var)"
+// or "watched (no project quota on ext4 at /: ...)".
+func (s Support) String() string {
+	if s.Mode == ModeProject {
+		return fmt.Sprintf("project quota (%s at %s)", s.FSType, s.Mount)
+	}
+	return fmt.Sprintf("watched (no project quota on %s at %s: %s)", s.FSType, s.Mount, s.Reason)
+}
+
+// Detect says how the disk use under dir can be limited. It changes
+// nothing.
+func Detect(dir string) (Support, error) {
+	fd, err := openDir(unix.AT_FDCWD, dir)
+	if err != nil {
+		return Support{}, fmt.Errorf("detect workspace quota for %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	return detectFD(fd)
+}
+
+// openDir opens dir (relative to at) as a directory, not following a
+// symlink in its last component.
+func openDir(at int, dir string) (int, error) {
+	return unix.Openat(at, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+}
+
+// detectFD is Detect on an open directory.
+func detectFD(fd int) (Support, error) {
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sfs); err != nil {
+		return Support{}, fmt.Errorf("statfs: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return Support{}, fmt.Errorf("stat: %w", err)
+	}
+	s := Support{Mode: ModeWatched, FSType: fsName(sfs.Type), Mount: mountPoint(fd, st.Dev)}
+	flags, err := quotaFlags(fd)
+	switch {
+	case err != nil:
+		s.Reason = quotaErrReason(err, s.FSType)
+	case flags&fsQuotaPDQEnfd != 0:
+		s.Mode = ModeProject
+	case flags&fsQuotaPDQAcct != 0:
+		s.Reason = "project quota is accounted but not enforced (mount with prjquota, not prjnoenforce)"
+	default:
+		s.Reason = "project quota is not enabled (" + enableHint(s.FSType) + ")"
+	}
+	return s, nil
+}
+
+func quotaErrReason(err error, fs string) string {
+	switch {
+	case errors.Is(err, unix.ENOSYS), errors.Is(err, unix.ESRCH), errors.Is(err, unix.ENOENT):
+		return "no quota is enabled (" + enableHint(fs) + ")"
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOTTY):
+		return "the filesystem has no project quota"
+	}
+	return "quotactl: " + err.Error()
+}
+
+func enableHint(fs string) string {
+	switch fs {
+	case "ext4":
+		return "ext4: tune2fs -O quota,project on the unmounted device, then mount -o prjquota"
+	case "xfs":
+		return "xfs: mount -o prjquota"
+	}
+	return "use XFS or ext4 with project quota for the state directory"
+}
+
+// fsName names a statfs magic number.
+func fsName(magic int64) string {
+	switch uint32(magic) {
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.OVERLAYFS_SUPER_MAGIC:
+		return "overlayfs"
+	case unix.F2FS_SUPER_MAGIC:
+		return "f2fs"
+	case unix.NFS_SUPER_MAGIC:
+		return "nfs"
+	case 0x2fc12fc1:
+		return "zfs"
+	}
+	return fmt.Sprintf("filesystem 0x%x", uint32(magic))
+}
+
+// mountPoint returns the mount point of the filesystem dev that contains
+// the open directory fd (the longest mount point of dev that is a prefix of
+// its path), or "?" if none is found.
+func mountPoint(fd int, dev uint64) string {
+	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "?"
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "?"
+	}
+	defer f.Close()
+	return mountPointIn(bufio.NewScanner(f), path, unix.Major(dev), unix.Minor(dev))
+}
+
+// mountPointIn finds path's mount point among the mountinfo lines of sc
+// whose device is major:minor.
+func mountPointIn(sc *bufio.Scanner, path string, major, minor uint32) string {
+	want := strconv.FormatUint(uint64(major), 10) + ":" + strconv.FormatUint(uint64(minor), 10)
+	best := ""
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || fields[2] != want {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if (path == mp || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > len(best) {
+			best = mp
+		}
+	}
+	if best == "" {
+		return "?"
+	}
+	return best
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space...).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// ExceededError reports a workspace found over its limit (or that could not
+// be measured, Err set) while its sandbox ran.
+type ExceededError struct {
+	Dir   string
+	Limit int64
+	Used  int64
+	// Err, if set, is why the workspace could not be measured; the sandbox
+	// is stopped all the same (an unmeasurable workspace is not limited).
+	Err error
+}
+
+func (e *ExceededError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("workspace %s could not be measured against its disk limit of %d bytes, sandbox stopped: %v", e.Dir, e.Limit, e.Err)
+	}
+	return fmt.Sprintf("workspace %s exceeded its disk limit of %d bytes (used %d); free space or raise resources.disk", e.Dir, e.Limit, e.Used)
+}
+
+func (e *ExceededError) Unwrap() error { return e.Err }
+
+// logOrDiscard returns l, or a logger that discards.
+func logOrDiscard(l *slog.Logger) *slog.Logger {
+	if l != nil {
+		return l
+	}
+	return slog.New(slog.DiscardHandler)
+}

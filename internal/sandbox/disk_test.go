@@ -1,0 +1,73 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/clawcage/clawcage/internal/quota"
+)
+
+// diskOvershoot is the most a watched workspace may hold beyond its limit
+// when the sandbox is stopped in these tests: what dd writes between a
+// write notification and the kill (docs/sandbox.md, "Disk").
+const diskOvershoot = 8 << 20
+
+// TestDiskLimitWatched fills a workspace on the host's filesystem (no
+// project quota here: the watcher enforces the limit) from inside.
+func TestDiskLimitWatched(t *testing.T) {
+	needSandbox(t)
+	const limit = 8 << 20
+	if s, err := quota.Detect(t.TempDir()); err != nil || s.Mode != quota.ModeWatched {
+		t.Skipf("the test directory's filesystem is not watched (%v, %v): TestDiskQuotaProject covers project quota", s, err)
+	}
+	tests := []struct {
+		name     string
+		script   string
+		wantCode int
+		stopped  bool   // stopped by the watcher with *quota.ExceededError
+		stderr   string // in the command's stderr
+	}{
+		{"within the limit runs untouched", "dd if=/dev/zero of=/sandbox/f bs=1M count=2 2>&1 && sync", 0, false, ""},
+		{"one file past the limit gets EFBIG", "dd if=/dev/zero of=/sandbox/f bs=1 count=1 seek=9M", 1, false, "File too large"},
+		{"truncate past the limit gets EFBIG", "truncate -s 9M /sandbox/f", 1, false, "File too large"},
+		{"many files filling the disk are stopped", "i=0; while :; do dd if=/dev/zero of=/sandbox/f$i bs=1M count=1 2>/dev/null || exit 99; i=$((i+1)); done", 137, true, ""},
+		{"fallocate filling the disk is stopped", "i=0; while :; do fallocate -l 1M /sandbox/f$i || exit 99; i=$((i+1)); done", 137, true, ""},
+		{"one large write loop across files is stopped", "dd if=/dev/zero bs=64k count=100000 2>/dev/null | split -b 4M - /sandbox/part; exit 99", 137, true, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := filepath.Join(t.TempDir(), "ws") // created for the sandbox's user
+			r := runBox(t, Spec{Command: sh(tc.script), Workspace: ws, Root: true, Limits: Limits{Disk: limit}})
+			var ex *quota.ExceededError
+			if stopped := errors.As(r.err, &ex); stopped != tc.stopped {
+				t.Fatalf("stopped for disk use = %v (err %v), want %v; stderr %q", stopped, r.err, tc.stopped, r.stderr)
+			}
+			if !tc.stopped && r.err != nil {
+				t.Fatalf("err %v; stderr %q", r.err, r.stderr)
+			}
+			if r.code != tc.wantCode {
+				t.Errorf("exit code %d, want %d; stderr %q", r.code, tc.wantCode, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("stderr %q, want it to contain %q", r.stderr, tc.stderr)
+			}
+			used, err := quota.Usage(ws)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if used > limit+diskOvershoot {
+				t.Errorf("workspace holds %d bytes, more than the limit %d + overshoot %d", used, limit, diskOvershoot)
+			}
+			if tc.stopped {
+				want := fmt.Sprintf("workspace %s exceeded its disk limit of %d bytes (used ", ws, limit)
+				if !strings.Contains(ex.Error(), want) || !strings.HasSuffix(ex.Error(), "; free space or raise resources.disk") {
+					t.Errorf("error %q, want %q...", ex.Error(), want)
+				}
+				t.Logf("stopped at %d bytes (limit %d, overshoot %d; %d bytes on disk after the kill)", ex.Used, limit, ex.Used-limit, used)
+			}
+		})
+	}
+}
