@@ -596,6 +596,10 @@ func (p extProc) wait() (int, string) {
 	if err != nil && code < 0 {
 		return -1, err.Error()
 	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) { // why it was stopped, such as a quota
+		return code, fmt.Sprintf("exit status %d: %v", code, err)
+	}
 	return code, fmt.Sprintf("exit status %d", code)
 }
 

@@ -658,3 +658,34 @@ func TestAfterStartSeesEveryAttempt(t *testing.T) {
 		t.Errorf("AfterStart calls %q, want %q", got, want)
 	}
 }
+
+// stoppedProcess exits at once with a code and the reason it was stopped.
+type stoppedProcess struct{ err error }
+
+func (stoppedProcess) Pid() int                    { return os.Getpid() }
+func (stoppedProcess) Signal(syscall.Signal) error { return nil }
+func (p stoppedProcess) Wait() (int, error)        { return 137, p.err }
+
+func TestExitEventCarriesWaitReason(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"reason given", errors.New("workspace exceeded its disk limit"), "exit status 137: workspace exceeded its disk limit"},
+		{"no reason", nil, "exit status 137"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := newRecorder()
+			sup := New(Options{OnEvent: rec.on})
+			sup.Add(Spec{Name: "sb", Restart: RestartNever,
+				StartProcess: func(io.Writer, io.Writer) (Process, error) { return stoppedProcess{tt.err}, nil }})
+			run(t, sup)
+			evs := rec.waitFor(t, EventExited, 1)
+			if e := evs[len(evs)-1]; e.Exit != tt.want {
+				t.Errorf("exit %q, want %q", e.Exit, tt.want)
+			}
+		})
+	}
+}
