@@ -27,21 +27,7 @@ import (
 // a running stack (`clawcage up`) over its control socket.
 func newSandboxLifecycleCmds(g *globalOptions) []*cobra.Command {
 	return []*cobra.Command{newSandboxCreateCmd(g), newSandboxListCmd(g), newSandboxDeleteCmd(g),
-		notYet("exec NAME -- CMD [ARG...]", "Run a command in a running sandbox (not supported yet)"),
-		notYet("shell NAME", "Open a shell in a running sandbox (not supported yet)")}
-}
-
-// notYet is a command the contract names that refuses, rather than half
-// works, until the sandbox's PID 1 can run a confined command on request
-// (see docs/stack.md).
-func notYet(use, short string) *cobra.Command {
-	return &cobra.Command{
-		Use:   use,
-		Short: short,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("sandbox %s: not supported yet: joining a live sandbox safely needs its PID 1 to start the command (planned as sandbox.Process.Exec)", cmd.Name())
-		},
-	}
+		newSandboxExecCmd(g), newSandboxShellCmd(g)} // sandbox_exec.go
 }
 
 type sandboxCreateOptions struct {
