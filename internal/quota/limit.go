@@ -4,10 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
-	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,8 +35,8 @@ type Limit struct {
 	mu      sync.Mutex
 	stop    chan struct{}
 	stopped chan struct{}
-	fan     *os.File
 	stats   WatchStats
+	tally   tally
 }
 
 // Apply starts limiting opts.Dir to opts.Bytes. It refuses a workspace
@@ -171,188 +168,4 @@ func (l *Limit) Close() error {
 	}
 	unix.Close(l.dirFD)
 	return err
-}
-
-// WatchStats count the watcher's work.
-type WatchStats struct {
-	// Walks is how many times the workspace was measured.
-	Walks int64
-	// WalkTime is the total wall time spent measuring.
-	WalkTime time.Duration
-	// Events is how many write notifications (fanotify) were read.
-	Events int64
-	// MaxUsed is the largest size measured.
-	MaxUsed int64
-	// Notify says whether writes to the workspace mount wake the watcher
-	// (fanotify); without it only the periodic measurement runs.
-	Notify bool
-}
-
-// Stats returns the watcher's counters.
-func (l *Limit) Stats() WatchStats {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.stats
-}
-
-// Watch timing: the workspace is measured when a write is reported, at
-// most once per MinGap or 19 times the last measurement's duration
-// (whichever is longer, so measuring takes at most 5% of one CPU), and at
-// least once per Backstop (writes through a shared mapping are not
-// reported).
-const (
-	MinGap   = time.Millisecond
-	Backstop = time.Second
-)
-
-// Watch starts the watcher of a watched limit (nothing to do with project
-// quota): onExceed is called once, from the watcher's goroutine, when the
-// workspace is found over the limit or cannot be measured; the watcher then
-// stops. mount, if not nil, is the sandbox's mount of the workspace (the
-// detached tree from open_tree): writes through it wake the watcher
-// (fanotify FAN_MODIFY on that mount, so only the sandbox's writes). Call
-// it before the sandbox runs anything, so no write goes unreported.
-func (l *Limit) Watch(mount *os.File, onExceed func(*ExceededError)) error {
-	if l.support.Mode != ModeWatched {
-		return nil
-	}
-	w, err := newWalker(l.dirFD)
-	if err != nil {
-		return fmt.Errorf("watch workspace %s: %w", l.opts.Dir, err)
-	}
-	w.stop = l.opts.Bytes
-	wake := make(chan struct{}, 1)
-	if mount != nil {
-		fan, err := markMount(mount)
-		if err != nil {
-			// Measurements still run every Backstop: slower to notice,
-			// not unenforced.
-			l.log.Warn("workspace writes not notified, measuring periodically", "reason", err, "period", Backstop)
-		} else {
-			l.fan = fan
-			l.stats.Notify = true
-		}
-	}
-	l.mu.Lock()
-	l.stop, l.stopped = make(chan struct{}), make(chan struct{})
-	stop, stopped := l.stop, l.stopped
-	l.mu.Unlock()
-	if l.fan != nil {
-		go l.readEvents(wake)
-	}
-	go l.watch(w, wake, stop, stopped, onExceed)
-	return nil
-}
-
-func (l *Limit) watch(w *walker, wake <-chan struct{}, stop <-chan struct{}, stopped chan<- struct{}, onExceed func(*ExceededError)) {
-	defer close(stopped)
-	defer func() {
-		if l.fan != nil {
-			l.fan.Close()
-		}
-	}()
-	backstop := time.NewTicker(Backstop)
-	defer backstop.Stop()
-	gapTimer := time.NewTimer(time.Hour)
-	gapTimer.Stop()
-	var (
-		pending bool
-		lastEnd time.Time
-		gap     = MinGap
-	)
-	for {
-		select {
-		case <-stop:
-			return
-		case <-wake:
-			pending = true
-		case <-backstop.C:
-			pending = true
-		case <-gapTimer.C:
-		}
-		if !pending {
-			continue
-		}
-		if wait := gap - time.Since(lastEnd); wait > 0 {
-			gapTimer.Reset(wait)
-			continue
-		}
-		pending = false
-		start := time.Now()
-		err := w.run(l.dirFD)
-		lastEnd = time.Now()
-		d := lastEnd.Sub(start)
-		gap = max(MinGap, 19*d)
-		l.mu.Lock()
-		l.stats.Walks++
-		l.stats.WalkTime += d
-		l.stats.MaxUsed = max(l.stats.MaxUsed, w.used)
-		l.mu.Unlock()
-		switch {
-		case errors.Is(err, errOver):
-			onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used})
-			return
-		case err != nil:
-			onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used, Err: err})
-			return
-		}
-	}
-}
-
-// markMount returns a fanotify descriptor reporting FAN_MODIFY (write,
-// truncate, fallocate, copy_file_range...) on the mount of mount.
-func markMount(mount *os.File) (*os.File, error) {
-	// File handles instead of open descriptors in the events: nothing to
-	// close per event. Filesystems without handles get descriptors.
-	// An O_PATH descriptor (open_tree's) is not accepted: open the root
-	// of the same mount.
-	root, err := unix.Openat(int(mount.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open the workspace mount: %w", err)
-	}
-	defer unix.Close(root)
-	var fd int
-	for _, report := range []uint{unix.FAN_REPORT_FID, 0} {
-		fd, err = unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|report, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_LARGEFILE)
-		if err != nil {
-			continue
-		}
-		err = unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_MOUNT, unix.FAN_MODIFY, root, "")
-		if err == nil {
-			return os.NewFile(uintptr(fd), "fanotify"), nil
-		}
-		unix.Close(fd)
-	}
-	return nil, fmt.Errorf("fanotify on the workspace mount: %w", err)
-}
-
-// readEvents turns fanotify events into wake-ups until the descriptor is
-// closed. Events carrying a descriptor have it closed.
-func (l *Limit) readEvents(wake chan<- struct{}) {
-	buf := make([]byte, 4096)
-	for {
-		n, err := l.fan.Read(buf)
-		if err != nil {
-			return
-		}
-		events := int64(0)
-		for off := 0; off+unix.FAN_EVENT_METADATA_LEN <= n; {
-			m := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[off]))
-			if m.Event_len < unix.FAN_EVENT_METADATA_LEN {
-				break
-			}
-			if m.Fd >= 0 {
-				unix.Close(int(m.Fd))
-			}
-			events++
-			off += int(m.Event_len)
-		}
-		l.mu.Lock()
-		l.stats.Events += events
-		l.mu.Unlock()
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
-	}
 }

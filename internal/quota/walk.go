@@ -34,7 +34,10 @@ type walker struct {
 	used    int64
 	entries int64
 	links   map[uint64]struct{} // inodes with more than one link already counted
-	bufs    [][]byte            // one getdents buffer per depth
+	// track, if set, receives the allocated bytes of every regular file,
+	// by inode.
+	track map[uint64]int64
+	bufs  [][]byte // one getdents buffer per depth
 }
 
 // Usage returns the bytes allocated to the files and directories under dir
@@ -78,6 +81,7 @@ func (w *walker) run(fd int) error {
 	}
 	w.used, w.entries = 0, 0
 	clear(w.links)
+	clear(w.track)
 	w.count(&st)
 	if w.label != nil {
 		if err := w.label(fd, true); err != nil {
@@ -97,6 +101,9 @@ func (w *walker) count(st *unix.Stat_t) {
 			return
 		}
 		w.links[st.Ino] = struct{}{}
+	}
+	if w.track != nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		w.track[st.Ino] = st.Blocks * 512
 	}
 	w.used += st.Blocks * 512
 }

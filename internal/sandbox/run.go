@@ -98,7 +98,11 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		// Unique among live sandboxes: the slot is held until Wait returns.
 		name = fmt.Sprintf("run-%d-%d", os.Getpid(), uids.Slot)
 	}
-	p.log = slog.With("component", "sandbox", "sandbox", name)
+	p.log = spec.Log
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	p.log = p.log.With("component", "sandbox", "sandbox", name)
 	runUID := uint32(UserUID)
 	if spec.Root {
 		runUID = 0

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -173,6 +174,9 @@ type Spec struct {
 	// argument "sandbox-init"; any binary linking this package works (package
 	// pid1 takes over in its init function). Empty means /proc/self/exe.
 	Executable string
+	// Log receives the sandbox's lifecycle events (the workspace quota
+	// mode, a sandbox stopped for its disk use...); nil means slog.Default().
+	Log *slog.Logger
 }
 
 // Stdio are the command's standard streams and the signals forwarded to it.
