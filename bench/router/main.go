@@ -48,6 +48,8 @@ func main() {
 	floorListen := flag.String("floor-listen", "", "internal: address the floor proxy listens on")
 	noFloor := flag.Bool("no-floor", false, "skip the bare reverse-proxy floor")
 	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for the floor and router processes (0: Go's default)")
+	baseline := flag.String("baseline", "", "path to another clawcage binary measured side by side as path \"baseline\" (e.g. the previous commit's)")
+	baselineEnv := flag.String("baseline-env", "", "extra environment of the baseline router, 'K=V,K2=V2' (e.g. GOMAXPROCS=2 to compare a setting)")
 	flag.Parse()
 
 	if *floorUp != "" {
@@ -93,6 +95,19 @@ func main() {
 		}
 		defer fl.stop()
 		paths = append(paths, target{"floor", fl.url, "gpt-bench", fl.pid, nil})
+	}
+	if *baseline != "" {
+		benv := env
+		if *baselineEnv != "" {
+			benv = append(append([]string(nil), os.Environ()...), env...)
+			benv = append(benv, strings.Split(*baselineEnv, ",")...)
+		}
+		bl, err := startRouter(*baseline, fake.URL, benv)
+		if err != nil {
+			fatal(err)
+		}
+		defer bl.stop()
+		paths = append(paths, target{"baseline", bl.url + "/v1", "bench", bl.pid, nil})
 	}
 	paths = append(paths, target{"clawcage", rt.url + "/v1", "bench", rt.pid, nil})
 	if *peer != "" {

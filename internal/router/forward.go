@@ -21,6 +21,7 @@ import (
 type sandboxHandler struct {
 	r       *Router
 	sandbox string
+	egress  EgressPolicy // nil refuses all provider-side egress
 	adm     *admission
 }
 
@@ -70,7 +71,7 @@ func (h *sandboxHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		aerr.write(w, ep.dialect)
 		return
 	}
-	if aerr := checkEgress(q, h.r.opt.Sandboxes[h.sandbox].Egress); aerr != nil {
+	if aerr := checkEgress(q, h.egress); aerr != nil {
 		h.r.metrics.refusals.WithLabelValues(h.sandbox, aerr.reason).Inc()
 		h.r.log.Warn("provider-side egress refused", "sandbox", h.sandbox, "route", route.name, "reason", aerr.message)
 		aerr.write(w, ep.dialect)

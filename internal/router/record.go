@@ -100,8 +100,8 @@ func (r *Router) drain(batch *[]UsageRecord) (closed bool) {
 	return false
 }
 
-// Close stops the usage writer after writing every queued row. Call it
-// after every Serve has returned.
+// Close stops the usage writer after writing every queued row and closes
+// idle upstream connections. Call it after every Serve has returned.
 func (r *Router) Close() error {
 	r.closeOnce.Do(func() {
 		r.recMu.Lock()
@@ -109,6 +109,9 @@ func (r *Router) Close() error {
 		close(r.records)
 		r.recMu.Unlock()
 		<-r.recorded
+		if ci, ok := r.transport.(interface{ CloseIdleConnections() }); ok {
+			ci.CloseIdleConnections()
+		}
 	})
 	return nil
 }

@@ -177,6 +177,9 @@ type Router struct {
 
 	mu         sync.Mutex
 	admissions map[string]*admission
+
+	sbMu      sync.RWMutex
+	sandboxes map[string]Sandbox // opt.Sandboxes plus AddSandbox, minus RemoveSandbox
 }
 
 type upstream struct {
@@ -230,6 +233,10 @@ func New(o Options) (*Router, error) {
 		upstreams:  make(map[string]*upstream, len(o.Providers)),
 		cool:       newCooldowns(),
 		admissions: make(map[string]*admission),
+		sandboxes:  make(map[string]Sandbox, len(o.Sandboxes)),
+	}
+	for name, sb := range o.Sandboxes {
+		r.sandboxes[name] = sb
 	}
 	if r.transport == nil {
 		r.transport = newTransport()
@@ -290,15 +297,26 @@ func (r *Router) Routes() []string {
 	return names
 }
 
-// Handler returns the HTTP handler for requests from sandbox.
+// Handler returns the HTTP handler for requests from sandbox. The
+// sandbox's settings (limits, provider-side egress) are those known when
+// Handler is called.
 func (r *Router) Handler(sandbox string) http.Handler {
-	return &sandboxHandler{r: r, sandbox: sandbox, adm: r.admissionFor(sandbox)}
+	sb, _ := r.sandbox(sandbox)
+	return &sandboxHandler{r: r, sandbox: sandbox, egress: sb.Egress, adm: r.admissionFor(sandbox)}
+}
+
+// sandbox returns what the router knows about name.
+func (r *Router) sandbox(name string) (Sandbox, bool) {
+	r.sbMu.RLock()
+	defer r.sbMu.RUnlock()
+	sb, ok := r.sandboxes[name]
+	return sb, ok
 }
 
 // Serve serves requests from sandbox on ln until ctx ends; every request
 // accepted on ln is attributed to sandbox. It closes ln.
 func (r *Router) Serve(ctx context.Context, ln net.Listener, sandbox string) error {
-	if _, ok := r.opt.Sandboxes[sandbox]; !ok {
+	if _, ok := r.sandbox(sandbox); !ok {
 		r.log.Warn("sandbox not in configuration: no admission limits, no provider-side egress", "sandbox", sandbox)
 	}
 	srv := &http.Server{
@@ -332,7 +350,8 @@ func (r *Router) admissionFor(sandbox string) *admission {
 	defer r.mu.Unlock()
 	a, ok := r.admissions[sandbox]
 	if !ok {
-		a = newAdmission(sandbox, r.opt.Sandboxes[sandbox].Limits, r.opt.Now)
+		sb, _ := r.sandbox(sandbox)
+		a = newAdmission(sandbox, sb.Limits, r.opt.Now)
 		r.admissions[sandbox] = a
 	}
 	return a
@@ -346,22 +365,36 @@ func (r *Router) SeedSpend(ctx context.Context) error {
 	if r.opt.Usage == nil {
 		return nil
 	}
-	now := r.opt.Now().UTC()
-	for name, sb := range r.opt.Sandboxes {
-		if sb.Limits.USDPerDay == 0 && sb.Limits.USDPerMonth == 0 {
-			continue
-		}
-		day, month := dayStart(now), monthStart(now)
-		d, err := r.opt.Usage.Spend(ctx, name, day)
-		if err != nil {
-			return fmt.Errorf("read spend of sandbox %s since %s: %w", name, day.Format(time.DateOnly), err)
-		}
-		m, err := r.opt.Usage.Spend(ctx, name, month)
-		if err != nil {
-			return fmt.Errorf("read spend of sandbox %s since %s: %w", name, month.Format(time.DateOnly), err)
-		}
-		r.admissionFor(name).seed(now, d, m)
+	r.sbMu.RLock()
+	sbs := make(map[string]Sandbox, len(r.sandboxes))
+	for name, sb := range r.sandboxes {
+		sbs[name] = sb
 	}
+	r.sbMu.RUnlock()
+	for name, sb := range sbs {
+		if err := r.seedSpend(ctx, name, sb.Limits, r.admissionFor(name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// seedSpend loads one sandbox's spend into a when it has a budget.
+func (r *Router) seedSpend(ctx context.Context, name string, l Limits, a *admission) error {
+	if r.opt.Usage == nil || (l.USDPerDay == 0 && l.USDPerMonth == 0) {
+		return nil
+	}
+	now := r.opt.Now().UTC()
+	day, month := dayStart(now), monthStart(now)
+	d, err := r.opt.Usage.Spend(ctx, name, day)
+	if err != nil {
+		return fmt.Errorf("read spend of sandbox %s since %s: %w", name, day.Format(time.DateOnly), err)
+	}
+	m, err := r.opt.Usage.Spend(ctx, name, month)
+	if err != nil {
+		return fmt.Errorf("read spend of sandbox %s since %s: %w", name, month.Format(time.DateOnly), err)
+	}
+	a.seed(now, d, m)
 	return nil
 }
 
@@ -387,10 +420,17 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func newTransport() *http.Transport {
-	return &http.Transport{
+// newTransport is the default upstream transport: plain-http providers
+// (local Ollama, vLLM, a sidecar) go through the lean HTTP/1.1 client,
+// everything else through http.Transport (TLS, HTTP/2). Both keep up to 256
+// idle connections per provider host, enough for 1,000 requests/s of
+// short calls, and never ask for compression, so bodies pass through as
+// the provider sent them.
+func newTransport() http.RoundTripper {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	std := &http.Transport{
 		Proxy:                 nil, // the router dials providers itself, never through a sandbox-visible proxy
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dialer.DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          512,
 		MaxIdleConnsPerHost:   256,
@@ -399,4 +439,5 @@ func newTransport() *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass bodies through as the provider sent them, no re-encoding
 	}
+	return newLeanTransport(std, dialer.DialContext, 256, 90*time.Second)
 }
