@@ -12,7 +12,7 @@ import (
 	"github.com/clawcage/clawcage/internal/sandbox"
 )
 
-func newDoctorCmd(*globalOptions) *cobra.Command {
+func newDoctorCmd(g *globalOptions) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "doctor",
@@ -27,7 +27,11 @@ status is 1 when sandboxes cannot be enforced on this machine.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r := kernel.Probe(cmd.Context())
 			r.RequireLandlockABI(sandbox.MinLandlockABI)
-			return runDoctor(cmd.OutOrStdout(), r, asJSON)
+			err := runDoctor(cmd.OutOrStdout(), r, asJSON)
+			if !asJSON {
+				printWorkspaceQuota(cmd.OutOrStdout(), g.stateDir)
+			}
+			return err
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")

@@ -39,8 +39,8 @@ func (l *Limit) Stats() WatchStats {
 // (one fstat per notification). When that total passes the limit the
 // workspace is walked at once (at most every MinGap or the last walk's
 // duration, whichever is longer: at most half a CPU while an agent churns
-// files at its limit); otherwise once per Backstop, at most every 19 walk
-// durations (5% of a CPU), which also finds what notifications do not
+// files at its limit); otherwise once per Backstop, at most every 49 walk
+// durations (2% of a CPU), which also finds what notifications do not
 // report (writes through a shared mapping, directory growth, deletions).
 const (
 	MinGap   = time.Millisecond
@@ -139,7 +139,7 @@ func (l *Limit) watch(w *walker, ev *events, urgent <-chan struct{}, stop <-chan
 		if !pending {
 			continue
 		}
-		gap := max(MinGap, 19*last)
+		gap := max(MinGap, 49*last)
 		if hurry {
 			gap = max(MinGap, last)
 		}
