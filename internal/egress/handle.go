@@ -124,7 +124,7 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 		o.host = h
 		if reservedName(h) {
 			o.reason, o.detail = ReasonReserved, "stack services and the local machine are never reachable through the proxy"
-			return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
+			return p.deny(ctx, c, o, p.keepAfterRefusal(c, req, clientKeep))
 		}
 	}
 	m := s.matcher.Load()
@@ -138,11 +138,11 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 	}
 	o.rule, o.reason, o.detail = d.Rule, d.Reason, d.Detail
 	if !d.Allow {
-		return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
+		return p.deny(ctx, c, o, p.keepAfterRefusal(c, req, clientKeep))
 	}
 	if strings.HasPrefix(d.Rule, OncePrefix) && (p.opts.Once == nil || !p.opts.Once.Consume(s.name, d.Rule)) {
 		o.reason, o.detail = ReasonOnceUsed, "the single-use approval was already used"
-		return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
+		return p.deny(ctx, c, o, p.keepAfterRefusal(c, req, clientKeep))
 	}
 
 	// A slot for the tunnel or in-flight request.
@@ -173,14 +173,14 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 			ad := m.DecideAddr(a, t.port, d.Rule)
 			if !ad.Allow {
 				o.rule, o.reason, o.detail = d.Rule, ad.Reason, fmt.Sprintf("%s resolves to %s: %s", d.Host, a, ad.Detail)
-				return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
+				return p.deny(ctx, c, o, p.keepAfterRefusal(c, req, clientKeep))
 			}
 		}
 	}
 	for _, a := range addrs {
 		if p.isSelf(netip.AddrPortFrom(a, uint16(t.port))) {
 			o.reason, o.detail = ReasonProxyItself, fmt.Sprintf("%s reaches the egress proxy itself", netip.AddrPortFrom(a, uint16(t.port)))
-			return p.deny(ctx, c, o, clientKeep && p.drainBody(c, req))
+			return p.deny(ctx, c, o, p.keepAfterRefusal(c, req, clientKeep))
 		}
 	}
 	up, addr, err := p.dial(ctx, addrs, t.port)
@@ -209,13 +209,27 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 		return false
 	}
 	defer up.Close()
-	return p.forward(c, up, req, o, clientKeep) && !tun.isClosed()
+	return p.forward(c, br, up, req, o, clientKeep) && !tun.isClosed()
+}
+
+// keepAfterRefusal reports whether the client connection can carry
+// another request after a refusal of req. A request that waits for
+// "100 Continue" is refused without reading its body (the client has not
+// sent it), so that connection closes; any other body is drained.
+func (p *Proxy) keepAfterRefusal(c net.Conn, req *http.Request, clientKeep bool) bool {
+	if !clientKeep {
+		return false
+	}
+	if expectsContinue(req) {
+		return false
+	}
+	return p.drainBody(c, req)
 }
 
 // drainBody reads (at most 64 KiB of) a refused request's body, within
 // the header timeout, so the connection can carry the next request.
 func (p *Proxy) drainBody(c net.Conn, req *http.Request) bool {
-	if req.Body == nil || req.Body == http.NoBody {
+	if !hasBody(req) {
 		return true
 	}
 	c.SetReadDeadline(time.Now().Add(p.opts.HeaderTimeout))
@@ -324,53 +338,6 @@ func closeWrite(c net.Conn) {
 	} else {
 		c.Close()
 	}
-}
-
-// hopHeaders are removed in both directions.
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-func removeHop(h http.Header) {
-	for _, f := range h["Connection"] {
-		for _, name := range strings.Split(f, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
-			}
-		}
-	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
-}
-
-// forward sends a plain request to up and relays the response.
-func (p *Proxy) forward(c net.Conn, up net.Conn, req *http.Request, o *outcome, clientKeep bool) bool {
-	removeHop(req.Header)
-	req.RequestURI = ""
-	req.Close = true // one upstream connection per request
-	bw := bufio.NewWriter(up)
-	if err := req.Write(bw); err != nil {
-		o.reason, o.detail = ReasonUnreachable, err.Error()
-		return p.refuse(c, o, http.StatusBadGateway, false)
-	}
-	if err := bw.Flush(); err != nil {
-		o.reason, o.detail = ReasonUnreachable, err.Error()
-		return p.refuse(c, o, http.StatusBadGateway, false)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(up), req)
-	if err != nil {
-		o.reason, o.detail = ReasonUnreachable, "reading the response: "+err.Error()
-		return p.refuse(c, o, http.StatusBadGateway, false)
-	}
-	defer resp.Body.Close()
-	o.allow, o.status = true, resp.StatusCode
-	p.logDecision(o)
-	removeHop(resp.Header)
-	keep := clientKeep && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0)
-	resp.Close = !keep
-	if err := resp.Write(c); err != nil {
-		return false
-	}
-	return keep
 }
 
 // tunnel is a live connection pair allowed by rule.

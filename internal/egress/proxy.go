@@ -157,8 +157,10 @@ type sandboxState struct {
 	tunnels chan struct{} // semaphore of MaxTunnels
 	conns   atomic.Int64
 
-	mu   sync.Mutex
-	live map[*tunnel]struct{}
+	mu      sync.Mutex
+	live    map[*tunnel]struct{}
+	removed bool
+	stops   map[*struct{}]context.CancelFunc // one per Serve call
 }
 
 // New returns a proxy with no sandboxes.
@@ -180,6 +182,7 @@ func (p *Proxy) state(sandbox string, create bool) *sandboxState {
 			limiter: rate.NewLimiter(p.opts.RequestRate, p.opts.RequestBurst),
 			tunnels: make(chan struct{}, p.opts.MaxTunnels),
 			live:    map[*tunnel]struct{}{},
+			stops:   map[*struct{}]context.CancelFunc{},
 		}
 		p.sandboxes[sandbox] = s
 	}
@@ -230,6 +233,38 @@ func (p *Proxy) CloseTunnels(sandbox string, rules ...string) int {
 	return len(victims)
 }
 
+// RemoveSandbox forgets the sandbox: its policy and limits are dropped,
+// every Serve call for it returns (closing its listener) and all its
+// client connections, tunnels and in-flight requests are closed. It
+// returns how many tunnels were open. A later SetPolicy starts afresh.
+func (p *Proxy) RemoveSandbox(sandbox string) int {
+	p.mu.Lock()
+	s := p.sandboxes[sandbox]
+	delete(p.sandboxes, sandbox)
+	p.mu.Unlock()
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	s.removed = true
+	stops := make([]context.CancelFunc, 0, len(s.stops))
+	for _, stop := range s.stops {
+		stops = append(stops, stop)
+	}
+	victims := make([]*tunnel, 0, len(s.live))
+	for t := range s.live {
+		victims = append(victims, t)
+	}
+	s.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+	for _, t := range victims {
+		t.close()
+	}
+	return len(victims)
+}
+
 // LiveTunnels returns how many tunnels the sandbox has open.
 func (p *Proxy) LiveTunnels(sandbox string) int {
 	s := p.state(sandbox, false)
@@ -250,6 +285,20 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, sandbox string) erro
 		ln.Close()
 		return fmt.Errorf("egress: sandbox %q has no policy loaded; refusing to serve", sandbox)
 	}
+	// RemoveSandbox cancels this context: the listener and every
+	// connection served from it close.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	key := new(struct{})
+	s.mu.Lock()
+	if s.removed {
+		s.mu.Unlock()
+		ln.Close()
+		return fmt.Errorf("egress: sandbox %q was removed; refusing to serve", sandbox)
+	}
+	s.stops[key] = cancel
+	s.mu.Unlock()
+	defer func() { s.mu.Lock(); delete(s.stops, key); s.mu.Unlock() }()
 	p.addSelf(ln.Addr())
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()

@@ -667,3 +667,45 @@ func TestRevokedDuringSetup(t *testing.T) {
 		t.Fatalf("%d live tunnels after revocation", n)
 	}
 }
+
+// TestRemoveSandbox: removing a sandbox closes its tunnels and listener
+// and refuses to serve it again until it has a policy anew.
+func TestRemoveSandbox(t *testing.T) {
+	up := egresstest.StartEcho(t)
+	h := startProxy(t, fmt.Sprintf("network:\n  - {name: db, cidrs: [127.0.0.0/8], ports: [%d]}\n", up.Port()), Options{})
+	r := egresstest.Connect(t, h.addr, up.Addr.String())
+	if _, err := egresstest.Echo(r, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.proxy.RemoveSandbox("sb"); n != 1 {
+		t.Fatalf("RemoveSandbox closed %d tunnels, want 1", n)
+	}
+	if _, err := egresstest.Echo(r, "b"); err == nil {
+		t.Fatal("tunnel of a removed sandbox still relays")
+	}
+	if h.proxy.Matcher("sb") != nil {
+		t.Fatal("removed sandbox still has a matcher")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", h.addr, time.Second)
+		if err != nil {
+			break // the listener is closed
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("listener of a removed sandbox still accepts")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.proxy.Serve(context.Background(), ln, "sb"); err == nil || !strings.Contains(err.Error(), "no policy loaded") {
+		t.Fatalf("Serve after RemoveSandbox: %v, want a refusal", err)
+	}
+	if n := h.proxy.RemoveSandbox("sb"); n != 0 {
+		t.Fatalf("second RemoveSandbox closed %d", n)
+	}
+}
