@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -22,14 +23,18 @@ import (
 const Denied = "denied"
 
 // keyShapes match provider credentials by their published formats.
-var keyShapes = []*regexp.Regexp{
-	regexp.MustCompile(`sk-ant-[A-Za-z0-9_-]{20,}`),              // Anthropic
-	regexp.MustCompile(`sk-(proj-|svcacct-)?[A-Za-z0-9_-]{32,}`), // OpenAI
-	regexp.MustCompile(`AKIA[0-9A-Z]{16}`),                       // AWS access key id
-	regexp.MustCompile(`gh[pousr]_[A-Za-z0-9]{36}`),              // GitHub
-	regexp.MustCompile(`xox[abprs]-[A-Za-z0-9-]{10,}`),           // Slack
-	regexp.MustCompile(`AIza[0-9A-Za-z_-]{35}`),                  // Google
-}
+// They are compiled on first use, not at package initialization (which
+// every clawcage start would pay for).
+var keyShapes = sync.OnceValue(func() []*regexp.Regexp {
+	return []*regexp.Regexp{
+		regexp.MustCompile(`sk-ant-[A-Za-z0-9_-]{20,}`),              // Anthropic
+		regexp.MustCompile(`sk-(proj-|svcacct-)?[A-Za-z0-9_-]{32,}`), // OpenAI
+		regexp.MustCompile(`AKIA[0-9A-Z]{16}`),                       // AWS access key id
+		regexp.MustCompile(`gh[pousr]_[A-Za-z0-9]{36}`),              // GitHub
+		regexp.MustCompile(`xox[abprs]-[A-Za-z0-9-]{10,}`),           // Slack
+		regexp.MustCompile(`AIza[0-9A-Za-z_-]{35}`),                  // Google
+	}
+})
 
 func secretProbes() []Probe {
 	return []Probe{
@@ -52,7 +57,7 @@ func findSecret(b []byte, canary string) (string, bool) {
 	if canary != "" {
 		return "the canary", bytes.Contains(b, []byte(canary))
 	}
-	for _, re := range keyShapes {
+	for _, re := range keyShapes() {
 		if re.Match(b) {
 			return "a value shaped like " + re.String(), true
 		}

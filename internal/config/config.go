@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -217,7 +218,7 @@ func Parse(data []byte, source string) (*Config, error) {
 }
 
 // yamlLine matches the "line N: " prefix yaml.v3 puts on its messages.
-var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
+var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(?:yaml: )?line (\d+): `) })
 
 // yamlError rewrites yaml.v3 errors as "source:LINE: reason", one per line.
 func yamlError(source string, err error) error {
@@ -234,11 +235,11 @@ func yamlError(source string, err error) error {
 
 // goType matches the " in type config.rawSandbox" suffix yaml.v3 puts on
 // unknown-field errors: Go type names mean nothing to an operator.
-var goType = regexp.MustCompile(` in type [\w.*\[\]]+$`)
+var goType = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(` in type [\w.*\[\]]+$`) })
 
 func withSource(source, msg string) string {
-	msg = goType.ReplaceAllString(msg, "")
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+	msg = goType().ReplaceAllString(msg, "")
+	if m := yamlLine().FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("%s:%s: %s", source, m[1], msg[len(m[0]):])
 	}
 	return source + ": " + msg
@@ -259,14 +260,14 @@ func (v *validator) errorf(path []string, format string, args ...any) {
 
 // namePattern is what provider, route and sandbox names may look like:
 // they appear in paths, headers and metric labels.
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+var namePattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`) })
 
 func (v *validator) router(r *Router) {
 	for _, name := range sortedKeys(r.Providers) {
 		p := r.Providers[name]
 		path := []string{"router", "providers", name}
-		if !namePattern.MatchString(name) {
-			v.errorf(path, "provider name must match %s", namePattern)
+		if !namePattern().MatchString(name) {
+			v.errorf(path, "provider name must match %s", namePattern())
 		}
 		switch p.Kind {
 		case KindOpenAI, KindAnthropic:
@@ -290,8 +291,8 @@ func (v *validator) router(r *Router) {
 	for _, name := range sortedKeys(r.Routes) {
 		chain := r.Routes[name]
 		path := []string{"router", "routes", name}
-		if !namePattern.MatchString(name) {
-			v.errorf(path, "route name must match %s", namePattern)
+		if !namePattern().MatchString(name) {
+			v.errorf(path, "route name must match %s", namePattern())
 		}
 		if len(chain) == 0 {
 			v.errorf(path, "a route needs at least one target")
@@ -353,12 +354,12 @@ func (v *validator) presetParams(params map[string]string) {
 }
 
 // envName is a portable environment variable name.
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var envName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
 func (v *validator) sandbox(name string, sb *Sandbox) {
 	path := []string{"sandboxes", name}
-	if !namePattern.MatchString(name) {
-		v.errorf(path, "sandbox name must match %s", namePattern)
+	if !namePattern().MatchString(name) {
+		v.errorf(path, "sandbox name must match %s", namePattern())
 	}
 	switch sb.Restart {
 	case "":
@@ -371,7 +372,7 @@ func (v *validator) sandbox(name string, sb *Sandbox) {
 		v.errorf(append(path, "command"), "%q must be an absolute path inside the sandbox", sb.Command[0])
 	}
 	for _, k := range sortedKeys(sb.Env) {
-		if !envName.MatchString(k) {
+		if !envName().MatchString(k) {
 			v.errorf(append(path, "env", k), "not a valid environment variable name")
 		}
 	}

@@ -9,6 +9,7 @@ package ipclass
 
 import (
 	"net/netip"
+	"sync"
 )
 
 // Class is the result of classifying one address.
@@ -178,9 +179,11 @@ func index(t []entry) *byFirstByte {
 	return &idx
 }
 
+// The tables indexed by first byte, built on first use (not at package
+// initialization, which every clawcage start would pay for).
 var (
-	v4Index = index(v4Table)
-	v6Index = index(v6Table)
+	v4Index = sync.OnceValue(func() *byFirstByte { return index(v4Table) })
+	v6Index = sync.OnceValue(func() *byFirstByte { return index(v6Table) })
 )
 
 // Classify returns the class of addr. The zero Addr and addresses with a
@@ -192,9 +195,9 @@ func Classify(addr netip.Addr) Class {
 	addr = addr.WithZone("")
 	var table []entry
 	if addr.Is4() {
-		table = v4Index[addr.As4()[0]]
+		table = v4Index()[addr.As4()[0]]
 	} else {
-		table = v6Index[addr.As16()[0]]
+		table = v6Index()[addr.As16()[0]]
 	}
 	var best *entry
 	for i := range table {

@@ -28,6 +28,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,13 +54,13 @@ func (n *NetNS) Fd() uintptr { return n.f.Fd() }
 // child through exec.Cmd.ExtraFiles. It is closed by Close.
 func (n *NetNS) File() *os.File { return n.f }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`) })
 
 // Dir returns the directory under stateDir that holds the namespace mounts.
 func Dir(stateDir string) string { return filepath.Join(stateDir, "netns") }
 
 func nsPath(stateDir, name string) (string, error) {
-	if !nameRE.MatchString(name) || strings.Contains(name, "..") {
+	if !nameRE().MatchString(name) || strings.Contains(name, "..") {
 		return "", fmt.Errorf("network namespace name %q: want lower-case letters, digits, '.', '_' or '-', at most 63, starting with a letter or digit", name)
 	}
 	return filepath.Join(Dir(stateDir), name), nil

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 
@@ -85,11 +86,11 @@ func DecodeNode(n *yaml.Node, source string) (*Policy, error) {
 }
 
 // yamlLine matches the "line N: " prefix yaml.v3 puts on its messages.
-var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
+var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(?:yaml: )?line (\d+): `) })
 
 func yamlError(source string, err error) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+	if m := yamlLine().FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		return &Error{Source: source, Line: line, Msg: msg[len(m[0]):]}
 	}
@@ -213,7 +214,7 @@ func (d *decoder) str(n *yaml.Node, field string) (string, bool) {
 // integer parses a plain decimal integer scalar.
 func (d *decoder) integer(n *yaml.Node, field string) (int64, bool) {
 	n = resolve(n)
-	if n == nil || n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!str") || !decimal.MatchString(n.Value) {
+	if n == nil || n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!str") || !decimal().MatchString(n.Value) {
 		d.errf(n, field, "want a decimal integer, not %s", describe(n))
 		return 0, false
 	}
@@ -225,7 +226,7 @@ func (d *decoder) integer(n *yaml.Node, field string) (int64, bool) {
 	return v, true
 }
 
-var decimal = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
+var decimal = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`) })
 
 func (d *decoder) strList(n *yaml.Node, field string, each func(i int, s string, n *yaml.Node)) {
 	seen := map[string]int{}
@@ -318,7 +319,7 @@ var ruleFields = []string{"name", "hosts", "cidrs", "ports", "methods", "paths"}
 // ruleName is what a rule name may look like: it appears in logs, 403
 // bodies and metric labels. Preset rules use "preset/part", which this
 // pattern excludes, so the two never collide.
-var ruleName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+var ruleName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`) })
 
 func (d *decoder) rule(n *yaml.Node, field string) (Rule, bool) {
 	var r Rule
@@ -330,7 +331,7 @@ func (d *decoder) rule(n *yaml.Node, field string) (Rule, bool) {
 		case "name":
 			if s, ok := d.str(v, f); ok {
 				hasName = true
-				if !ruleName.MatchString(s) {
+				if !ruleName().MatchString(s) {
 					d.errf(v, f, "%q is not a rule name (lower-case letters, digits, '.', '_', '-'; at most 63)", s)
 				}
 				r.Name = s

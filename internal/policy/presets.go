@@ -5,12 +5,12 @@ import (
 	"embed"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"path"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 
@@ -70,8 +70,11 @@ type presetFile struct {
 	Network     []PresetRule  `yaml:"network"`
 }
 
-// presets are parsed once from the embedded files; they are read-only after.
-var presets = mustLoadPresets()
+// presets returns the embedded presets, parsed on first use (not at
+// package initialization: every clawcage start would pay for it); the map is
+// read-only. A bad embedded preset panics, on first use;
+// TestEmbeddedPresetsParse parses them all.
+var presets = sync.OnceValue(mustLoadPresets)
 
 func mustLoadPresets() map[string]PresetInfo {
 	entries, err := presetFS.ReadDir("presets")
@@ -112,7 +115,7 @@ func parsePreset(name string, data []byte) (PresetInfo, error) {
 		params[p.Name] = true
 	}
 	for i, r := range f.Network {
-		if !ruleName.MatchString(r.Name) {
+		if !ruleName().MatchString(r.Name) {
 			return PresetInfo{}, fmt.Errorf("rule %q: bad name", r.Name)
 		}
 		if r.FromParam != "" {
@@ -136,13 +139,13 @@ func parsePreset(name string, data []byte) (PresetInfo, error) {
 }
 
 func lookupPreset(name string) (PresetInfo, bool) {
-	p, ok := presets[name]
+	p, ok := presets()[name]
 	return p, ok
 }
 
 func presetNames() []string {
-	names := make([]string, 0, len(presets))
-	for n := range presets {
+	names := make([]string, 0, len(presets()))
+	for n := range presets() {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -151,9 +154,9 @@ func presetNames() []string {
 
 // Presets describes every embedded preset, sorted by name.
 func Presets() []PresetInfo {
-	out := make([]PresetInfo, 0, len(presets))
+	out := make([]PresetInfo, 0, len(presets()))
 	for _, n := range presetNames() {
-		p := presets[n]
+		p := presets()[n]
 		p.Rules = slices.Clone(p.Rules)
 		for i := range p.Rules {
 			p.Rules[i].Rule = p.Rules[i].Rule.clone()
@@ -167,7 +170,7 @@ func Presets() []PresetInfo {
 // ExpandPreset returns the rules of preset name, taking the hosts of
 // parameterised rules from params. Rule names are "preset/part".
 func ExpandPreset(name string, params map[string]string) ([]Rule, error) {
-	p, ok := presets[name]
+	p, ok := presets()[name]
 	if !ok {
 		return nil, fmt.Errorf("unknown preset %q (want one of %s)", name, strings.Join(presetNames(), ", "))
 	}
@@ -271,15 +274,15 @@ func paramRules(base Rule, p PresetParam, value string) ([]Rule, error) {
 }
 
 func urlEndpoint(s string) (endpoint, error) {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+	scheme, hp, ok := httpURLHost(s)
+	if !ok {
 		return endpoint{}, fmt.Errorf("%q is not an http(s) URL", s)
 	}
 	def := 443
-	if u.Scheme == "http" {
+	if scheme == "http" {
 		def = 80
 	}
-	host, port, err := hostport.Split(u.Host, def)
+	host, port, err := hostport.Split(hp, def)
 	if err != nil {
 		return endpoint{}, fmt.Errorf("%q: %w", s, err)
 	}
@@ -288,6 +291,42 @@ func urlEndpoint(s string) (endpoint, error) {
 		return endpoint{}, fmt.Errorf("%q: %w", s, err)
 	}
 	return endpoint{h, port}, nil
+}
+
+// httpURLHost returns the scheme (in lower case) and the host[:port] of an
+// http or https URL: what url.Parse gives as Scheme and Host. It is
+// stricter than url.Parse: percent-escapes, back slashes, white space and
+// control characters are refused anywhere in s.
+//
+// Package net/url is not used because this package is in the import tree of
+// the sandbox's start path, whose init function must run before package net
+// is initialized; net/url sorts after net and after most of the binary, so
+// importing it would delay that init function past them (see
+// internal/sandbox/runcmd). FuzzHTTPURLHost checks it against url.Parse.
+func httpURLHost(s string) (scheme, host string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || c == '%' || c == '\\' {
+			return "", "", false
+		}
+	}
+	scheme, rest, found := strings.Cut(s, "://")
+	if !found {
+		return "", "", false
+	}
+	scheme = strings.ToLower(scheme)
+	if scheme != "http" && scheme != "https" {
+		return "", "", false
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i] // the authority
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:] // without user information
+	}
+	if rest == "" {
+		return "", "", false
+	}
+	return scheme, rest, true
 }
 
 func netipPrefixString(a netip.Addr) string {

@@ -259,3 +259,27 @@ func TestDiscoverClientsMissingOrFailing(t *testing.T) {
 		t.Fatalf("npm.registry = %q from undefined", got["npm.registry"])
 	}
 }
+
+// TestEmbeddedPresetsParse parses every embedded preset file (presets are
+// parsed on first use, not at package initialization, so this is where a
+// bad one fails) and checks each one became a preset with rules.
+func TestEmbeddedPresetsParse(t *testing.T) {
+	entries, err := presetFS.ReadDir("presets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := mustLoadPresets() // panics on a bad file, failing the test
+	if len(got) != len(entries) || len(entries) == 0 {
+		t.Fatalf("%d presets from %d embedded files", len(got), len(entries))
+	}
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".yaml")
+		p, ok := got[name]
+		if !ok || p.Description == "" || len(p.Rules) == 0 {
+			t.Errorf("preset %s: %+v, %v; want a description and rules", name, p, ok)
+		}
+	}
+	if _, err := parsePreset("bad", []byte("description: x\nnetwork: []\n")); err == nil {
+		t.Error("a preset without rules parsed")
+	}
+}

@@ -82,7 +82,7 @@ func (v *Vault) decode(path string, raw []byte) (err error) {
 		if err := ValidateProvider(rec.Provider); err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
-		if !idRe.MatchString(rec.ID) {
+		if !idRe().MatchString(rec.ID) {
 			return fmt.Errorf("%s: id %q is not 12 lower-case hex digits", where, rec.ID)
 		}
 		if ids[rec.ID] {

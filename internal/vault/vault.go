@@ -63,8 +63,10 @@ var (
 )
 
 var (
-	providerRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-	idRe       = regexp.MustCompile(`^[0-9a-f]{12}$`)
+	// Compiled on first use, not at package initialization (which every
+	// clawcage start would pay for).
+	providerRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`) })
+	idRe       = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]{12}$`) })
 )
 
 // Vault is an open key vault. It is safe for concurrent use.
@@ -359,7 +361,7 @@ func (v *Vault) fingerprint(secret []byte) []byte {
 // ValidateProvider checks a provider name: lower-case letters, digits,
 // '.', '_' and '-', at most 64 characters, starting with a letter or digit.
 func ValidateProvider(provider string) error {
-	if !providerRe.MatchString(provider) {
+	if !providerRe().MatchString(provider) {
 		return fmt.Errorf("%w: provider name %q: want 1-64 of a-z 0-9 . _ - starting with a letter or digit", ErrInvalid, provider)
 	}
 	return nil
@@ -533,7 +535,7 @@ func (v *Vault) Delete(provider, id string) ([]KeyInfo, error) {
 	if err := ValidateProvider(provider); err != nil {
 		return nil, err
 	}
-	if id != "" && !idRe.MatchString(id) {
+	if id != "" && !idRe().MatchString(id) {
 		return nil, fmt.Errorf("%w: key id %q: want 12 lower-case hex digits", ErrInvalid, id)
 	}
 	v.mu.Lock()
