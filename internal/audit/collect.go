@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -267,6 +268,10 @@ func collectPrintenv(ctx context.Context, iw *ItemWriter) {
 // it saw.
 func collectProc(iw *ItemWriter) int {
 	pids, _ := visiblePids()
+	if !slices.Contains(pids, 1) {
+		// The sandbox's init: reported even when /proc hides it.
+		pids = append([]int{1}, pids...)
+	}
 	for _, pid := range pids {
 		for _, kind := range []string{ItemEnviron, ItemCmdline} {
 			p := fmt.Sprintf("/proc/%d/%s", pid, kind)
@@ -374,8 +379,15 @@ func collectInference(ctx context.Context, iw *ItemWriter, url string) {
 		c.mu.Unlock()
 	}
 	mu.Unlock()
-	if len(sent) == 0 && reqItem.Err == "" {
-		reqItem.Err = "nothing was sent"
+	if len(sent) == 0 {
+		// Nothing reached the wire: record the request as the client
+		// built it, which is what it would have sent.
+		reqItem.Meta["sent"] = "false"
+		if dump, derr := httputil.DumpRequestOut(req, false); derr == nil {
+			sent = dump
+		} else {
+			reqItem.Err = "nothing was sent and the request cannot be dumped: " + derr.Error()
+		}
 	}
 	_ = iw.Write(reqItem, sent)
 	_ = iw.Write(respItem, rx)

@@ -49,10 +49,9 @@ func RunHelperIfRequested() {
 // executable) as the helper name.
 func helperCommand(ctx context.Context, exe, name string, args ...string) (*exec.Cmd, error) {
 	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("find own executable for helper %s: %w", name, err)
-		}
+		// Not the path: root inside a sandbox may not be allowed to walk
+		// the directory the binary is in (the default user's workspace).
+		exe = "/proc/self/exe"
 	}
 	cmd := exec.CommandContext(ctx, exe, append([]string{"audit-probe", HelperArg, name}, args...)...)
 	cmd.Env = append(os.Environ(), HelperEnv+"=1")

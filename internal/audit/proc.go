@@ -170,10 +170,7 @@ func ptraceTraceme(ctx context.Context, _ []string) Observation {
 	// runs in a helper child whose parent is this process: if the kernel
 	// accepts it, this process is the tracer and must reap the traced
 	// thread itself (with __WALL) before the helper can be reaped.
-	exe, err := os.Executable()
-	if err != nil {
-		return errorf("ptrace-traceme: find own executable: %v", err)
-	}
+	const exe = "/proc/self/exe" // see helperCommand
 	r, w, err := os.Pipe()
 	if err != nil {
 		return errorf("ptrace-traceme: %v", err)

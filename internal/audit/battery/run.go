@@ -105,6 +105,10 @@ func RunExec(ctx context.Context, w *World, c Case, mode string, ex Exec, dir st
 			return res, nil
 		}
 	}
+	if c.LiveWant != nil {
+		c.Want = c.LiveWant
+		res.Expected = c.Want
+	}
 	invoke := func(ctx context.Context, args []string, stdin *os.File, stdout, stderr *bytes.Buffer) (int, error) {
 		if stdin == nil {
 			devnull, err := os.Open(os.DevNull)
@@ -199,7 +203,7 @@ func run(ctx context.Context, w *World, c Case, res Result, setupDir string, inv
 	}
 	var args []string
 	if c.Args != nil {
-		args = c.Args(w)
+		args = slices.Clone(c.Args(w)) // rewritten below: never the case's own slice
 	}
 	if setupDir != "" && strings.HasSuffix(setupDir, LiveDir) {
 		for i, a := range args {

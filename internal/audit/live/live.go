@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/clawcage/clawcage/internal/audit"
@@ -55,6 +56,9 @@ type Provider struct {
 	// Addr is host:port of the provider's base URL.
 	Addr string
 }
+
+// startWait bounds the wait for a sandbox that is still starting.
+const startWait = 15 * time.Second
 
 // DefaultInferenceURL is the cheap call the key hunt makes: the router
 // answers it itself (its routes), in the provider dialect.
@@ -94,14 +98,32 @@ func (a *Auditor) Run(ctx context.Context) ([]battery.Result, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	// The first exec proves the sandbox can be entered at all.
+	// The first exec proves the sandbox can be entered at all; a sandbox
+	// just created may still be starting.
 	var out, errb bytes.Buffer
-	code, err := battery.ExecCapture(ctx, a.Exec, []string{battery.LiveProbe, "audit-probe", "--json", "hardening"}, false, devNull(), &out, &errb)
+	var code int
+	for deadline := time.Now().Add(startWait); ; {
+		out.Reset()
+		errb.Reset()
+		code, err = battery.ExecCapture(ctx, a.Exec, []string{battery.LiveProbe, "audit-probe", "--json", "hardening"}, false, devNull(), &out, &errb)
+		if err == nil || !strings.Contains(err.Error(), "(state: starting)") || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("enter sandbox %s: %w", a.Sandbox, err)
 	}
 	if _, ok := battery.ParseObservation(out.String(), "hardening"); !ok {
 		return nil, fmt.Errorf("enter sandbox %s: the probe printed no observation (exit %d): %s", a.Sandbox, code, strings.TrimSpace(errb.String()))
+	}
+
+	// Root inside a sandbox has no capabilities: the default user's
+	// workspace (0700) may be closed to it, and with it the files the host
+	// puts there for some cases.
+	rootNoWorkspace := ""
+	if o, err := a.probe(ctx, true, "read-path", "/sandbox/"+battery.LiveDir); err == nil && o.Outcome != audit.Succeeded {
+		rootNoWorkspace = "root inside this sandbox cannot reach the workspace (" + o.Outcome + ": /sandbox is the default user's), where the host puts this case's file"
 	}
 
 	var rows []battery.Result
@@ -115,6 +137,10 @@ func (a *Auditor) Run(ctx context.Context) ([]battery.Result, error) {
 		for _, mode := range battery.Modes {
 			if ctx.Err() != nil {
 				return rows, ctx.Err()
+			}
+			if mode == "root" && c.Setup != nil && rootNoWorkspace != "" {
+				rows = append(rows, battery.Result{Case: c.Name, Mode: mode, Expected: c.Want, Failure: "skipped: " + rootNoWorkspace})
+				continue
 			}
 			r, err := battery.RunExec(ctx, a.World, c, mode, a.Exec, dir)
 			if err != nil {
@@ -313,14 +339,17 @@ func judge(attack, mode string, want []string, o audit.Observation, err error) b
 	return row(attack, mode, want, o, "")
 }
 
-// providerKeyShapes match model provider keys by their published formats.
-var providerKeyShapes = []*regexp.Regexp{
-	regexp.MustCompile(`sk-ant-[A-Za-z0-9_-]{20,}`),
-	regexp.MustCompile(`sk-(proj-|svcacct-)?[A-Za-z0-9_-]{32,}`),
-}
+// providerKeyShapes match model provider keys by their published formats
+// (compiled on first use: every clawcage start links this package).
+var providerKeyShapes = sync.OnceValue(func() []*regexp.Regexp {
+	return []*regexp.Regexp{
+		regexp.MustCompile(`sk-ant-[A-Za-z0-9_-]{20,}`),
+		regexp.MustCompile(`sk-(proj-|svcacct-)?[A-Za-z0-9_-]{32,}`),
+	}
+})
 
 func keyShaped(b []byte) bool {
-	for _, re := range providerKeyShapes {
+	for _, re := range providerKeyShapes() {
 		if re.Match(b) {
 			return true
 		}
@@ -464,6 +493,7 @@ type hunt struct {
 	envVars                               int
 	reqBytes                              []byte
 	reqErr, respErr, status               string
+	reqNotSent                            bool
 	credEnv                               string
 	respHeader                            http.Header
 	ended                                 bool
@@ -504,6 +534,7 @@ func (h *hunt) item(ctx context.Context, s Scanner, it audit.Item, data []byte) 
 		}
 	case audit.ItemRequest:
 		h.reqBytes, h.reqErr, h.credEnv = data, it.Err, it.Meta["credential_env"]
+		h.reqNotSent = it.Meta["sent"] == "false"
 		h.request.add(ctx, s, it.Name, data)
 	case audit.ItemResponse:
 		h.respErr, h.status = it.Err, it.Meta["status"]
@@ -608,7 +639,11 @@ func (h *hunt) requestRow(attack, mode string) battery.Result {
 	if h.credEnv != "" {
 		problems = append(problems, "the sandbox's environment had "+h.credEnv+" for an SDK to send")
 	}
-	o, fail := h.request.verdict(h.keys, attack, problems, fmt.Sprintf("%d bytes sent, no Authorization, X-Api-Key or Cookie, no key bytes", len(h.reqBytes)))
+	what := "sent"
+	if h.reqNotSent {
+		what = "built (the connection failed, so as the client would send them)"
+	}
+	o, fail := h.request.verdict(h.keys, attack, problems, fmt.Sprintf("%d bytes %s: no Authorization, X-Api-Key or Cookie, no key bytes", len(h.reqBytes), what))
 	if fail == "" {
 		o.Outcome = "no-credential"
 	}
