@@ -120,7 +120,11 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	if err := cgroup.RemoveStale(staleRunGroup); err != nil {
 		p.log.Warn("remove stale sandbox cgroups", "reason", err)
 	}
-	cg, err := cgroup.New(ctx, "clawcage-"+name, cgroup.Limits{Memory: r.limits.Memory, Pids: r.limits.Pids, CPU: r.limits.CPU})
+	cgName := "clawcage-" + name
+	if spec.Cgroup != "" {
+		cgName = spec.Cgroup
+	}
+	cg, err := cgroup.New(ctx, cgName, cgroup.Limits{Memory: r.limits.Memory, Pids: r.limits.Pids, CPU: r.limits.CPU})
 	if err != nil {
 		return nil, &SetupError{Step: "create cgroup", Err: err}
 	}

@@ -117,6 +117,10 @@ type Spec struct {
 	// ("clawcage-NAME"); it must be a short [a-zA-Z0-9._-] word, unique among
 	// running sandboxes. Empty means "run-<pid>-<uid slot>".
 	Name string
+	// Cgroup, if set, is the sandbox's cgroup name instead of
+	// "clawcage-NAME" (the stack makes it unique per state directory):
+	// letters, digits, '.', '_' and '-', at most 128.
+	Cgroup string
 	// Command is the program and its arguments, run with PATH lookup inside
 	// the sandbox.
 	Command []string

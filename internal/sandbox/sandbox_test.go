@@ -794,3 +794,31 @@ func TestReportError(t *testing.T) {
 		t.Error("malformed report accepted")
 	}
 }
+
+// TestSpecCgroup checks Spec.Cgroup: the sandbox runs in the group of that
+// name, and a name the cgroup rules refuse is an error naming it.
+func TestSpecCgroup(t *testing.T) {
+	needSandbox(t)
+	t.Parallel()
+	name := fmt.Sprintf("clawcage-test%d-box", os.Getpid())
+	r := runBox(t, Spec{Cgroup: name, Command: sh("cat /proc/self/cgroup")})
+	// The command sees its cgroup namespace's root; PID 1's host view is
+	// checked through the host's own /proc below.
+	if r.err != nil || r.code != 0 {
+		t.Fatalf("run: code %d, %v, %s", r.code, r.err, r.stderr)
+	}
+	p, err := Start(context.Background(), Spec{Cgroup: name, Command: []string{"/bin/sleep", "5"}}, Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid()))
+	p.Signal(syscall.SIGKILL)
+	p.Wait()
+	if err != nil || !strings.Contains(string(cg), "/"+name+"\n") {
+		t.Errorf("PID 1's cgroups %q (%v), want %s", cg, err, name)
+	}
+	r = runBox(t, Spec{Cgroup: "bad/name", Command: []string{"/bin/true"}})
+	if r.err == nil || !strings.Contains(r.err.Error(), `cgroup name "bad/name"`) {
+		t.Errorf("bad cgroup name: code %d, err %v", r.code, r.err)
+	}
+}
