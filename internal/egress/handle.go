@@ -247,17 +247,27 @@ func (p *Proxy) dial(ctx context.Context, addrs []netip.Addr, port int) (net.Con
 	var errs []error
 	for _, a := range addrs {
 		ap := netip.AddrPortFrom(a, uint16(port))
-		// WithoutCancel: a cancellable context costs the dialler a
-		// watcher goroutine per connection; the timeout still bounds it.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.DialTimeout)
-		c, err := p.opts.Dial(dctx, "tcp", ap.String())
-		cancel()
+		c, err := p.dialOne(ctx, ap)
 		if err == nil {
 			return c, ap, nil
 		}
 		errs = append(errs, err)
 	}
 	return nil, netip.AddrPort{}, fmt.Errorf("dial %s: %w", hostport.Join(addrs[0].String(), port), errors.Join(errs...))
+}
+
+// dialOne dials ap, bounded by the dial timeout but not by ctx's
+// cancellation: shutdown closes the connection once it is registered.
+func (p *Proxy) dialOne(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+	ctx = context.WithoutCancel(ctx)
+	if p.dialer != nil {
+		// The dialer applies its Timeout (one deadline context, not two).
+		// Not DialTCP: with a zero local address it binds first.
+		return p.dialer.DialContext(ctx, "tcp", ap.String())
+	}
+	dctx, cancel := context.WithTimeout(ctx, p.opts.DialTimeout)
+	defer cancel()
+	return p.opts.Dial(dctx, "tcp", ap.String())
 }
 
 // tunnel answers 200, checks the ClientHello of a name tunnel and splices.
