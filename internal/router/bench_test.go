@@ -69,6 +69,9 @@ func BenchmarkRouter(b *testing.B) {
 type discardUsage struct{}
 
 func (discardUsage) Record(context.Context, router.UsageRecord) error { return nil }
+
+// RecordBatch makes discardUsage a router.BatchRecorder, as the ledger is.
+func (discardUsage) RecordBatch(context.Context, []router.UsageRecord) error { return nil }
 func (discardUsage) Spend(context.Context, string, time.Time) (float64, error) {
 	return 0, nil
 }

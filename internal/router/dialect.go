@@ -1,12 +1,14 @@
 package router
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // dialect is the wire format of an endpoint.
@@ -56,7 +58,8 @@ func canonicalPath(p string) string {
 type request struct {
 	ep        *endpoint
 	body      []byte
-	fields    map[string]span
+	fields    fieldSet
+	fieldBuf  [24]field // backing array of fields for the usual request
 	model     string
 	stream    bool
 	maxTokens int64
@@ -74,20 +77,25 @@ func parseRequest(ep *endpoint, body []byte) (*request, *apiError) {
 	if !json.Valid(body) {
 		return nil, errBadRequest("request body is not valid JSON")
 	}
-	fields, err := topFields(body)
+	req := &request{ep: ep, body: body}
+	fields, err := topFields(body, req.fieldBuf[:0])
 	if err != nil {
 		return nil, errBadRequest(err.Error())
 	}
-	req := &request{ep: ep, body: body, fields: fields}
-	ms, ok := fields["model"]
+	req.fields = fields
+	ms, ok := fields.get("model")
 	if !ok {
 		return nil, errBadRequest(`request has no "model" field`)
 	}
-	if err := json.Unmarshal(body[ms.start:ms.end], &req.model); err != nil || req.model == "" {
+	if req.model, ok = jsonString(body[ms.start:ms.end]); !ok || req.model == "" {
 		return nil, errBadRequest(`"model" must be a non-empty string`)
 	}
-	if s, ok := fields["stream"]; ok {
-		if err := json.Unmarshal(body[s.start:s.end], &req.stream); err != nil {
+	if s, ok := fields.get("stream"); ok {
+		switch string(body[s.start:s.end]) {
+		case "true":
+			req.stream = true
+		case "false":
+		default:
 			return nil, errBadRequest(`"stream" must be a boolean`)
 		}
 		if req.stream && !ep.streamable {
@@ -95,9 +103,9 @@ func parseRequest(ep *endpoint, body []byte) (*request, *apiError) {
 		}
 	}
 	for _, name := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
-		if s, ok := fields[name]; ok && string(body[s.start:s.end]) != "null" {
-			var n int64
-			if err := json.Unmarshal(body[s.start:s.end], &n); err != nil || n < 0 {
+		if s, ok := fields.get(name); ok && string(body[s.start:s.end]) != "null" {
+			n, err := strconv.ParseInt(string(body[s.start:s.end]), 10, 64)
+			if err != nil || n < 0 {
 				return nil, errBadRequest(fmt.Sprintf("%q must be a non-negative integer", name))
 			}
 			req.maxTokens = max(req.maxTokens, n)
@@ -114,10 +122,34 @@ func parseRequest(ep *endpoint, body []byte) (*request, *apiError) {
 	return req, nil
 }
 
-// withModel returns the body with only the top-level "model" value replaced.
-func (q *request) withModel(model string) []byte {
-	v, _ := json.Marshal(model)
-	return replaceSpan(q.body, q.fields["model"], v)
+// withModel returns the body with only the top-level "model" value
+// replaced by modelJSON (a JSON string).
+func (q *request) withModel(modelJSON []byte) []byte {
+	s, _ := q.fields.get("model")
+	return replaceSpan(q.body, s, modelJSON)
+}
+
+// jsonString decodes the JSON string literal b; ok is false when b is not
+// a string. A literal without escapes is converted directly.
+func jsonString(b []byte) (string, bool) {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return "", false
+	}
+	inner := b[1 : len(b)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner), true
+	}
+	var s string
+	if json.Unmarshal(b, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// quoteJSON returns s as a JSON string literal.
+func quoteJSON(s string) []byte {
+	b, _ := json.Marshal(s)
+	return b
 }
 
 // apiError is an error the router itself answers with, in the endpoint's

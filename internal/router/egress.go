@@ -33,7 +33,7 @@ func egressError(format string, args ...any) *apiError {
 // allow. pol may be nil (allow none).
 func checkEgress(q *request, pol EgressPolicy) *apiError {
 	allowsTool := func(name string) bool { return pol != nil && pol.AllowsProviderTool(name) }
-	if s, ok := q.fields["tools"]; ok {
+	if s, ok := q.fields.get("tools"); ok {
 		var tools []map[string]json.RawMessage
 		if err := json.Unmarshal(q.body[s.start:s.end], &tools); err != nil {
 			return errBadRequest(`"tools" must be an array of objects`)
@@ -64,7 +64,7 @@ func checkEgress(q *request, pol EgressPolicy) *apiError {
 			}
 		}
 	}
-	if s, ok := q.fields["mcp_servers"]; ok && string(q.body[s.start:s.end]) != "null" && string(q.body[s.start:s.end]) != "[]" {
+	if s, ok := q.fields.get("mcp_servers"); ok && string(q.body[s.start:s.end]) != "null" && string(q.body[s.start:s.end]) != "[]" {
 		if !allowsTool(ToolMCP) {
 			return egressError("mcp_servers: remote MCP servers reached by the provider are not allowed by this sandbox's policy (provider_tools)")
 		}
@@ -80,13 +80,13 @@ func checkEgress(q *request, pol EgressPolicy) *apiError {
 			}
 		}
 	}
-	if s, ok := q.fields["web_search_options"]; ok && string(q.body[s.start:s.end]) != "null" && !allowsTool(ToolWebSearch) {
+	if s, ok := q.fields.get("web_search_options"); ok && string(q.body[s.start:s.end]) != "null" && !allowsTool(ToolWebSearch) {
 		return egressError("web_search_options: provider-side web search is not allowed by this sandbox's policy (provider_tools)")
 	}
 	// URL inputs: walk the content-bearing fields for URL-valued keys.
 	// A cheap byte check skips the walk for the common request without URLs.
 	for _, field := range []string{"messages", "input", "system"} {
-		s, ok := q.fields[field]
+		s, ok := q.fields.get(field)
 		if !ok {
 			continue
 		}

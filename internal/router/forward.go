@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // sandboxHandler serves one sandbox's listener.
@@ -23,6 +26,55 @@ type sandboxHandler struct {
 	sandbox string
 	egress  EgressPolicy // nil refuses all provider-side egress
 	adm     *admission
+
+	// Metric series of this sandbox, resolved once.
+	inflight prometheus.Gauge
+	cost     prometheus.Counter
+	routes   sync.Map // route name → *routeSeries
+}
+
+// routeSeries are the metric series of one sandbox and route.
+type routeSeries struct {
+	h                   *sandboxHandler
+	route               string
+	latency, ttfb       prometheus.Observer
+	tokensIn, tokensOut prometheus.Counter
+	byStatus            sync.Map // statusKey → prometheus.Counter
+}
+
+type statusKey struct {
+	target string
+	status int
+}
+
+// series returns the metric series of route (a configured route name or
+// "direct": bounded).
+func (h *sandboxHandler) series(route string) *routeSeries {
+	if v, ok := h.routes.Load(route); ok {
+		return v.(*routeSeries)
+	}
+	m := h.r.metrics
+	rs := &routeSeries{
+		h: h, route: route,
+		latency:   m.latency.WithLabelValues(h.sandbox, route),
+		ttfb:      m.ttfb.WithLabelValues(h.sandbox, route),
+		tokensIn:  m.tokens.WithLabelValues(h.sandbox, route, "input"),
+		tokensOut: m.tokens.WithLabelValues(h.sandbox, route, "output"),
+	}
+	v, _ := h.routes.LoadOrStore(route, rs)
+	return v.(*routeSeries)
+}
+
+// requests is the requests_total counter of target and status (both from
+// bounded sets: configured targets, HTTP statuses).
+func (rs *routeSeries) requests(target string, status int) prometheus.Counter {
+	k := statusKey{target, status}
+	if v, ok := rs.byStatus.Load(k); ok {
+		return v.(prometheus.Counter)
+	}
+	c := rs.h.r.metrics.requests.WithLabelValues(rs.h.sandbox, rs.route, target, strconv.Itoa(status))
+	v, _ := rs.byStatus.LoadOrStore(k, c)
+	return v.(prometheus.Counter)
 }
 
 // directModel is what a "provider/model" name may look like: it ends up in
@@ -49,7 +101,7 @@ func (h *sandboxHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		(&apiError{status: http.StatusMethodNotAllowed, message: "clawcage: use POST for " + ep.path}).write(w, ep.dialect)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, h.r.opt.MaxBodyBytes))
+	body, err := readBody(http.MaxBytesReader(w, req.Body, h.r.opt.MaxBodyBytes), req.ContentLength, h.r.opt.MaxBodyBytes)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -90,25 +142,49 @@ func (h *sandboxHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		aerr.write(w, ep.dialect)
 		return
 	}
-	h.r.metrics.inflight.WithLabelValues(h.sandbox).Inc()
-	defer h.r.metrics.inflight.WithLabelValues(h.sandbox).Dec()
+	h.inflight.Inc()
+	defer h.inflight.Dec()
 	h.forward(w, req, q, route, chain, tk)
+}
+
+// readBody reads r to the end into a buffer sized from the request's
+// Content-Length (when known and within limit), so the usual body is read
+// without regrowing.
+func readBody(r io.Reader, contentLength, limit int64) ([]byte, error) {
+	if contentLength <= 0 || contentLength > limit {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, contentLength+1) // +1: room to see EOF without growing
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow (a body longer than announced is cut by the server anyway)
+		}
+	}
 }
 
 // routeRef names what the request asked for.
 type routeRef struct {
 	name   string // route name, or "direct"
 	direct bool
+	hdr    []string // X-Clawcage-Route value, shared read-only
 }
 
 func (h *sandboxHandler) resolve(model string) (routeRef, []Target, *apiError) {
 	if chain, ok := h.r.opt.Routes[model]; ok {
-		return routeRef{name: model}, chain, nil
+		return routeRef{name: model, hdr: h.r.routeHdrs[model]}, chain, nil
 	}
 	if h.r.opt.AllowDirect {
 		if prov, m, ok := strings.Cut(model, "/"); ok && m != "" && directModel.MatchString(model) {
 			if _, ok := h.r.upstreams[prov]; ok {
-				return routeRef{name: "direct", direct: true}, []Target{{Provider: prov, Model: m}}, nil
+				return routeRef{name: "direct", direct: true, hdr: h.r.routeHdrs["direct"]}, []Target{{Provider: prov, Model: m}}, nil
 			}
 		}
 	}
@@ -120,10 +196,7 @@ func (h *sandboxHandler) resolve(model string) (routeRef, []Target, *apiError) {
 }
 
 func (h *sandboxHandler) targetLabel(route routeRef, t Target) string {
-	if route.direct {
-		return t.Provider + "/*"
-	}
-	return t.String()
+	return h.r.target(route, t).label
 }
 
 // outcome of one upstream attempt.
@@ -348,8 +421,9 @@ func (h *sandboxHandler) finish(_ http.ResponseWriter, q *request, route routeRe
 	if t.Provider != "" {
 		label = h.targetLabel(route, t)
 	}
-	r.metrics.requests.WithLabelValues(h.sandbox, route.name, label, strconv.Itoa(status)).Inc()
-	r.metrics.latency.WithLabelValues(h.sandbox, route.name).Observe(elapsed.Seconds())
+	rs := h.series(route.name)
+	rs.requests(label, status).Inc()
+	rs.latency.Observe(elapsed.Seconds())
 	rec := UsageRecord{
 		Time: start.UTC(), Sandbox: h.sandbox, Route: route.name, Provider: t.Provider, Model: t.Model,
 		Latency: elapsed, Status: status, Attempts: attempts,
@@ -357,14 +431,14 @@ func (h *sandboxHandler) finish(_ http.ResponseWriter, q *request, route routeRe
 	if res != nil {
 		rec.TTFB = res.ttfb
 		if res.ttfb > 0 {
-			r.metrics.ttfb.WithLabelValues(h.sandbox, route.name).Observe(res.ttfb.Seconds())
+			rs.ttfb.Observe(res.ttfb.Seconds())
 		}
 		if res.meter.seen {
 			rec.TokensIn, rec.TokensOut = res.meter.in, res.meter.out
 			rec.CostUSD = r.cost(t.Model, res.meter.in, res.meter.out)
-			r.metrics.tokens.WithLabelValues(h.sandbox, route.name, "input").Add(float64(res.meter.in))
-			r.metrics.tokens.WithLabelValues(h.sandbox, route.name, "output").Add(float64(res.meter.out))
-			r.metrics.costUSD.WithLabelValues(h.sandbox).Add(rec.CostUSD)
+			rs.tokensIn.Add(float64(res.meter.in))
+			rs.tokensOut.Add(float64(res.meter.out))
+			h.cost.Add(rec.CostUSD)
 		}
 		if res.err != nil {
 			rec.Error = errString(res.err)
@@ -375,22 +449,33 @@ func (h *sandboxHandler) finish(_ http.ResponseWriter, q *request, route routeRe
 	if ae != nil {
 		rec.Error = ae.message
 	}
-	r.log.Info("request",
-		"sandbox", h.sandbox, "route", route.name, "target", label, "status", status,
-		"attempts", attempts, "duration", elapsed, "ttfb", rec.TTFB,
-		"tokens_in", rec.TokensIn, "tokens_out", rec.TokensOut, "stream", q.stream)
+	r.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		slog.String("sandbox", h.sandbox), slog.String("route", route.name), slog.String("target", label), slog.Int("status", status),
+		slog.Int("attempts", attempts), slog.Duration("duration", elapsed), slog.Duration("ttfb", rec.TTFB),
+		slog.Int64("tokens_in", rec.TokensIn), slog.Int64("tokens_out", rec.TokensOut), slog.Bool("stream", q.stream))
 	if q.ep.metered || status >= 400 {
 		r.record(rec)
 	}
 }
 
 func (h *sandboxHandler) setRouteHeaders(hdr http.Header, route routeRef, t Target, attempts int) {
-	hdr.Set("X-Clawcage-Route", route.name)
-	if t.Provider != "" {
-		hdr.Set("X-Clawcage-Target", t.String())
+	if route.hdr != nil {
+		hdr["X-Clawcage-Route"] = route.hdr
+	} else {
+		hdr.Set("X-Clawcage-Route", route.name)
 	}
-	hdr.Set("X-Clawcage-Attempts", strconv.Itoa(attempts))
+	if t.Provider != "" {
+		hdr["X-Clawcage-Target"] = h.r.target(route, t).hdr
+	}
+	if attempts < len(attemptsHdr) {
+		hdr["X-Clawcage-Attempts"] = attemptsHdr[attempts]
+	} else {
+		hdr.Set("X-Clawcage-Attempts", strconv.Itoa(attempts))
+	}
 }
+
+// attemptsHdr are the usual X-Clawcage-Attempts values, shared read-only.
+var attemptsHdr = [...][]string{{"0"}, {"1"}, {"2"}, {"3"}, {"4"}, {"5"}, {"6"}, {"7"}, {"8"}}
 
 // attempt sends q to one target with one key. It writes to w only when the
 // outcome is served, final or aborted.
@@ -412,12 +497,23 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q *req
 	stopTimer := func() bool { return timer.Stop() }
 	defer timer.Stop()
 
-	out, err := http.NewRequestWithContext(actx, http.MethodPost, up.endpointURL(q.ep.path), bytes.NewReader(q.withModel(t.Model)))
+	out, err := http.NewRequestWithContext(actx, http.MethodPost, "", nil)
 	if err != nil {
 		return &attemptResult{outcome: retryable, err: fmt.Errorf("build request: %w", err)}
 	}
+	// The URL is shared read-only; RoundTrippers do not modify requests.
+	out.URL = up.urls[q.ep.path]
+	if in.URL.RawQuery != "" && in.URL.Query().Get("beta") == "true" {
+		u := *out.URL
+		u.RawQuery = "beta=true" // Anthropic SDK beta endpoints; no other query parameter is forwarded
+		out.URL = &u
+	}
+	out.Host = out.URL.Host
+	body := q.withModel(h.r.target(route, t).modelJSON)
+	out.Body, out.ContentLength = newBodyReader(body), int64(len(body))
+	out.GetBody = func() (io.ReadCloser, error) { return newBodyReader(body), nil }
 	copyInbound(out.Header, in.Header)
-	out.Header.Set("Content-Type", "application/json")
+	out.Header["Content-Type"] = contentTypeJSON
 	if up.Kind == KindAnthropic {
 		if out.Header.Get("Anthropic-Version") == "" {
 			out.Header.Set("Anthropic-Version", "2023-06-01")
@@ -427,9 +523,6 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q *req
 		}
 	} else if len(k.Secret) > 0 {
 		out.Header["Authorization"] = []string{"Bearer " + string(k.Secret)}
-	}
-	if in.URL.Query().Get("beta") == "true" {
-		out.URL.RawQuery = "beta=true" // Anthropic SDK beta endpoints; no other query parameter is forwarded
 	}
 	resp, err := h.r.transport.RoundTrip(out)
 	if err != nil {
@@ -509,6 +602,19 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q *req
 	res.meter.finish()
 	return res
 }
+
+// bodyReader is an upstream request body.
+type bodyReader struct{ bytes.Reader }
+
+func newBodyReader(b []byte) *bodyReader {
+	r := &bodyReader{}
+	r.Reset(b)
+	return r
+}
+
+func (b *bodyReader) Close() error { return nil }
+
+var contentTypeJSON = []string{"application/json"}
 
 // readSome reads until at least one byte or an error.
 func readSome(r io.Reader, buf []byte) (int, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"strings"
+	"unsafe"
 )
 
 // Inbound headers are allow-listed: anything the sandbox sends that is not
@@ -22,11 +23,12 @@ var inboundAllowed = map[string]bool{
 // inboundAllowedPrefix are SDK metadata headers (runtime, retry count).
 const inboundAllowedPrefix = "X-Stainless-"
 
-// copyInbound copies the allowed headers of in to out.
+// copyInbound copies the allowed headers of in to out. The value slices
+// are shared, not copied: neither side modifies them.
 func copyInbound(out, in http.Header) {
 	for k, vs := range in {
 		if inboundAllowed[k] || strings.HasPrefix(k, inboundAllowedPrefix) {
-			out[k] = append([]string(nil), vs...)
+			out[k] = vs
 		}
 	}
 }
@@ -53,13 +55,13 @@ func copyOutbound(out, in http.Header, secrets []Key) {
 		}
 		clean := true
 		for _, v := range vs {
-			if containsSecret([]byte(v), secrets) {
+			if containsSecretString(v, secrets) {
 				clean = false
 				break
 			}
 		}
 		if clean {
-			out[k] = append([]string(nil), vs...)
+			out[k] = vs // shared: the provider's response headers are not modified
 		}
 	}
 }
@@ -84,6 +86,12 @@ func containsSecret(b []byte, secrets []Key) bool {
 		}
 	}
 	return false
+}
+
+// containsSecretString is containsSecret on a string, without copying the
+// string or (worse) the secret into a new allocation.
+func containsSecretString(s string, secrets []Key) bool {
+	return containsSecret(unsafe.Slice(unsafe.StringData(s), len(s)), secrets)
 }
 
 // redactSecrets replaces every occurrence of a secret in b.

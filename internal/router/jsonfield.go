@@ -10,17 +10,42 @@ import (
 // span is the byte range [start,end) of a JSON value inside a body.
 type span struct{ start, end int }
 
+// field is one top-level field of a JSON object.
+type field struct {
+	name []byte // the unescaped field name; aliases the body unless it had escapes
+	val  span
+}
+
+// fieldSet is the top-level fields of a JSON object, in body order.
+type fieldSet []field
+
+// get returns the span of the value of the field called name.
+func (fs fieldSet) get(name string) (span, bool) {
+	for i := range fs {
+		if string(fs[i].name) == name {
+			return fs[i].val, true
+		}
+	}
+	return span{}, false
+}
+
+// dupCheckLinear is how many fields are checked for duplicates by
+// comparison; beyond it a map is built (a hostile body may have millions).
+const dupCheckLinear = 16
+
 // topFields returns the spans of the values of a JSON object's top-level
-// fields, keyed by the (unescaped) field name. The body must be valid JSON
-// (checked by the caller with json.Valid); a duplicate field is an error so
-// that the router and the provider cannot disagree about which "model" or
-// "tools" counts.
-func topFields(b []byte) (map[string]span, error) {
+// fields, appended to dst (pass a stack or pooled array to avoid
+// allocating). The body must be valid JSON (checked by the caller with
+// json.Valid); a duplicate field is an error so that the router and the
+// provider cannot disagree about which "model" or "tools" counts. Only
+// names with escapes allocate.
+func topFields(b []byte, dst fieldSet) (fieldSet, error) {
+	fields := dst[:0]
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, errors.New("request body is not a JSON object")
 	}
-	fields := make(map[string]span, 16)
+	var seen map[string]struct{}
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return fields, nil
@@ -33,11 +58,13 @@ func topFields(b []byte) (map[string]span, error) {
 		if err != nil {
 			return nil, err
 		}
-		key := string(b[i+1 : kEnd-1])
-		if bytes.IndexByte(b[i:kEnd], '\\') >= 0 {
-			if err := json.Unmarshal(b[i:kEnd], &key); err != nil {
+		key := b[i+1 : kEnd-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			var k string
+			if err := json.Unmarshal(b[i:kEnd], &k); err != nil {
 				return nil, fmt.Errorf("malformed JSON key at byte %d", i)
 			}
+			key = []byte(k)
 		}
 		i = skipWS(b, kEnd)
 		if i >= len(b) || b[i] != ':' {
@@ -48,10 +75,25 @@ func topFields(b []byte) (map[string]span, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, dup := fields[key]; dup {
+		dup := false
+		if seen == nil {
+			_, dup = fields.get(string(key))
+			if !dup && len(fields) >= dupCheckLinear {
+				seen = make(map[string]struct{}, 2*len(fields))
+				for _, f := range fields {
+					seen[string(f.name)] = struct{}{}
+				}
+			}
+		} else {
+			_, dup = seen[string(key)]
+		}
+		if dup {
 			return nil, fmt.Errorf("duplicate top-level field %q", key)
 		}
-		fields[key] = span{i, vEnd}
+		if seen != nil {
+			seen[string(key)] = struct{}{}
+		}
+		fields = append(fields, field{name: key, val: span{i, vEnd}})
 		i = skipWS(b, vEnd)
 		if i < len(b) && b[i] == ',' {
 			i = skipWS(b, i+1)

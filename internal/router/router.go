@@ -180,12 +180,42 @@ type Router struct {
 
 	sbMu      sync.RWMutex
 	sandboxes map[string]Sandbox // opt.Sandboxes plus AddSandbox, minus RemoveSandbox
+
+	targets   map[Target]*targetInfo // every target of every route
+	routeHdrs map[string][]string    // route name → X-Clawcage-Route value
 }
 
 type upstream struct {
 	name string
 	Provider
 	base *url.URL
+	urls map[string]*url.URL // endpoint path → upstream URL, shared read-only
+}
+
+// targetInfo is what the hot path needs about a route target, computed
+// once in New (per request only for direct targets).
+type targetInfo struct {
+	label     string   // metric and log label: "provider/model", "provider/*" for direct
+	hdr       []string // X-Clawcage-Target value, shared read-only
+	modelJSON []byte   // the model as a JSON string, spliced into request bodies
+}
+
+func newTargetInfo(t Target, direct bool) *targetInfo {
+	ti := &targetInfo{label: t.String(), hdr: []string{t.String()}, modelJSON: quoteJSON(t.Model)}
+	if direct {
+		ti.label = t.Provider + "/*"
+	}
+	return ti
+}
+
+// target returns the precomputed information about t.
+func (r *Router) target(route routeRef, t Target) *targetInfo {
+	if !route.direct {
+		if ti, ok := r.targets[t]; ok {
+			return ti
+		}
+	}
+	return newTargetInfo(t, route.direct)
 }
 
 // New validates o and returns a Router.
@@ -258,7 +288,23 @@ func New(o Options) (*Router, error) {
 			return nil, fmt.Errorf("router: provider %q: base URL %q is not an http(s) URL", name, u.Redacted())
 		}
 		u.Path = strings.TrimSuffix(u.Path, "/")
-		r.upstreams[name] = &upstream{name: name, Provider: p, base: u}
+		up := &upstream{name: name, Provider: p, base: u, urls: make(map[string]*url.URL, len(endpoints))}
+		for path := range endpoints {
+			eu, err := url.Parse(up.endpointURL(path))
+			if err != nil {
+				return nil, fmt.Errorf("router: provider %q: endpoint %s: %w", name, path, err)
+			}
+			up.urls[path] = eu
+		}
+		r.upstreams[name] = up
+	}
+	r.targets = make(map[Target]*targetInfo)
+	r.routeHdrs = map[string][]string{"direct": {"direct"}}
+	for route, chain := range o.Routes {
+		r.routeHdrs[route] = []string{route}
+		for _, t := range chain {
+			r.targets[t] = newTargetInfo(t, false)
+		}
 	}
 	for route, chain := range o.Routes {
 		if len(chain) == 0 {
@@ -302,7 +348,8 @@ func (r *Router) Routes() []string {
 // Handler is called.
 func (r *Router) Handler(sandbox string) http.Handler {
 	sb, _ := r.sandbox(sandbox)
-	return &sandboxHandler{r: r, sandbox: sandbox, egress: sb.Egress, adm: r.admissionFor(sandbox)}
+	return &sandboxHandler{r: r, sandbox: sandbox, egress: sb.Egress, adm: r.admissionFor(sandbox),
+		inflight: r.metrics.inflight.WithLabelValues(sandbox), cost: r.metrics.costUSD.WithLabelValues(sandbox)}
 }
 
 // sandbox returns what the router knows about name.

@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"encoding/json"
+	"sync"
 )
 
 // meter extracts token usage from a provider response as it passes through:
@@ -15,9 +16,17 @@ type meter struct {
 	in, out int64
 	seen    bool
 
-	buf     []byte // non-SSE body, or the current partial SSE line
-	dropped bool   // buf overflowed; usage unknown
+	buf     []byte  // non-SSE body, or the current partial SSE line
+	pooled  *[]byte // buf's origin in meterBufs, returned by finish
+	dropped bool    // buf overflowed; usage unknown
 }
+
+// meterBufs recycles the buffers that hold non-streamed response bodies
+// until their usage is parsed.
+var meterBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// maxPooledMeterBuf bounds the buffers kept in meterBufs.
+const maxPooledMeterBuf = 256 << 10
 
 // maxMeterBuffer bounds what the meter keeps: a body or line beyond it is
 // not parsed (usage then falls back to the estimate).
@@ -29,8 +38,13 @@ func (m *meter) Write(p []byte) {
 	}
 	if !m.sse {
 		if len(m.buf)+len(p) > maxMeterBuffer {
-			m.dropped, m.buf = true, nil
+			m.dropped = true
+			m.release()
 			return
+		}
+		if m.pooled == nil && m.buf == nil {
+			m.pooled = meterBufs.Get().(*[]byte)
+			m.buf = (*m.pooled)[:0]
 		}
 		m.buf = append(m.buf, p...)
 		return
@@ -71,8 +85,9 @@ func (m *meter) line(l []byte) {
 // top-level "usage" object; only that object is decoded.
 func (m *meter) finish() {
 	if !m.sse && !m.dropped && len(m.buf) > 0 {
-		if fields, err := topFields(m.buf); err == nil {
-			if s, ok := fields["usage"]; ok {
+		var buf [32]field
+		if fields, err := topFields(m.buf, buf[:0]); err == nil {
+			if s, ok := fields.get("usage"); ok {
 				var u usageFields
 				if json.Unmarshal(m.buf[s.start:s.end], &u) == nil {
 					m.add(&u)
@@ -80,7 +95,16 @@ func (m *meter) finish() {
 			}
 		}
 	}
-	m.buf = nil
+	m.release()
+}
+
+// release gives the body buffer back to the pool.
+func (m *meter) release() {
+	if m.pooled != nil && cap(m.buf) <= maxPooledMeterBuf {
+		*m.pooled = m.buf[:0]
+		meterBufs.Put(m.pooled)
+	}
+	m.buf, m.pooled = nil, nil
 }
 
 type usageFields struct {

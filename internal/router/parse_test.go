@@ -1,0 +1,171 @@
+package router
+
+import (
+	"bytes"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestTopFieldsDuplicates(t *testing.T) {
+	many := func(n int, extra string) string {
+		var b strings.Builder
+		b.WriteString("{")
+		for i := range n {
+			b.WriteString(`"f` + strconv.Itoa(i) + `":` + strconv.Itoa(i) + ",")
+		}
+		return b.String() + extra + "}"
+	}
+	for _, tc := range []struct {
+		name    string
+		body    string
+		wantErr bool
+		fields  int
+	}{
+		{"two distinct fields", `{"model":"a","stream":true}`, false, 2},
+		{"duplicate among few fields (linear check)", `{"model":"a","x":1,"model":"b"}`, true, 0},
+		{"escaped duplicate among few fields", `{"model":"a","\u006dodel":"b"}`, true, 0},
+		{"forty distinct fields (map check)", many(40, `"model":"a"`), false, 41},
+		{"duplicate after forty fields (map check)", many(40, `"f3":"again"`), true, 0},
+		{"escaped duplicate after forty fields", many(40, `"model":"a","\u006dodel":"b"`), true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, err := topFields([]byte(tc.body), nil)
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "duplicate") {
+					t.Fatalf("err %v, want a duplicate error", err)
+				}
+				return
+			}
+			if err != nil || len(fs) != tc.fields {
+				t.Fatalf("got %d fields, err %v; want %d", len(fs), err, tc.fields)
+			}
+		})
+	}
+}
+
+func TestParseRequestScalars(t *testing.T) {
+	ep := endpoints["/v1/chat/completions"]
+	for _, tc := range []struct {
+		name      string
+		body      string
+		wantErr   string
+		model     string
+		stream    bool
+		maxTokens int64
+	}{
+		{"plain", `{"model":"m","max_tokens":256,"stream":true}`, "", "m", true, 256},
+		{"escaped model is decoded", `{"model":"a\u002fb","stream":false}`, "", "a/b", false, 0},
+		{"invalid UTF-8 in model is replaced as encoding/json does", "{\"model\":\"a\xffb\"}", "", "a\uFFFDb", false, 0},
+		{"null max_tokens is ignored", `{"model":"m","max_tokens":null}`, "", "m", false, 0},
+		{"largest of the output limits counts", `{"model":"m","max_tokens":5,"max_completion_tokens":9}`, "", "m", false, 9},
+		{"model must be a string", `{"model":5}`, `"model" must be a non-empty string`, "", false, 0},
+		{"model must not be empty", `{"model":""}`, `"model" must be a non-empty string`, "", false, 0},
+		{"stream as a string is refused", `{"model":"m","stream":"true"}`, `"stream" must be a boolean`, "", false, 0},
+		{"stream as a number is refused", `{"model":"m","stream":1}`, `"stream" must be a boolean`, "", false, 0},
+		{"negative max_tokens is refused", `{"model":"m","max_tokens":-1}`, `"max_tokens" must be a non-negative integer`, "", false, 0},
+		{"fractional max_tokens is refused", `{"model":"m","max_tokens":1.5}`, `"max_tokens" must be a non-negative integer`, "", false, 0},
+		{"exponent max_tokens is refused", `{"model":"m","max_tokens":1e3}`, `"max_tokens" must be a non-negative integer`, "", false, 0},
+		{"string max_tokens is refused", `{"model":"m","max_tokens":"256"}`, `"max_tokens" must be a non-negative integer`, "", false, 0},
+		{"max_tokens beyond int64 is refused", `{"model":"m","max_tokens":99999999999999999999}`, `"max_tokens" must be a non-negative integer`, "", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, aerr := parseRequest(ep, []byte(tc.body))
+			if tc.wantErr != "" {
+				if aerr == nil || aerr.message != tc.wantErr {
+					t.Fatalf("error %v, want %q", aerr, tc.wantErr)
+				}
+				return
+			}
+			if aerr != nil {
+				t.Fatal(aerr)
+			}
+			if q.model != tc.model || q.stream != tc.stream || q.maxTokens != tc.maxTokens {
+				t.Fatalf("model %q stream %v max %d", q.model, q.stream, q.maxTokens)
+			}
+		})
+	}
+}
+
+func TestReadBody(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), 100)
+	for _, tc := range []struct {
+		name          string
+		contentLength int64
+	}{
+		{"announced length", int64(len(body))},
+		{"unknown length", -1},
+		{"announced shorter than sent", 10},
+		{"announced longer than sent", int64(len(body)) * 2},
+		{"announced beyond the limit", 1 << 40},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := readBody(iotest.HalfReader(bytes.NewReader(body)), tc.contentLength, 1<<20)
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("read %d bytes, err %v", len(got), err)
+			}
+		})
+	}
+	t.Run("reader error is returned", func(t *testing.T) {
+		if _, err := readBody(iotest.ErrReader(io.ErrUnexpectedEOF), 10, 1<<20); err != io.ErrUnexpectedEOF {
+			t.Fatalf("err %v", err)
+		}
+	})
+}
+
+// Pooled body buffers must not carry one response's bytes into another's
+// usage.
+func TestMeterPooledBuffersDoNotMix(t *testing.T) {
+	bodies := []struct {
+		body    string
+		in, out int64
+	}{
+		{`{"id":"a","usage":{"prompt_tokens":3,"completion_tokens":4}}`, 3, 4},
+		{`{"id":"b","choices":[]}`, 0, 0},
+		{`{"id":"c","usage":{"prompt_tokens":30,"completion_tokens":1}}`, 30, 1},
+	}
+	for round := range 3 {
+		for i, b := range bodies {
+			m := meter{dialect: dialectOpenAI}
+			for chunk := range slicesOf([]byte(b.body), 7) {
+				m.Write(chunk)
+			}
+			m.finish()
+			if m.in != b.in || m.out != b.out || m.seen != (b.in > 0) {
+				t.Fatalf("round %d body %d: in %d out %d seen %v", round, i, m.in, m.out, m.seen)
+			}
+		}
+	}
+}
+
+func slicesOf(b []byte, n int) func(func([]byte) bool) {
+	return func(yield func([]byte) bool) {
+		for len(b) > 0 {
+			k := min(n, len(b))
+			if !yield(b[:k]) {
+				return
+			}
+			b = b[k:]
+		}
+	}
+}
+
+func TestAttemptsHeader(t *testing.T) {
+	r := &Router{targets: map[Target]*targetInfo{}}
+	h := &sandboxHandler{r: r}
+	for _, n := range []int{0, 1, 8, 9, 123} {
+		hdr := make(map[string][]string)
+		h.setRouteHeaders(hdr, routeRef{name: "r"}, Target{Provider: "p", Model: "m"}, n)
+		if got := hdr["X-Clawcage-Attempts"]; len(got) != 1 || got[0] != strconv.Itoa(n) {
+			t.Fatalf("attempts %d: header %q", n, got)
+		}
+		if got := hdr["X-Clawcage-Target"]; len(got) != 1 || got[0] != "p/m" {
+			t.Fatalf("target header %q", got)
+		}
+		if got := hdr["X-Clawcage-Route"]; len(got) != 1 || got[0] != "r" {
+			t.Fatalf("route header %q", got)
+		}
+	}
+}
