@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/clawcage/clawcage/internal/config"
 	"github.com/clawcage/clawcage/internal/egress"
 	"github.com/clawcage/clawcage/internal/egress/engine"
+	"github.com/clawcage/clawcage/internal/egress/logbuf"
 	"github.com/clawcage/clawcage/internal/netns"
 	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/runas"
@@ -83,7 +85,11 @@ func newPolicyEngineCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runPolicyEngine(cmd.Context(), cmd.ErrOrStderr(), g.stateDir, cfg, specs, lim, params)
+			ctl, err := netns.InheritedControl()
+			if err != nil {
+				return fmt.Errorf("policy engine: %w", err)
+			}
+			return runPolicyEngine(cmd.Context(), cmd.ErrOrStderr(), g.stateDir, cfgPath, cfg, specs, lim, params, ctl)
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "clawcage.yaml with the sandboxes' policies")
@@ -121,14 +127,31 @@ func presetParams(ctx context.Context, cfg *config.Config, file string) (map[str
 	return params, nil
 }
 
-func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir string, cfg *config.Config, specs []listenSpec, lim egress.Options, params map[string]string) error {
-	log := slog.New(slog.NewJSONHandler(logw, nil))
+// runPolicyEngine serves the egress proxy on the inherited listeners and
+// those of specs, and the admin socket. With a control channel (ctl, under
+// the supervisor) sandboxes are added and removed while it runs; their
+// policies are read from cfgPath, the configuration copy the supervisor
+// rewrites first. A sandbox whose policy does not compile is answered with
+// refusals (never an open proxy) and the others are served.
+func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir, cfgPath string, cfg *config.Config, specs []listenSpec, lim egress.Options, params map[string]string, ctl *net.UnixConn) error {
+	// Decision lines are written in batches (one write(2) per ≤ 20 ms);
+	// closed last, after every listener has stopped: nothing is lost.
+	lw := logbuf.New(logw)
+	defer lw.Close()
+	log := slog.New(slog.NewJSONHandler(lw, nil))
 	policies := map[string]policy.Policy{}
+	broken := map[string]error{}
 	for name, sb := range cfg.Sandboxes {
+		if ctl != nil {
+			if _, err := sb.Policy.Compile(policy.CompileOptions{PresetParams: params}); err != nil {
+				broken[name] = fmt.Errorf("policy engine: sandbox %q: compile policy: %w", name, err)
+				continue
+			}
+		}
 		policies[name] = sb.Policy
 	}
 	for _, s := range specs {
-		if _, ok := policies[s.sandbox]; !ok {
+		if _, ok := cfg.Sandboxes[s.sandbox]; !ok {
 			return fmt.Errorf("--listen %s=%s: sandbox %q is not in the config", s.sandbox, s.addr, s.sandbox)
 		}
 	}
@@ -136,7 +159,7 @@ func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir string, cfg *
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("policy engine state: %w", err)
 	}
-	// Rules and approvals are loaded before any listener exists.
+	// Rules and approvals are loaded before any listener is served.
 	eng, err := engine.Open(ctx, engine.Options{Policies: policies, Dir: dir, PresetParams: params, Logger: log, Proxy: lim})
 	if err != nil {
 		return err
@@ -148,61 +171,92 @@ func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir string, cfg *
 	}
 	// Listeners the supervisor created inside each sandbox's namespace,
 	// then those of --listen.
+	inherited, err := netns.InheritedListeners()
+	if err != nil {
+		admin.Close()
+		return fmt.Errorf("policy engine: inherited listeners: %w", err)
+	}
+	for name := range inherited {
+		if _, ok := cfg.Sandboxes[name]; !ok {
+			admin.Close()
+			for _, ln := range inherited {
+				ln.Close()
+			}
+			return fmt.Errorf("policy engine: inherited listener for sandbox %q, which is not in the config", name)
+		}
+	}
 	type served struct {
 		sandbox string
 		ln      net.Listener
 	}
 	var lns []served
-	closeAll := func() {
-		admin.Close()
-		for _, l := range lns {
-			l.ln.Close()
-		}
-	}
-	inherited, err := netns.InheritedListeners()
-	if err != nil {
-		closeAll()
-		return fmt.Errorf("policy engine: inherited listeners: %w", err)
-	}
 	for name, ln := range inherited {
 		lns = append(lns, served{name, ln})
-		if _, ok := policies[name]; !ok {
-			closeAll()
-			return fmt.Errorf("policy engine: inherited listener for sandbox %q, which is not in the config", name)
-		}
 	}
 	for _, s := range specs {
 		ln, err := net.Listen("tcp", s.addr)
 		if err != nil {
-			closeAll()
+			admin.Close()
+			for _, l := range lns {
+				l.ln.Close()
+			}
 			return fmt.Errorf("--listen %s=%s: %w", s.sandbox, s.addr, err)
 		}
 		lns = append(lns, served{s.sandbox, ln})
 	}
-	for _, l := range lns {
-		log.Info("egress proxy listening", "component", "policy", "sandbox", l.sandbox, "addr", l.ln.Addr().String())
-	}
+
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	errc := make(chan error, len(lns)+1)
-	var wg sync.WaitGroup
-	for _, l := range lns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- eng.Serve(ctx, l.ln, l.sandbox)
-		}()
+	serve := func(sandbox string) serveFunc {
+		return func(ctx context.Context, ln net.Listener) error { return eng.Serve(ctx, ln, sandbox) }
 	}
+	set := newSandboxListeners(ctx, log.With("component", "policy"), jsonRefusal(http.StatusForbidden, map[string]string{
+		"error":  "the policy engine could not load this sandbox's policy; every request is refused (see clawcage logs --component policy)",
+		"reason": "policy-not-loaded",
+	}))
+	set.load = func(ctx context.Context, sandbox string) (serveFunc, error) {
+		c, err := config.Load(cfgPath)
+		if err != nil {
+			return nil, fmt.Errorf("policy engine: sandbox %q: %w", sandbox, err)
+		}
+		sb, ok := c.Sandboxes[sandbox]
+		if !ok {
+			return nil, fmt.Errorf("policy engine: sandbox %q is not in %s", sandbox, cfgPath)
+		}
+		if err := eng.AddSandbox(ctx, sandbox, sb.Policy); err != nil {
+			return nil, err
+		}
+		return serve(sandbox), nil
+	}
+	set.unload = func(sandbox string) { eng.RemoveSandbox(sandbox) }
+	for _, l := range lns {
+		if err := broken[l.sandbox]; err != nil {
+			set.startRefusing(l.sandbox, l.ln, err)
+			continue
+		}
+		if err := set.start(l.sandbox, l.ln, serve(l.sandbox)); err != nil {
+			stop()
+			set.wait()
+			admin.Close()
+			return fmt.Errorf("policy engine: %w", err)
+		}
+		log.Info("egress proxy listening", "component", "policy", "sandbox", l.sandbox, "addr", l.ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); errc <- eng.ServeAdmin(ctx, admin) }()
 	go func() { defer wg.Done(); eng.Run(ctx, time.Second) }()
+	set.serveControl(ctl)
 	log.Info("policy engine ready", "component", "policy", "admin", engine.SocketPath(dir))
 	var first error
 	select {
 	case <-ctx.Done():
 	case first = <-errc:
+	case first = <-set.errc:
 	}
 	stop()
+	set.wait()
 	wg.Wait()
 	os.Remove(engine.SocketPath(dir))
 	return first

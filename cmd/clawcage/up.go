@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/clawcage/clawcage/internal/journal"
+	"github.com/clawcage/clawcage/internal/kernel"
 	"github.com/clawcage/clawcage/internal/sandbox"
 	"github.com/clawcage/clawcage/internal/stack"
 	"github.com/clawcage/clawcage/internal/supervisor"
@@ -49,6 +51,7 @@ func sandboxRuntime(ctx context.Context) func(spec stack.SandboxSpec, stdout, st
 			NoProxy:   "inference.local,gateway.local",
 			NetNSFile: s.NetNS.File(),
 			UIDBase:   s.UIDBase,
+			Log:       s.Log,
 		}, sandbox.Stdio{Stdout: stdout, Stderr: stderr})
 		if err != nil {
 			return nil, err
@@ -79,6 +82,11 @@ clawcage down.`,
 				SandboxStart: sandboxRuntime(cmd.Context()),
 				UIDSlots:     sandboxUIDSlots{},
 				Log:          slog.NewTextHandler(cmd.ErrOrStderr(), nil),
+				KernelProbe: func(ctx context.Context) kernel.Report {
+					r := kernel.Probe(ctx)
+					r.RequireLandlockABI(sandbox.MinLandlockABI)
+					return r
+				},
 			})
 		},
 	}
@@ -124,23 +132,35 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 			if err := getJSON(ctx, sock, "/v1/sandboxes", &sbs); err != nil {
 				return err
 			}
+			var kv stack.KernelView
+			if err := getJSON(ctx, sock, "/v1/kernel", &kv); err != nil {
+				return err
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
-					*supervisor.StatusResponse
-					Sandboxes []stack.SandboxView `json:"sandboxes"`
-				}{st, sbs})
+				return enc.Encode(statusJSON{StatusResponse: st, Sandboxes: sbs, Kernel: &kv})
 			}
-			return printStatus(cmd.OutOrStdout(), st, sbs)
+			return printStatus(cmd.OutOrStdout(), st, sbs, &kv)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
 	return cmd
 }
 
-func printStatus(w io.Writer, st *supervisor.StatusResponse, sbs []stack.SandboxView) error {
-	fmt.Fprintf(w, "supervisor pid %d\n\n", st.PID)
+// statusJSON is the output of `clawcage status --json`.
+type statusJSON struct {
+	*supervisor.StatusResponse
+	Sandboxes []stack.SandboxView `json:"sandboxes"`
+	Kernel    *stack.KernelView   `json:"kernel"`
+}
+
+func printStatus(w io.Writer, st *supervisor.StatusResponse, sbs []stack.SandboxView, kv *stack.KernelView) error {
+	fmt.Fprintf(w, "supervisor pid %d\n", st.PID)
+	if kv != nil {
+		printKernel(w, kv)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tUPTIME\tRESTARTS\tLAST EXIT\tHEALTH")
 	for _, c := range st.Components {
@@ -177,6 +197,25 @@ func printStatus(w io.Writer, st *supervisor.StatusResponse, sbs []stack.Sandbox
 		return tw.Flush()
 	}
 	return nil
+}
+
+// printKernel writes one line of kernel facts and one of feature states.
+func printKernel(w io.Writer, kv *stack.KernelView) {
+	ctl := make([]string, 0, len(kv.Cgroups.Controllers))
+	for c, v := range kv.Cgroups.Controllers {
+		ctl = append(ctl, c+"="+v)
+	}
+	sort.Strings(ctl)
+	fmt.Fprintf(w, "kernel %s (%s), Landlock ABI %d, cgroups %s [%s]\n", orUnknown(kv.Kernel), orUnknown(kv.Arch),
+		kv.LandlockABI, orUnknown(kv.Cgroups.Version), strings.Join(ctl, " "))
+	feats := make([]string, 0, len(kv.Features))
+	for _, f := range kv.Features {
+		feats = append(feats, f.Name+" "+f.Status())
+	}
+	fmt.Fprintf(w, "features: %s\n", strings.Join(feats, ", "))
+	if !kv.Enforceable {
+		fmt.Fprintf(w, "SANDBOXES CANNOT BE ENFORCED: %s (clawcage doctor)\n", journal.Escape(kv.Problem))
+	}
 }
 
 func getJSON(ctx context.Context, sock, path string, v any) error {

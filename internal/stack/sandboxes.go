@@ -13,11 +13,13 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/clawcage/clawcage/internal/config"
 	"github.com/clawcage/clawcage/internal/netns"
+	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/runas"
 	"github.com/clawcage/clawcage/internal/supervisor"
 )
@@ -38,6 +40,7 @@ type runner struct {
 	log      *slog.Logger
 	sup      *supervisor.Supervisor
 	comps    []*component
+	params   map[string]string // preset parameters, as the policy engine gets them
 
 	opMu sync.Mutex // serialises create and delete
 
@@ -185,9 +188,9 @@ func sortedNames[V any](m map[string]V) []string {
 	return out
 }
 
-// componentCmd builds the command line, identity, environment and inherited
-// listeners of a component; called for every (re)start, so a restarted
-// component gets the current set of sandboxes.
+// componentCmd builds the command line, identity, environment, inherited
+// listeners and control channel of a component; called for every (re)start,
+// so a restarted component gets the current set of sandboxes.
 func (r *runner) componentCmd(c *component) func() (*exec.Cmd, error) {
 	return func() (*exec.Cmd, error) {
 		args := append([]string{c.command, "--config", filepath.Join(c.dir, "clawcage.yaml"), "--state", r.state}, c.args...)
@@ -195,47 +198,77 @@ func (r *runner) componentCmd(c *component) func() (*exec.Cmd, error) {
 		cmd.Dir = c.dir
 		cmd.Env = componentEnv(c.dir)
 		runas.Configure(cmd, c.id)
+		local, remote, err := netns.ControlPair()
+		if err != nil {
+			return nil, err
+		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if len(r.nets) == 0 {
-			return cmd, nil
-		}
 		var names []string
 		var files []*os.File
 		for _, n := range sortedNames(r.nets) {
 			names = append(names, n)
 			files = append(files, r.nets[n].files[c.name])
 		}
-		if err := netns.ExportListeners(cmd, names, files); err != nil {
-			return nil, err
+		if len(names) > 0 {
+			if err := netns.ExportListeners(cmd, names, files); err != nil {
+				local.Close()
+				remote.Close()
+				return nil, err
+			}
 		}
+		netns.ExportControl(cmd, remote)
+		l := newLink(local, names)
+		if c.link != nil {
+			c.link.close() // its instance has exited
+		}
+		c.link = l
+		go l.read(func() {
+			r.log.Info("component ready", "component", c.name, "sandboxes", len(names))
+			r.sup.CheckHealth(c.name)
+		})
 		return cmd, nil
 	}
 }
 
+// closeControlFile closes the supervisor's copy of the child's end of the
+// control channel once the child has it (or failed to start), so the
+// supervisor sees the channel close when the child exits.
+func closeControlFile(cmd *exec.Cmd, _ error) {
+	for _, f := range cmd.ExtraFiles {
+		if f != nil && f.Name() == netns.ControlFileName {
+			f.Close()
+		}
+	}
+}
+
 // addSandbox creates the sandbox's namespace and listeners and registers it
-// with the supervisor (started at once if the supervisor runs).
-func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox) error {
+// with the supervisor (started at once if the supervisor runs). It returns
+// the running component instances that still need the sandbox's listeners
+// (handOver); instances started later inherit them.
+func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox) (*sandboxNet, map[*component]*link, error) {
 	restart, err := supervisor.ParseRestartPolicy(sb.Restart)
 	if sb.Restart == "" {
 		restart, err = supervisor.RestartAlways, nil
 	}
 	if err != nil {
-		return fmt.Errorf("sandbox %s: %w", name, err)
+		return nil, nil, fmt.Errorf("sandbox %s: %w", name, err)
 	}
 	sn, err := openSandboxNet(ctx, r.state, name, r.comps)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	spec := SandboxSpec{
 		Name: name, Config: sb, NetNS: sn.ns,
 		StateDir:  filepath.Join(r.state, "sandboxes", name),
 		Workspace: filepath.Join(r.state, "sandboxes", name, "workspace"),
+		Cgroup:    CgroupName(r.state, name),
+		Log:       r.log.With("component", "sandbox", "sandbox", name),
 	}
-	fail := func(err error) error {
+	fail := func(err error) (*sandboxNet, map[*component]*link, error) {
 		sn.ns.Delete()
 		sn.close()
-		return err
+		return nil, nil, err
 	}
 	// Traversable, not listable: the sandbox's own uids must reach the
 	// workspace below, which the runtime creates owned by them.
@@ -255,6 +288,20 @@ func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox)
 		}
 		spec.UIDBase, release = base, rel
 	}
+	// The listeners are registered before the sandbox starts: a component
+	// (re)started from now on inherits them, and the caller hands them to
+	// the running instances.
+	links := map[*component]*link{}
+	r.mu.Lock()
+	r.nets[name] = sn
+	r.releases[name] = release
+	for _, c := range r.comps {
+		if l := c.link; l != nil && !l.has[name] {
+			l.has[name] = true
+			links[c] = l
+		}
+	}
+	r.mu.Unlock()
 	startSandbox := r.opts.SandboxStart
 	err = r.sup.Add(supervisor.Spec{
 		Name: "sandbox/" + name,
@@ -271,29 +318,71 @@ func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox)
 		LogAttrs:    []any{"component", "sandbox", "sandbox", name},
 	})
 	if err != nil {
+		r.mu.Lock()
+		delete(r.nets, name)
+		delete(r.releases, name)
+		for _, l := range links {
+			delete(l.has, name)
+		}
+		r.mu.Unlock()
 		release()
 		return fail(err)
 	}
-	r.mu.Lock()
-	r.nets[name] = sn
-	r.releases[name] = release
-	r.mu.Unlock()
 	r.log.Info("sandbox network ready", "sandbox", name, "netns", sn.ns.Path(), "router", RouterAddr, "proxy", ProxyAddr)
-	return nil
+	return sn, links, nil
 }
 
-// restartComponents hands the components the current set of sandboxes:
-// new configuration copy, then a restart with the new listeners.
-func (r *runner) restartComponents() error {
-	if err := r.writeComponentConfigs(); err != nil {
-		return err
+// handOver sends the sandbox's listeners to the running component
+// instances in links, in parallel, and waits for their answers. An instance
+// that has exited is skipped (its successor inherits the listener); one that
+// does not answer is restarted with the full set. A component that cannot
+// load the sandbox's settings refuses that sandbox's requests; its error is
+// logged and returned.
+func (r *runner) handOver(ctx context.Context, name string, sn *sandboxNet, links map[*component]*link) error {
+	return r.tellComponents(links, func(c *component, l *link) error {
+		return l.request(ctx, netns.OpAdd, name, sn.files[c.name])
+	}, name, "listener handed over")
+}
+
+// takeBack tells the running component instances in links to stop serving
+// the sandbox and to close its connections.
+func (r *runner) takeBack(ctx context.Context, name string, links map[*component]*link) error {
+	return r.tellComponents(links, func(_ *component, l *link) error {
+		return l.request(ctx, netns.OpRemove, name, nil)
+	}, name, "listener taken back")
+}
+
+func (r *runner) tellComponents(links map[*component]*link, req func(*component, *link) error, name, done string) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for c, l := range links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			err := req(c, l)
+			var ce *componentError
+			switch {
+			case err == nil:
+				r.log.Info(done, "component", c.name, "sandbox", name, "duration", time.Since(start))
+			case errors.As(err, &ce):
+				r.log.Error("component refused the sandbox", "component", c.name, "sandbox", name, "err", err)
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+				mu.Unlock()
+			case errors.Is(err, errLinkGone):
+				r.log.Info("component instance exited; its restart inherits the current listeners", "component", c.name, "sandbox", name)
+			default:
+				r.log.Error("component did not answer; restarting it with the current listeners", "component", c.name, "sandbox", name, "err", err)
+				if rerr := r.sup.Restart(c.name); rerr != nil {
+					r.log.Error("restart component", "component", c.name, "err", rerr)
+				}
+			}
+		}()
 	}
-	for _, c := range r.comps {
-		if err := r.sup.Restart(c.name); err != nil {
-			return err
-		}
-	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // CreateRequest is the body of POST /v1/sandboxes.
@@ -315,6 +404,12 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 	if err != nil {
 		return http.StatusBadRequest, err
 	}
+	// The policy engine compiles the policy with the same parameters: one
+	// that does not compile is refused here, with the reason, rather than
+	// answered with refusals later.
+	if _, err := sb.Policy.Compile(policy.CompileOptions{PresetParams: r.params}); err != nil {
+		return http.StatusBadRequest, fmt.Errorf("%s: policy: %w", source, err)
+	}
 	r.mu.Lock()
 	_, inCfg := r.cfg.Sandboxes[req.Name]
 	_, exists := r.nets[req.Name]
@@ -333,15 +428,28 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 	r.mu.Lock()
 	r.defs[req.Name] = []byte(req.Definition)
 	r.mu.Unlock()
-	if err := r.addSandbox(ctx, req.Name, sb); err != nil {
+	undo := func() {
 		r.mu.Lock()
 		delete(r.defs, req.Name)
 		r.mu.Unlock()
 		os.Remove(path)
+		if err := r.writeComponentConfigs(); err != nil {
+			r.log.Error("rewrite the components' configuration", "err", err)
+		}
+	}
+	// The components read the sandbox's settings from their copy of the
+	// configuration: it is rewritten before they get the listeners.
+	if err := r.writeComponentConfigs(); err != nil {
+		undo()
 		return http.StatusInternalServerError, err
 	}
-	if err := r.restartComponents(); err != nil {
+	sn, links, err := r.addSandbox(ctx, req.Name, sb)
+	if err != nil {
+		undo()
 		return http.StatusInternalServerError, err
+	}
+	if err := r.handOver(ctx, req.Name, sn, links); err != nil {
+		return http.StatusInternalServerError, fmt.Errorf("sandbox %s was created, but %w; its requests are refused until that is fixed (clawcage logs)", req.Name, err)
 	}
 	r.log.Info("sandbox created", "sandbox", req.Name)
 	return http.StatusCreated, nil
@@ -365,13 +473,23 @@ func (r *runner) deleteSandbox(ctx context.Context, name string, keepWorkspace b
 	if err := r.sup.Remove(ctx, "sandbox/"+name); err != nil {
 		return http.StatusInternalServerError, err
 	}
+	links := map[*component]*link{}
 	r.mu.Lock()
 	delete(r.nets, name)
 	delete(r.defs, name)
 	release := r.releases[name]
 	delete(r.releases, name)
+	for _, c := range r.comps {
+		if l := c.link; l != nil && l.has[name] {
+			delete(l.has, name)
+			links[c] = l
+		}
+	}
 	r.mu.Unlock()
-	if err := r.restartComponents(); err != nil {
+	if err := r.takeBack(ctx, name, links); err != nil {
+		r.log.Error("component could not stop serving the deleted sandbox", "sandbox", name, "err", err)
+	}
+	if err := r.writeComponentConfigs(); err != nil {
 		return http.StatusInternalServerError, err
 	}
 	if err := sn.ns.Delete(); err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/clawcage/clawcage/internal/cgroup"
 	"github.com/clawcage/clawcage/internal/config"
 	"github.com/clawcage/clawcage/internal/journal"
+	"github.com/clawcage/clawcage/internal/kernel"
 	"github.com/clawcage/clawcage/internal/netns"
 	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/runas"
@@ -49,6 +50,13 @@ type SandboxSpec struct {
 	// UIDBase is the sandbox's stable host uid range (0: the runtime picks
 	// a free one on every start; see Options.UIDSlots).
 	UIDBase uint32
+	// Log receives the runtime's events about this sandbox (in the journal,
+	// as component "sandbox" with the sandbox's name).
+	Log *slog.Logger
+	// Cgroup is the sandbox's cgroup name, unique per state directory
+	// (CgroupName), so two stacks with a sandbox of the same name do not
+	// share a group.
+	Cgroup string
 }
 
 // UIDSlots hands out sandbox uid ranges (internal/sandbox implements it):
@@ -89,6 +97,9 @@ type Options struct {
 	// environment (default policy.DiscoverPresetParams); the configuration's
 	// preset_params override what it finds.
 	DiscoverPresetParams func(context.Context) (map[string]string, error)
+	// KernelProbe reports the kernel features for GET /v1/kernel (default
+	// kernel.Probe; `up` also applies the sandbox's minimum Landlock ABI).
+	KernelProbe func(context.Context) kernel.Report
 }
 
 // Output limits of one sandbox stream in the journal.
@@ -110,6 +121,10 @@ type component struct {
 	args    []string
 	id      runas.Identity
 	dir     string
+
+	// link is the control channel of the running instance (nil before the
+	// first start); guarded by runner.mu.
+	link *link
 }
 
 // sandboxNet is one sandbox's namespace and the listeners kept open in it
@@ -240,13 +255,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if len(defs) > 0 && opts.SandboxStart == nil {
 		return errors.New("the state directory has sandboxes but this build has no sandbox runtime (internal/sandbox); refusing to start without it")
 	}
+	// Groups of sandboxes a killed supervisor left behind (empty ones only).
+	if err := removeStaleCgroups(state); err != nil {
+		log.Warn("remove stale sandbox cgroups", "err", err)
+	}
 	spawner, err := runas.NewSpawner()
 	if err != nil {
 		return err
 	}
 	defer spawner.Close() // after the supervisor has stopped every child
 
-	r := &runner{opts: opts, state: state, exe: exe, cfgBytes: cfgBytes, cfg: cfg, log: log, sup: sup,
+	r := &runner{opts: opts, state: state, exe: exe, cfgBytes: cfgBytes, cfg: cfg, log: log, sup: sup, params: params,
 		comps: comps, defs: map[string][]byte{}, nets: map[string]*sandboxNet{}, releases: map[string]func(){}}
 	defer r.closeAll()
 	for name, d := range defs {
@@ -260,6 +279,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 			Name:        c.name,
 			Cmd:         r.componentCmd(c),
 			Start:       spawner.Start,
+			AfterStart:  closeControlFile,
 			Health:      adminHealth(filepath.Join(c.dir, AdminSocketName), c.health),
 			Restart:     supervisor.RestartAlways,
 			Backoff:     opts.Backoff,
@@ -277,7 +297,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		all[name] = d.sandbox
 	}
 	for _, name := range sortedNames(all) {
-		if err := r.addSandbox(ctx, name, all[name]); err != nil {
+		if _, _, err := r.addSandbox(ctx, name, all[name]); err != nil {
 			return err
 		}
 	}
@@ -290,6 +310,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		stop()
 	}))
 	r.routes(ctl, runCtx)
+	ctl.Handle("GET /v1/kernel", newKernelProbe(runCtx, opts.KernelProbe).handler())
 
 	// The control socket outlives the children: it disappears only once
 	// everything has stopped, which is what `clawcage down` waits for.

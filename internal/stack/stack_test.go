@@ -77,6 +77,11 @@ func fakeComponent(name string) int {
 		log.Error("listeners", "err", err)
 		return 2
 	}
+	ctl, err := netns.InheritedControl()
+	if err != nil || ctl == nil {
+		log.Error("control channel", "err", err)
+		return 2
+	}
 	os.Remove(filepath.Join(os.Getenv("HOME"), AdminSocketName)) // left by a killed predecessor
 	admin, err := net.Listen("unix", filepath.Join(os.Getenv("HOME"), AdminSocketName))
 	if err != nil {
@@ -88,20 +93,90 @@ func fakeComponent(name string) int {
 			http.NotFound(w, r)
 		}
 	}))
+	fs := &fakeServer{banner: name, log: log, served: map[string]context.CancelFunc{}}
 	for sb, ln := range lns {
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
+		if err := fs.AddListener(context.Background(), sb, ln); err != nil {
+			log.Error("refusing", "sandbox", sb, "err", err)
+		}
+	}
+	netns.ReportReady(ctl)
+	err = netns.ServeControl(context.Background(), ctl, fs)
+	log.Error("control channel closed", "err", err)
+	return 3
+}
+
+// fakeServer serves each sandbox's listener with a banner naming the
+// component, the sandbox, its uid and pid. A client that sends "stream\n"
+// first gets a tick every 10 ms instead, until the sandbox is removed. A
+// sandbox whose name starts with "broken" stands for one whose settings
+// the component cannot load: it gets "refused".
+type fakeServer struct {
+	banner string
+	log    *slog.Logger
+	mu     sync.Mutex
+	served map[string]context.CancelFunc
+}
+
+func (f *fakeServer) AddListener(_ context.Context, sb string, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	f.mu.Lock()
+	if _, ok := f.served[sb]; ok {
+		f.mu.Unlock()
+		cancel()
+		ln.Close()
+		return fmt.Errorf("sandbox %s is already served", sb)
+	}
+	f.served[sb] = cancel
+	f.mu.Unlock()
+	context.AfterFunc(ctx, func() { ln.Close() })
+	broken := strings.HasPrefix(sb, "broken")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				stop := context.AfterFunc(ctx, func() { c.Close() })
+				defer stop()
+				if broken {
+					fmt.Fprintf(c, "refused %s", sb)
 					return
 				}
-				fmt.Fprintf(c, "%s %s uid=%d pid=%d", name, sb, os.Getuid(), os.Getpid())
-				c.Close()
-			}
-		}()
-		log.Info("serving", "sandbox", sb, "addr", ln.Addr().String())
+				c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				if line != "stream\n" {
+					fmt.Fprintf(c, "%s %s uid=%d pid=%d", f.banner, sb, os.Getuid(), os.Getpid())
+					return
+				}
+				for i := 0; ; i++ {
+					if _, err := fmt.Fprintf(c, "tick %d pid=%d\n", i, os.Getpid()); err != nil {
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+		}
+	}()
+	if broken {
+		return fmt.Errorf("sandbox %s: cannot load its settings", sb)
 	}
-	select {}
+	f.log.Info("serving", "sandbox", sb, "addr", ln.Addr().String())
+	return nil
+}
+
+func (f *fakeServer) RemoveListener(_ context.Context, sb string) error {
+	f.mu.Lock()
+	cancel, ok := f.served[sb]
+	delete(f.served, sb)
+	f.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("sandbox %s is not served", sb)
+	}
+	cancel()
+	f.log.Info("stopped serving", "sandbox", sb)
+	return nil
 }
 
 // fakeSandbox joins the namespace passed as fd 3 and keeps calling both
@@ -246,6 +321,7 @@ func TestStackEndToEnd(t *testing.T) {
 	slots := &fakeSlots{next: 5, claimed: map[int]bool{}}
 	var basesMu sync.Mutex
 	bases := map[string]uint32{}
+	cgroups := map[string]string{}
 	go func() {
 		done <- Run(ctx, Options{
 			ConfigPath: cfgPath, StateDir: state, Exe: bin, UIDSlots: slots,
@@ -253,6 +329,7 @@ func TestStackEndToEnd(t *testing.T) {
 			SandboxStart: func(s SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
 				basesMu.Lock()
 				bases[s.Name] = s.UIDBase
+				cgroups[s.Name] = s.Cgroup
 				basesMu.Unlock()
 				cmd := exec.Command(bin, "fake-sandbox", s.Name)
 				cmd.ExtraFiles = []*os.File{s.NetNS.File()}
@@ -315,6 +392,10 @@ func TestStackEndToEnd(t *testing.T) {
 	basesMu.Lock()
 	if bases["sb1"] != 1<<30+5*65536 || bases["sb2"] != 1<<30+6*65536 {
 		t.Errorf("uid bases %v", bases)
+	}
+	// and a cgroup name no other stack's sandbox of that name has.
+	if cgroups["sb1"] != CgroupName(state, "sb1") || !strings.HasPrefix(cgroups["sb1"], "clawcage-") || cgroups["sb1"] == cgroups["sb2"] {
+		t.Errorf("cgroup names %v", cgroups)
 	}
 	basesMu.Unlock()
 
@@ -771,5 +852,226 @@ func TestRefusesStateUnreachableByComponents(t *testing.T) {
 	}
 	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state directory was created: %v", err)
+	}
+}
+
+// stream opens a connection from inside sandbox's namespace to addr and
+// asks the stand-in component for a tick every 10 ms; ticks carry the
+// serving pid.
+type stream struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func openStream(t *testing.T, state, sandbox, addr string) *stream {
+	t.Helper()
+	ns, err := netns.Open(state, sandbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := netns.Dial(ctx, ns, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, "stream\n"); err != nil {
+		t.Fatal(err)
+	}
+	return &stream{c: c, br: bufio.NewReader(c)}
+}
+
+// next reads the next tick, or returns the error that ended the stream.
+func (s *stream) next() (string, error) {
+	s.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := s.br.ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+func componentPIDs(t *testing.T, state string) map[string]supervisor.Status {
+	t.Helper()
+	out := map[string]supervisor.Status{}
+	for _, c := range []string{"router", "policy"} {
+		out[c] = statusOf(t, state, c)
+	}
+	return out
+}
+
+// TestHotAddAndRemove: sandboxes created and deleted while the stack runs
+// are handed to the running components (same pids, no restart) while
+// another sandbox's connection keeps streaming; a sandbox a component
+// cannot load gets refusals only; delete closes the sandbox's listeners
+// and connections; a component restarted afterwards serves every sandbox.
+func TestHotAddAndRemove(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates namespaces and runs components under their own uids")
+	}
+	bin := helperBinary(t)
+	state := filepath.Join(t.TempDir(), "state")
+	cfgPath := filepath.Join(t.TempDir(), "clawcage.yaml")
+	os.WriteFile(cfgPath, []byte("sandboxes:\n  base: {}\n"), 0o600)
+	startStack(t, bin, cfgPath, state)
+	servedBy(t, state, "base", time.Time{})
+	for _, c := range []string{"router", "policy"} {
+		waitJournal(t, state, c+" ready", func(e journal.Entry) bool {
+			return e.Component == c && e.Msg == "component ready"
+		})
+	}
+	before := componentPIDs(t, state)
+	baseStream := openStream(t, state, "base", RouterAddr)
+	if tick, err := baseStream.next(); err != nil || !strings.Contains(tick, fmt.Sprintf("pid=%d", before["router"].PID)) {
+		t.Fatalf("base stream: %q %v", tick, err)
+	}
+
+	tests := []struct {
+		name, sandbox, definition string
+		code                      int
+		want                      string // in the answer
+		banner                    string // what the sandbox is then answered with ("" if not created)
+	}{
+		{"created sandbox is served by the running components", "hot1", "sandboxes:\n  hot1: {}\n", 201, `"source": "created"`, "router hot1"},
+		{"sandbox a component cannot load gets refusals", "broken1", "sandboxes:\n  broken1: {}\n", 500, "cannot load its settings", "refused broken1"},
+		{"policy that does not compile is refused before anything starts", "npm1", "sandboxes:\n  npm1: {policy: {presets: [npm]}}\n", 400, "npm.registry", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			created := time.Now()
+			code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: tt.sandbox, Definition: tt.definition})
+			if code != tt.code || !strings.Contains(body, tt.want) {
+				t.Fatalf("create: %d %s, want %d with %q", code, body, tt.code, tt.want)
+			}
+			if tt.banner == "" {
+				if _, err := os.Stat(filepath.Join(state, "netns", tt.sandbox)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("refused sandbox has a namespace: %v", err)
+				}
+				return
+			}
+			waitJournal(t, state, tt.sandbox+" answered "+tt.banner, func(e journal.Entry) bool {
+				return e.Sandbox == tt.sandbox && e.Time.After(created) && strings.Contains(e.Msg, tt.banner)
+			})
+			// No component was restarted to serve it.
+			if now := componentPIDs(t, state); now["router"].PID != before["router"].PID || now["policy"].PID != before["policy"].PID ||
+				now["router"].Restarts != 0 || now["policy"].Restarts != 0 {
+				t.Fatalf("components changed: before %+v, now %+v", before, now)
+			}
+			// The other sandbox's connection was never interrupted.
+			for range 3 {
+				if tick, err := baseStream.next(); err != nil || !strings.HasPrefix(tick, "tick ") {
+					t.Fatalf("base stream after creating %s: %q %v", tt.sandbox, tick, err)
+				}
+			}
+		})
+	}
+	waitJournal(t, state, "refusal of broken1 in the journal", func(e journal.Entry) bool {
+		return e.Sandbox == "broken1" && e.Level == "ERROR" && strings.Contains(e.Msg, "component refused the sandbox")
+	})
+	servedBy(t, state, "base", time.Now())
+
+	// Delete closes hot1's listeners in every process and its connections.
+	hot1Stream := openStream(t, state, "hot1", ProxyAddr)
+	if _, err := hot1Stream.next(); err != nil {
+		t.Fatal(err)
+	}
+	hot1NS, err := netns.Open(state, "hot1") // keeps the namespace alive past the delete
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hot1NS.Close()
+	if code, body := control(t, state, "DELETE", "/v1/sandboxes/hot1", nil); code != 200 {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	for {
+		tick, err := hot1Stream.next()
+		if err != nil {
+			break
+		}
+		if !strings.HasPrefix(tick, "tick ") {
+			t.Fatalf("hot1 stream after delete: %q", tick)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, addr := range []string{RouterAddr, ProxyAddr} {
+		if c, err := netns.Dial(ctx, hot1NS, "tcp", addr); err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("dial %s in the deleted sandbox's namespace: %v, want connection refused", addr, err)
+		}
+	}
+	if tick, err := baseStream.next(); err != nil || !strings.HasPrefix(tick, "tick ") {
+		t.Fatalf("base stream after the delete: %q %v", tick, err)
+	}
+
+	// A component restarted after the hot-adds gets every listener back.
+	code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: "hot2", Definition: "sandboxes:\n  hot2: {}\n"})
+	if code != 201 {
+		t.Fatalf("create hot2: %d %s", code, body)
+	}
+	for _, c := range []struct{ name, banner string }{{"router", "router"}, {"policy", "policy-engine"}} {
+		old := statusOf(t, state, c.name)
+		if old.Uptime < 150*time.Millisecond {
+			time.Sleep(150*time.Millisecond - old.Uptime)
+		}
+		syscall.Kill(old.PID, syscall.SIGKILL)
+		var now supervisor.Status
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if now = statusOf(t, state, c.name); now.State == "running" && now.PID != old.PID {
+				break
+			}
+		}
+		if now.PID == old.PID {
+			t.Fatalf("%s not restarted: %+v", c.name, now)
+		}
+		pid := fmt.Sprintf("pid=%d", now.PID)
+		for _, sb := range []string{"base", "hot2"} {
+			waitJournal(t, state, sb+" served by the restarted "+c.name, func(e journal.Entry) bool {
+				return e.Sandbox == sb && strings.Contains(e.Msg, c.banner+" "+sb) && strings.Contains(e.Msg, pid)
+			})
+		}
+		// And it serves hot-adds again over its new control channel.
+		name := "after-" + c.name
+		if code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: name, Definition: "sandboxes:\n  " + name + ": {}\n"}); code != 201 {
+			t.Fatalf("create %s: %d %s", name, code, body)
+		}
+		servedBy(t, state, name, time.Time{})
+	}
+}
+
+func TestKernelInStatus(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs a stack")
+	}
+	bin := helperBinary(t)
+	state := filepath.Join(t.TempDir(), "state")
+	cfgPath := filepath.Join(t.TempDir(), "clawcage.yaml")
+	os.WriteFile(cfgPath, nil, 0o600)
+	startStack(t, bin, cfgPath, state)
+	code, body := control(t, state, "GET", "/v1/kernel", nil)
+	var kv KernelView
+	if err := json.Unmarshal([]byte(body), &kv); code != 200 || err != nil {
+		t.Fatalf("GET /v1/kernel: %d %s %v", code, body, err)
+	}
+	want := []string{"landlock", "seccomp", "userns", "netns", "cgroup-memory", "cgroup-pids", "nftables"}
+	got := map[string]bool{}
+	for _, f := range kv.Features {
+		got[f.Name] = true
+	}
+	for _, w := range want {
+		if !got[w] {
+			t.Errorf("feature %s missing from %s", w, body)
+		}
+	}
+	var raw map[string]any
+	json.Unmarshal([]byte(body), &raw)
+	for _, k := range []string{"kernel", "landlock_abi", "cgroups", "enforceable"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("field %s missing from %s", k, body)
+		}
+	}
+	if kv.Kernel == "" || kv.Cgroups.Version == "" {
+		t.Errorf("kernel %q cgroups %q", kv.Kernel, kv.Cgroups.Version)
 	}
 }

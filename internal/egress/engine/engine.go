@@ -66,6 +66,10 @@ type Engine struct {
 	proxy *egress.Proxy
 	log   *slog.Logger
 
+	// pmu guards opts.Policies, which AddSandbox and RemoveSandbox change
+	// at run time (hotadd.go); it is taken last, never held across calls.
+	pmu sync.RWMutex
+
 	mu     sync.Mutex
 	grants map[string][]approvals.Grant // persisted, by sandbox
 	once   map[string]approvals.Grant   // single-use, by id
@@ -135,7 +139,7 @@ func (e *Engine) Proxy() *egress.Proxy { return e.proxy }
 
 // Serve serves the egress proxy for sandbox on ln.
 func (e *Engine) Serve(ctx context.Context, ln net.Listener, sandbox string) error {
-	if _, ok := e.opts.Policies[sandbox]; !ok {
+	if _, ok := e.policyOf(sandbox); !ok {
 		ln.Close()
 		return fmt.Errorf("policy engine: sandbox %q is not configured (have %v)", sandbox, e.sandboxNames())
 	}
@@ -143,6 +147,8 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener, sandbox string) err
 }
 
 func (e *Engine) sandboxNames() []string {
+	e.pmu.RLock()
+	defer e.pmu.RUnlock()
 	names := make([]string, 0, len(e.opts.Policies))
 	for n := range e.opts.Policies {
 		names = append(names, n)
@@ -168,7 +174,12 @@ func grantRule(prefix string, g approvals.Grant) policy.Rule {
 // grant never voids a method/path restriction the policy sets, and never
 // makes the policy fail to compile.
 func (e *Engine) compile(sandbox string, grants []approvals.Grant) (*policy.Matcher, error) {
-	p := e.opts.Policies[sandbox]
+	p, _ := e.policyOf(sandbox)
+	return e.compilePolicy(p, sandbox, grants)
+}
+
+// compilePolicy is compile for policy p of sandbox.
+func (e *Engine) compilePolicy(p policy.Policy, sandbox string, grants []approvals.Grant) (*policy.Matcher, error) {
 	p.Presets = slices.Clone(p.Presets)
 	var extra []policy.Rule
 	now := e.opts.Now()
@@ -278,7 +289,7 @@ func (e *Engine) Allow(ctx context.Context, sandbox, host string, port int, mode
 }
 
 func (e *Engine) grant(ctx context.Context, sandbox, host string, port int, mode string, d time.Duration, source string) (approvals.Grant, error) {
-	if _, ok := e.opts.Policies[sandbox]; !ok {
+	if _, ok := e.policyOf(sandbox); !ok {
 		return approvals.Grant{}, fmt.Errorf("sandbox %q is not configured", sandbox)
 	}
 	now := e.opts.Now()
@@ -328,7 +339,7 @@ func (e *Engine) grant(ctx context.Context, sandbox, host string, port int, mode
 
 // AddPreset adds an embedded preset to sandbox's policy permanently.
 func (e *Engine) AddPreset(ctx context.Context, sandbox, preset string) (approvals.Grant, error) {
-	if _, ok := e.opts.Policies[sandbox]; !ok {
+	if _, ok := e.policyOf(sandbox); !ok {
 		return approvals.Grant{}, fmt.Errorf("sandbox %q is not configured", sandbox)
 	}
 	g := approvals.Grant{ID: approvals.NewID(), Sandbox: sandbox, Kind: approvals.KindPreset, Preset: preset, Mode: approvals.ModeAlways, Created: e.opts.Now().UTC()}
@@ -432,7 +443,7 @@ type SandboxView struct {
 
 // Show returns sandbox's effective policy.
 func (e *Engine) Show(sandbox string) (SandboxView, error) {
-	p, ok := e.opts.Policies[sandbox]
+	p, ok := e.policyOf(sandbox)
 	if !ok {
 		return SandboxView{}, fmt.Errorf("sandbox %q is not configured (have %v)", sandbox, e.sandboxNames())
 	}
