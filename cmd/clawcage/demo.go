@@ -49,6 +49,8 @@ const (
 type demoRow struct {
 	Attack, Expected, Observed string
 	OK                         bool
+	// Skipped rows could not run here (OK is true); the table says so.
+	Skipped bool
 }
 
 // demoAgentReport is what the agent inside the sandbox observed.
@@ -74,8 +76,9 @@ stand-in provider (a fake speaking the OpenAI wire format, not a real model),
 sets a random canary key for it, and runs a "compromised agent" in a sandbox
 that hunts for the key, calls inference.local, tries to reach the provider
 directly and an unapproved host through the proxy. Then it checks from the
-host that the key was injected by the router only, and (without --quick) runs
-the one-shot escape battery. It prints a table, shuts everything down, removes
+host that the key was injected by the router only, runs "clawcage audit" against
+the live sandbox (as its user and as root), and (without --quick) the one-shot
+escape battery, whose resource-limit cases a live sandbox cannot take. It prints a table, shuts everything down, removes
 the temporary directory, and exits 1 when anything did not hold.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -179,6 +182,7 @@ func keyLike(b []byte) bool {
 // demoRun is one run of the demo: its directories and processes.
 type demoRun struct {
 	base, bin, state, ws, name string
+	liveRows                   []demoRow // the live audit's rows
 	up                         *exec.Cmd
 	upOut                      bytes.Buffer
 	upDone                     chan error
@@ -259,7 +263,8 @@ func runDemo(ctx context.Context, out io.Writer, quick bool) (err error) {
 	}
 	canary := "sk-clawcage-demo-" + hex.EncodeToString(canaryB)
 
-	script := `i=0; while [ ! -x /sandbox/clawcage ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.1; done; exec /sandbox/clawcage demo agent "$@"`
+	// After the agent, the sandbox stays up (idle) for `clawcage audit`.
+	script := `i=0; while [ ! -x /sandbox/clawcage ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 9; sleep 0.1; done; /sandbox/clawcage demo agent "$@"; exec sleep 3600`
 	cfg := map[string]any{
 		"router": map[string]any{
 			"providers": map[string]any{"standin": map[string]any{"kind": "openai", "base_url": provider.URL}},
@@ -284,12 +289,13 @@ func runDemo(ctx context.Context, out io.Writer, quick bool) (err error) {
 
 	var rows []demoRow
 	add := func(attack, expected, observed string, ok bool) {
-		rows = append(rows, demoRow{attack, expected, observed, ok})
+		rows = append(rows, demoRow{Attack: attack, Expected: expected, Observed: observed, OK: ok})
 	}
 	stackErr := d.runStack(ctx, out, cfgPath, canary, providerAddr, provider, add)
 	if stackErr != nil {
 		add("run the stack", "agent runs to completion", stackErr.Error(), false)
 	}
+	rows = append(rows, d.liveRows...)
 	leftovers := d.leftovers()
 	add("nothing left behind", "no processes, netns, mounts, cgroups", orNone(leftovers), len(leftovers) == 0)
 
@@ -317,6 +323,9 @@ func printDemo(out io.Writer, rows []demoRow) (failed int, err error) {
 	fmt.Fprintln(tw, "ATTACK\tEXPECTED\tOBSERVED\tVERDICT")
 	for _, r := range rows {
 		v := "held"
+		if r.Skipped {
+			v = "skipped"
+		}
 		if !r.OK {
 			v = "FAILED"
 			failed++
@@ -478,6 +487,11 @@ func (d *demoRun) runStack(ctx context.Context, out io.Writer, cfgPath, canary, 
 	}
 	add("denied host in pending queue", "pending", presence(found), found)
 
+	// The same live audit `clawcage audit SANDBOX` runs, against the
+	// agent's sandbox while it is still up.
+	fmt.Fprintln(out, "running clawcage audit against the live sandbox ...")
+	d.liveRows = demoLiveAudit(ctx, d.bin, d.state, d.name)
+
 	// Stop, then look at what is on disk.
 	if _, err := d.cli(ctx, nil, "down"); err != nil {
 		return err
@@ -586,16 +600,44 @@ func (d *demoRun) leftovers() []string {
 	return left
 }
 
+// demoLiveAudit runs `clawcage audit NAME` against the demo's sandbox (in
+// this process, as the command does) and returns its rows.
+func demoLiveAudit(ctx context.Context, bin, state, name string) []demoRow {
+	w, err := battery.NewWorld(ctx, bin)
+	if err != nil {
+		return []demoRow{{Attack: "live audit", Expected: "runs", Observed: err.Error()}}
+	}
+	defer w.Close()
+	var rep auditReport
+	if err := runLiveAudit(ctx, io.Discard, w, state, name, &rep); err != nil {
+		return []demoRow{{Attack: "live audit", Expected: "runs", Observed: err.Error()}}
+	}
+	rows := make([]demoRow, 0, len(rep.Results))
+	for _, r := range rep.Results {
+		skipped := strings.HasPrefix(r.Failure, "skipped:")
+		observed := r.Observation.Outcome
+		switch {
+		case skipped:
+			observed = "-"
+		case !r.Held && r.Failure != "":
+			observed += ": " + r.Failure
+		}
+		rows = append(rows, demoRow{Attack: "audit: " + r.Case + " (" + r.Mode + ")", Expected: strings.Join(r.Expected, "|"),
+			Observed: observed, OK: r.Held || skipped, Skipped: skipped})
+	}
+	return rows
+}
+
 // runDemoBattery runs the one-shot escape battery as `clawcage audit` does.
 func runDemoBattery(ctx context.Context, exe string) []demoRow {
 	w, err := battery.NewWorld(ctx, exe)
 	if err != nil {
-		return []demoRow{{"escape battery", "runs", err.Error(), false}}
+		return []demoRow{{Attack: "escape battery", Expected: "runs", Observed: err.Error()}}
 	}
 	defer w.Close()
 	tmp, err := os.MkdirTemp("", "clawcage-demo-audit-")
 	if err != nil {
-		return []demoRow{{"escape battery", "runs", err.Error(), false}}
+		return []demoRow{{Attack: "escape battery", Expected: "runs", Observed: err.Error()}}
 	}
 	defer os.RemoveAll(tmp)
 	var rows []demoRow
@@ -605,7 +647,7 @@ func runDemoBattery(ctx context.Context, exe string) []demoRow {
 		}
 		for _, mode := range battery.Modes {
 			if ctx.Err() != nil {
-				return append(rows, demoRow{"escape battery", "completes", ctx.Err().Error(), false})
+				return append(rows, demoRow{Attack: "escape battery", Expected: "completes", Observed: ctx.Err().Error()})
 			}
 			r, err := battery.RunOneShot(ctx, w, c, mode, tmp)
 			ok := err == nil && (r.Held || strings.HasPrefix(r.Failure, "skipped:"))
@@ -615,7 +657,8 @@ func runDemoBattery(ctx context.Context, exe string) []demoRow {
 			} else if strings.HasPrefix(r.Failure, "skipped:") {
 				obsd = "skipped"
 			}
-			rows = append(rows, demoRow{"escape: " + c.Name + " (" + mode + ")", strings.Join(r.Expected, "|"), obsd, ok})
+			rows = append(rows, demoRow{Attack: "escape: " + c.Name + " (" + mode + ")", Expected: strings.Join(r.Expected, "|"), Observed: obsd, OK: ok,
+				Skipped: err == nil && strings.HasPrefix(r.Failure, "skipped:")})
 		}
 	}
 	return rows

@@ -68,9 +68,11 @@ func TestDemoPrintCountsFailures(t *testing.T) {
 		wantFailed int
 		wantText   []string
 	}{
-		{"all-held", []demoRow{{"printenv", "absent", "absent", true}}, 0, []string{"printenv  absent    absent    held", "1 checks, 0 failed"}},
-		{"key-leaked", []demoRow{{"printenv", "absent", "absent", true}, {"key in journal", "absent", "journal/x.jsonl", false}}, 1,
+		{"all-held", []demoRow{{Attack: "printenv", Expected: "absent", Observed: "absent", OK: true}}, 0, []string{"printenv  absent    absent    held", "1 checks, 0 failed"}},
+		{"key-leaked", []demoRow{{Attack: "printenv", Expected: "absent", Observed: "absent", OK: true}, {Attack: "key in journal", Expected: "absent", Observed: "journal/x.jsonl"}}, 1,
 			[]string{"key in journal  absent    journal/x.jsonl  FAILED", "2 checks, 1 failed"}},
+		{"skipped-is-not-a-failure", []demoRow{{Attack: "audit: fork-bomb (user)", Expected: "EAGAIN", Observed: "-", OK: true, Skipped: true}}, 0,
+			[]string{"audit: fork-bomb (user)  EAGAIN    -         skipped", "1 checks, 0 failed"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b strings.Builder
