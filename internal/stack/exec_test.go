@@ -71,7 +71,7 @@ elif what == "tiocsti":
 print("ok" if r == 0 else errno.errorcode[ctypes.get_errno()])`
 
 // liveStack runs a stack (stand-in components, real sandboxes) with the
-// sandboxes "live" (idles after recording its cgroup) and "dead" (exits at
+// sandboxes "exec-live" (idles after recording its cgroup) and "exec-dead" (exits at
 // once, never restarted).
 func liveStack(t *testing.T) (state string) {
 	t.Helper()
@@ -90,10 +90,10 @@ func liveStack(t *testing.T) (state string) {
 	state = filepath.Join(dir, "state")
 	cfgPath := filepath.Join(dir, "clawcage.yaml")
 	cfg := `sandboxes:
-  live:
+  exec-live:
     command: [/bin/sh, -c, "cat /proc/self/cgroup > /sandbox/.cgroup; exec sleep infinity"]
     env: {AGENT_VAR: from-config}
-  dead:
+  exec-dead:
     command: [/bin/true]
     restart: never
 `
@@ -125,12 +125,12 @@ func liveStack(t *testing.T) (state string) {
 		}
 	})
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		b, _ := os.ReadFile(filepath.Join(state, "sandboxes", "live", "workspace", ".cgroup"))
-		if statusOf(t, state, "sandbox/dead").State == "exited" && len(b) > 0 {
+		b, _ := os.ReadFile(filepath.Join(state, "sandboxes", "exec-live", "workspace", ".cgroup"))
+		if statusOf(t, state, "sandbox/exec-dead").State == "exited" && len(b) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sandboxes never settled: live %q, dead %+v", b, statusOf(t, state, "sandbox/dead"))
+			t.Fatalf("sandboxes never settled: live %q, dead %+v", b, statusOf(t, state, "sandbox/exec-dead"))
 		}
 	}
 	return state
@@ -175,7 +175,7 @@ func TestExecIntoLiveSandbox(t *testing.T) {
 		defer hostLn.Close()
 	}
 	state := liveStack(t)
-	mainCG, _ := os.ReadFile(filepath.Join(state, "sandboxes", "live", "workspace", ".cgroup"))
+	mainCG, _ := os.ReadFile(filepath.Join(state, "sandboxes", "exec-live", "workspace", ".cgroup"))
 
 	tests := []struct {
 		name     string
@@ -187,23 +187,23 @@ func TestExecIntoLiveSandbox(t *testing.T) {
 		wantCode int
 		wantFail string // the error Exec returns
 	}{
-		{"stdout and stderr bytes, exit code 7", "live", ExecRequest{Argv: []string{"sh", "-c", `printf 'out\001'; printf 'err\002' >&2; exit 7`}}, "", "out\001", "err\002", 7, ""},
-		{"stdin passes through", "live", ExecRequest{Argv: []string{"cat"}}, "in\x00put\n", "in\x00put\n", "", 0, ""},
-		{"default uid is 1000", "live", ExecRequest{Argv: []string{"id", "-u"}}, "", "1000\n", "", 0, ""},
-		{"--root is uid 0", "live", ExecRequest{Argv: []string{"id", "-u"}, Root: true}, "", "0\n", "", 0, ""},
-		{"sandbox environment plus --env", "live", ExecRequest{Argv: []string{"sh", "-c", `echo "$AGENT_VAR $HTTP_PROXY $X $PWD"`}, Env: []string{"X=y"}, Dir: "/tmp"}, "", "from-config http://127.0.0.1:3128 y /tmp\n", "", 0, ""},
-		{"only the sandbox's file system: no host /etc/shadow", "live", ExecRequest{Argv: []string{"sh", "-c", "cat /etc/shadow 2>/dev/null || echo absent"}, Root: true}, "", "absent\n", "", 0, ""},
-		{"only the sandbox's file system: no stack state", "live", ExecRequest{Argv: []string{"sh", "-c", "ls " + state + " 2>/dev/null || echo absent"}, Root: true}, "", "absent\n", "", 0, ""},
-		{"in the sandbox's cgroup", "live", ExecRequest{Argv: []string{"cat", "/proc/self/cgroup"}}, "", string(mainCG), "", 0, ""},
-		{"reaches inference.local on its own loopback", "live", ExecRequest{Argv: []string{"bash", "-c", "exec 3<>/dev/tcp/inference.local/8080; cut -d' ' -f1-3 <&3"}}, "", "router live uid=61001\n", "", 0, ""},
-		{"cannot reach the host's loopback", "live", ExecRequest{Argv: []string{"sh", "-c", "bash -c 'exec 3<>/dev/tcp/127.0.0.1/18790' 2>&1 | grep -o -m1 'Connection refused'"}}, "", "Connection refused\n", "", 0, ""},
-		{"mount as root: EPERM", "live", ExecRequest{Argv: []string{"python3", "-c", execProbe, "mount"}, Root: true}, "", "EPERM\n", "", 0, ""},
-		{"unshare(CLONE_NEWUSER) as root: EPERM", "live", ExecRequest{Argv: []string{"python3", "-c", execProbe, "unshare-user"}, Root: true}, "", "EPERM\n", "", 0, ""},
-		{"ptrace PID 1 as root: EPERM", "live", ExecRequest{Argv: []string{"python3", "-c", execProbe, "ptrace-pid1"}, Root: true}, "", "EPERM\n", "", 0, ""},
-		{"no capabilities, no_new_privs, seccomp filter as root", "live", ExecRequest{Argv: []string{"sh", "-c", "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status | tr -s '\\t' ' '"}, Root: true}, "", "CapEff: 0000000000000000\nCapBnd: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 2\n", "", 0, ""},
-		{"command not found is 127", "live", ExecRequest{Argv: []string{"no-such-command"}}, "", "", "", 127, `command "no-such-command": no such file or directory in PATH`},
+		{"stdout and stderr bytes, exit code 7", "exec-live", ExecRequest{Argv: []string{"sh", "-c", `printf 'out\001'; printf 'err\002' >&2; exit 7`}}, "", "out\001", "err\002", 7, ""},
+		{"stdin passes through", "exec-live", ExecRequest{Argv: []string{"cat"}}, "in\x00put\n", "in\x00put\n", "", 0, ""},
+		{"default uid is 1000", "exec-live", ExecRequest{Argv: []string{"id", "-u"}}, "", "1000\n", "", 0, ""},
+		{"--root is uid 0", "exec-live", ExecRequest{Argv: []string{"id", "-u"}, Root: true}, "", "0\n", "", 0, ""},
+		{"sandbox environment plus --env", "exec-live", ExecRequest{Argv: []string{"sh", "-c", `echo "$AGENT_VAR $HTTP_PROXY $X $PWD"`}, Env: []string{"X=y"}, Dir: "/tmp"}, "", "from-config http://127.0.0.1:3128 y /tmp\n", "", 0, ""},
+		{"only the sandbox's file system: no host /etc/shadow", "exec-live", ExecRequest{Argv: []string{"sh", "-c", "cat /etc/shadow 2>/dev/null || echo absent"}, Root: true}, "", "absent\n", "", 0, ""},
+		{"only the sandbox's file system: no stack state", "exec-live", ExecRequest{Argv: []string{"sh", "-c", "ls " + state + " 2>/dev/null || echo absent"}, Root: true}, "", "absent\n", "", 0, ""},
+		{"in the sandbox's cgroup", "exec-live", ExecRequest{Argv: []string{"cat", "/proc/self/cgroup"}}, "", string(mainCG), "", 0, ""},
+		{"reaches inference.local on its own loopback", "exec-live", ExecRequest{Argv: []string{"bash", "-c", "exec 3<>/dev/tcp/inference.local/8080; cut -d' ' -f1-3 <&3"}}, "", "router exec-live uid=61001\n", "", 0, ""},
+		{"cannot reach the host's loopback", "exec-live", ExecRequest{Argv: []string{"sh", "-c", "bash -c 'exec 3<>/dev/tcp/127.0.0.1/18790' 2>&1 | grep -o -m1 'Connection refused'"}}, "", "Connection refused\n", "", 0, ""},
+		{"mount as root: EPERM", "exec-live", ExecRequest{Argv: []string{"python3", "-c", execProbe, "mount"}, Root: true}, "", "EPERM\n", "", 0, ""},
+		{"unshare(CLONE_NEWUSER) as root: EPERM", "exec-live", ExecRequest{Argv: []string{"python3", "-c", execProbe, "unshare-user"}, Root: true}, "", "EPERM\n", "", 0, ""},
+		{"ptrace PID 1 as root: EPERM", "exec-live", ExecRequest{Argv: []string{"python3", "-c", execProbe, "ptrace-pid1"}, Root: true}, "", "EPERM\n", "", 0, ""},
+		{"no capabilities, no_new_privs, seccomp filter as root", "exec-live", ExecRequest{Argv: []string{"sh", "-c", "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status | tr -s '\\t' ' '"}, Root: true}, "", "CapEff: 0000000000000000\nCapBnd: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 2\n", "", 0, ""},
+		{"command not found is 127", "exec-live", ExecRequest{Argv: []string{"no-such-command"}}, "", "", "", 127, `command "no-such-command": no such file or directory in PATH`},
 		{"unknown sandbox", "nope", ExecRequest{Argv: []string{"true"}}, "", "", "", 1, "no sandbox nope"},
-		{"stopped sandbox names its state", "dead", ExecRequest{Argv: []string{"true"}}, "", "", "", 1, "sandbox dead is not running (state: exited)"},
+		{"stopped sandbox names its state", "exec-dead", ExecRequest{Argv: []string{"true"}}, "", "", "", 1, "sandbox exec-dead is not running (state: exited)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,7 +238,7 @@ func TestExecIntoLiveSandbox(t *testing.T) {
 		go func() { io.Copy(&out, master); close(copied) }()
 		probe := `print("tty_nr", open("/proc/self/stat").read().rsplit(")", 1)[1].split()[4])
 ` + execProbe
-		code, err := Exec(context.Background(), state, "live", ExecRequest{Argv: []string{"python3", "-c", probe, "tiocsti"}, TTY: true}, slave, slave, slave)
+		code, err := Exec(context.Background(), state, "exec-live", ExecRequest{Argv: []string{"python3", "-c", probe, "tiocsti"}, TTY: true}, slave, slave, slave)
 		slave.Close()
 		select {
 		case <-copied:
@@ -253,7 +253,7 @@ func TestExecIntoLiveSandbox(t *testing.T) {
 	t.Run("cancelled context kills the command", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(500*time.Millisecond, cancel)
-		r := execPiped(ctx, t, state, "live", ExecRequest{Argv: []string{"sh", "-c", "sleep 2001 & sleep 2002"}}, "")
+		r := execPiped(ctx, t, state, "exec-live", ExecRequest{Argv: []string{"sh", "-c", "sleep 2001 & sleep 2002"}}, "")
 		if r.code != 128+int(syscall.SIGKILL) || !errors.Is(r.err, context.Canceled) {
 			t.Errorf("got code %d err %v, want %d and context.Canceled", r.code, r.err, 128+int(syscall.SIGKILL))
 		}
@@ -282,7 +282,7 @@ func TestExecIntoLiveSandbox(t *testing.T) {
 		time.AfterFunc(time.Second, func() { sigs <- syscall.SIGTERM })
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		r := execPiped(ctx, t, state, "live", ExecRequest{Argv: []string{"sh", "-c", `trap 'echo got TERM; exit 9' TERM; sleep 2004 >/dev/null 2>&1 & wait`}, Signals: sigs}, "")
+		r := execPiped(ctx, t, state, "exec-live", ExecRequest{Argv: []string{"sh", "-c", `trap 'echo got TERM; exit 9' TERM; sleep 2004 >/dev/null 2>&1 & wait`}, Signals: sigs}, "")
 		if r.err != nil || r.code != 9 || r.stdout != "got TERM\n" {
 			t.Errorf("got code %d err %v stdout %q, want 9 \"got TERM\\n\"", r.code, r.err, r.stdout)
 		}
@@ -296,7 +296,7 @@ func TestExecHelperClient(t *testing.T) {
 	if state == "" {
 		t.Skip("helper process of TestExecIntoLiveSandbox")
 	}
-	r := execPiped(context.Background(), t, state, "live", ExecRequest{Argv: []string{"sleep", "2003"}}, "")
+	r := execPiped(context.Background(), t, state, "exec-live", ExecRequest{Argv: []string{"sleep", "2003"}}, "")
 	t.Fatalf("the command was not killed: %+v", r)
 }
 
