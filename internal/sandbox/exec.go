@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -43,14 +42,7 @@ func (p *Process) openExecChannel() (*os.File, error) {
 	if err != nil {
 		return nil, &SetupError{Step: "create exec channel", Err: err}
 	}
-	host := os.NewFile(uintptr(fds[0]), "exec channel")
-	defer host.Close()
-	c, err := net.FileConn(host)
-	if err != nil {
-		unix.Close(fds[1])
-		return nil, &SetupError{Step: "create exec channel", Err: err}
-	}
-	p.exec = c.(*net.UnixConn)
+	p.exec = socketFile(fds[0], "exec channel")
 	p.defer_(p.exec.Close)
 	return os.NewFile(uintptr(fds[1]), "exec channel (sandbox end)"), nil
 }
@@ -94,7 +86,7 @@ func (p *Process) Exec(ctx context.Context, req ExecRequest, stdin, stdout, stde
 	defer sess.Close()
 	// Fd puts the files in blocking mode, as a command expects its stdio.
 	rights := unix.UnixRights(int(child.Fd()), int(stdin.Fd()), int(stdout.Fd()), int(stderr.Fd()))
-	_, _, err = p.exec.WriteMsgUnix(msg, rights, nil)
+	err = sendMsg(p.exec, msg, rights)
 	runtime.KeepAlive(stdin)
 	runtime.KeepAlive(stdout)
 	runtime.KeepAlive(stderr)
@@ -126,7 +118,7 @@ func (p *Process) Exec(ctx context.Context, req ExecRequest, stdin, stdout, stde
 				return
 			case <-ctx.Done():
 				// PID 1 kills the command and its group, then reports.
-				sess.CloseWrite()
+				shutdownWrite(sess)
 				return
 			case s, ok := <-sigs:
 				if !ok {
@@ -182,25 +174,18 @@ func execRequest(req ExecRequest) (*pid1.ExecRequest, error) {
 	return &pid1.ExecRequest{Argv: req.Argv, Env: req.Env, UID: uid, Dir: req.Dir, TTY: req.TTY}, nil
 }
 
-// sessionPair creates an exec session: the host's end as a connection and
-// PID 1's end as a file to send.
-func sessionPair() (*net.UnixConn, *os.File, error) {
+// sessionPair creates an exec session: the host's end, served by the
+// runtime poller, and PID 1's end as a file to send.
+func sessionPair() (*os.File, *os.File, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("session socketpair: %w", err)
 	}
-	f := os.NewFile(uintptr(fds[0]), "exec session")
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		unix.Close(fds[1])
-		return nil, nil, fmt.Errorf("session socketpair: %w", err)
-	}
-	return c.(*net.UnixConn), os.NewFile(uintptr(fds[1]), "exec session (sandbox end)"), nil
+	return socketFile(fds[0], "exec session"), os.NewFile(uintptr(fds[1]), "exec session (sandbox end)"), nil
 }
 
 // readExecMessage reads one message of a session; EOF when PID 1 closed it.
-func readExecMessage(c *net.UnixConn) (*pid1.ExecMessage, error) {
+func readExecMessage(c *os.File) (*pid1.ExecMessage, error) {
 	b := make([]byte, 64<<10)
 	n, err := c.Read(b)
 	if err != nil {
@@ -214,4 +199,37 @@ func readExecMessage(c *net.UnixConn) (*pid1.ExecMessage, error) {
 		return nil, fmt.Errorf("malformed message %q: %w", b[:n], err)
 	}
 	return &m, nil
+}
+
+// socketFile returns the socket fd as a non-blocking file served by the
+// runtime poller (reads block only their goroutine, Close wakes them).
+// Package net is kept out of this package: its place in the package
+// initialization order would delay `sandbox run`'s fast path (see
+// internal/sandbox/runcmd).
+func socketFile(fd int, name string) *os.File {
+	unix.SetNonblock(fd, true)
+	return os.NewFile(uintptr(fd), name)
+}
+
+// sendMsg sends one message with the ancillary data oob on the socket f.
+func sendMsg(f *os.File, msg, oob []byte) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), msg, oob, nil, 0)
+		return serr != unix.EAGAIN
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// shutdownWrite shuts the socket f down for writing (PID 1 reads EOF).
+func shutdownWrite(f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_WR) })
+	}
 }
