@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,7 +46,7 @@ type Process struct {
 	start   time.Time
 	repCh   chan repResult
 	cleanup []func() error // run by Wait, last first
-	exec    *net.UnixConn  // host end of the exec channel (exec.go)
+	exec    *os.File       // host end of the exec channel (exec.go)
 	disk    *diskLimit     // the workspace's disk limit, if any (disk.go)
 }
 
