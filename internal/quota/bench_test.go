@@ -82,3 +82,32 @@ func BenchmarkQuotaEvent(b *testing.B) {
 		t.seen(ino, n)
 	}
 }
+
+// BenchmarkQuotaStart measures what a sandbox start pays for its disk
+// limit with an empty workspace: Apply (detect, measure, free space),
+// and Watch on the workspace mount (fanotify); Close is not counted.
+func BenchmarkQuotaStart(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("fanotify mount marks need root")
+	}
+	dir := b.TempDir()
+	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mount := os.NewFile(uintptr(tree), "tree")
+	defer mount.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		l, err := Apply(Options{Dir: dir, Bytes: 1 << 30})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Watch(mount, func(*ExceededError) {}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer() // Close runs after the sandbox, off the start path
+		l.Close()
+		b.StartTimer()
+	}
+}

@@ -14,7 +14,8 @@ type Options struct {
 	// Dir is the workspace (absolute, symlinks resolved).
 	Dir string
 	// Bytes is the limit: the workspace's allocated size, existing files
-	// included.
+	// included. Zero means the default: what the workspace holds plus
+	// DefaultGrowth or half the filesystem's free space, whichever is less.
 	Bytes int64
 	// ProjectID is the project id the workspace gets where project quotas
 	// are enforced. It must not be in use by another running sandbox on the
@@ -23,6 +24,11 @@ type Options struct {
 	// Log receives the mode line and warnings; nil discards.
 	Log *slog.Logger
 }
+
+// DefaultGrowth is how much a workspace without a configured limit may
+// grow while its sandbox runs (at most: half the free space is the other
+// bound).
+const DefaultGrowth int64 = 8 << 30
 
 // Limit is the enforced disk limit of one workspace. Close releases it.
 type Limit struct {
@@ -47,8 +53,8 @@ type Limit struct {
 // directories FS_XFLAG_PROJINHERIT) and sets the project's block hard
 // limit; otherwise the caller must start Watch once the sandbox runs.
 func Apply(opts Options) (_ *Limit, err error) {
-	if opts.Bytes <= 0 {
-		return nil, fmt.Errorf("workspace %s: disk limit %d bytes: must be positive", opts.Dir, opts.Bytes)
+	if opts.Bytes < 0 {
+		return nil, fmt.Errorf("workspace %s: disk limit %d bytes: must not be negative", opts.Dir, opts.Bytes)
 	}
 	fd, err := openDir(unix.AT_FDCWD, opts.Dir)
 	if err != nil {
@@ -68,7 +74,15 @@ func Apply(opts Options) (_ *Limit, err error) {
 		return nil, fmt.Errorf("workspace %s: %w", opts.Dir, err)
 	}
 	w.stop = opts.Bytes
+	if l.support.Mode == ModeWatched {
+		w.track = make(map[uint64]int64) // the watcher's starting point
+	}
 	if l.support.Mode == ModeProject {
+		// A limit an earlier sandbox with this id left (it crashed before
+		// Close) must not refuse the relabelling of files over it.
+		if err := setProjectLimit(fd, opts.ProjectID, 0); err != nil {
+			return nil, fmt.Errorf("workspace %s: %w", opts.Dir, err)
+		}
 		w.label = func(fd int, dir bool) error { return setProject(fd, opts.ProjectID, dir) }
 	}
 	switch err := w.run(fd); {
@@ -78,6 +92,18 @@ func Apply(opts Options) (_ *Limit, err error) {
 		return nil, fmt.Errorf("workspace %s: measure and label for %s: %w", opts.Dir, l.support.Mode, err)
 	}
 	l.used = w.used
+	l.tally = tally{base: w.used, known: w.track}
+	source := "policy"
+	if opts.Bytes == 0 {
+		source = "default"
+		var sfs unix.Statfs_t
+		if err := unix.Fstatfs(fd, &sfs); err != nil {
+			return nil, fmt.Errorf("workspace %s: statfs: %w", opts.Dir, err)
+		}
+		free := int64(sfs.Bavail) * sfs.Bsize
+		l.opts.Bytes = l.used + max(0, min(DefaultGrowth, free/2))
+		opts.Bytes = l.opts.Bytes
+	}
 
 	limit := opts.Bytes
 	if l.support.Mode == ModeProject {
@@ -104,7 +130,7 @@ func Apply(opts Options) (_ *Limit, err error) {
 	if err := l.checkFree(); err != nil {
 		return nil, err
 	}
-	l.log.Info("workspace quota", "mode", l.support.String(), "limit", opts.Bytes, "used", l.used, "project", projectAttr(l))
+	l.log.Info("workspace quota", "mode", l.support.String(), "limit", opts.Bytes, "limit_source", source, "used", l.used, "project", projectAttr(l))
 	return l, nil
 }
 
@@ -136,6 +162,9 @@ func (l *Limit) checkFree() error {
 
 // Support returns how the limit is enforced.
 func (l *Limit) Support() Support { return l.support }
+
+// Bytes returns the limit (the default's value when none was given).
+func (l *Limit) Bytes() int64 { return l.opts.Bytes }
 
 // Used returns the workspace's allocated size when Apply measured it.
 func (l *Limit) Used() int64 { return l.used }

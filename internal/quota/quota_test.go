@@ -193,7 +193,8 @@ func TestQuotaApply(t *testing.T) {
 		{"under the limit", 256 << 10, 1 << 20, ""},
 		{"already over the limit is refused", 256 << 10, 64 << 10, "uses more than its disk limit of 65536 bytes; free space or raise resources.disk"},
 		{"limit beyond the free space is refused", 0, 1 << 60, "the sandbox could fill the host's disk; lower resources.disk or free space"},
-		{"zero limit is refused", 0, 0, "must be positive"},
+		{"no limit gets the default", 256 << 10, 0, ""},
+		{"negative limit is refused", 0, -1, "must not be negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,8 +217,19 @@ func TestQuotaApply(t *testing.T) {
 			if l.Used() < int64(tc.fill) {
 				t.Errorf("Used %d, want at least %d", l.Used(), tc.fill)
 			}
-			if l.Support().Mode == ModeWatched && l.FileSizeLimit() != tc.limit {
-				t.Errorf("watched: FileSizeLimit %d, want the limit %d", l.FileSizeLimit(), tc.limit)
+			want := tc.limit
+			if tc.limit == 0 {
+				want = l.Used() + min(DefaultGrowth, quotatest.Free(t, dir)/2)
+				// Free space moves with the rest of the machine.
+				if d := l.Bytes() - want; d < -64<<20 || d > 64<<20 {
+					t.Errorf("default limit %d, want about %d", l.Bytes(), want)
+				}
+				want = l.Bytes()
+			} else if l.Bytes() != tc.limit {
+				t.Errorf("Bytes %d, want %d", l.Bytes(), tc.limit)
+			}
+			if l.Support().Mode == ModeWatched && l.FileSizeLimit() != want {
+				t.Errorf("watched: FileSizeLimit %d, want the limit %d", l.FileSizeLimit(), want)
 			}
 		})
 	}

@@ -82,13 +82,7 @@ func (l *Limit) Watch(mount *os.File, onExceed func(*ExceededError)) error {
 		return fmt.Errorf("watch workspace %s: %w", l.opts.Dir, err)
 	}
 	w.stop = l.opts.Bytes
-	w.track = make(map[uint64]int64)
-	// The first walk (Apply's) did not track files: take them now.
-	if err := w.run(l.dirFD); err != nil && !errors.Is(err, errOver) {
-		return fmt.Errorf("watch workspace %s: %w", l.opts.Dir, err)
-	}
-	l.tally = tally{base: w.used, known: w.track}
-	w.track = make(map[uint64]int64)
+	w.track = make(map[uint64]int64) // Apply's walk is the starting point
 
 	var ev *events
 	if mount != nil {

@@ -24,14 +24,12 @@ type diskLimit struct {
 	proc *os.Process
 }
 
-// applyDiskLimit starts limiting the workspace to limit bytes (nothing when
-// limit is 0). projectID is the sandbox's project id where project quotas
-// are enforced: the first host uid of its range, unique among running
-// sandboxes.
+// applyDiskLimit starts limiting the workspace to limit bytes (0: the
+// default, quota.DefaultGrowth or half the free space beyond what the
+// workspace holds). projectID is the sandbox's project id where project
+// quotas are enforced: the first host uid of its range, unique among
+// running sandboxes.
 func (p *Process) applyDiskLimit(workspace string, limit int64, projectID uint32) error {
-	if limit <= 0 {
-		return nil
-	}
 	q, err := quota.Apply(quota.Options{Dir: workspace, Bytes: limit, ProjectID: projectID, Log: p.log})
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -115,5 +116,30 @@ func TestDiskQuotaProject(t *testing.T) {
 	}
 	if lost := free - quotatest.Free(t, mnt); lost > limit+256<<10 {
 		t.Errorf("the filesystem lost %d bytes of free space, more than the %d limit", lost, limit)
+	}
+}
+
+// TestDiskLimitDefault checks a sandbox without a configured disk limit
+// still gets one: what the workspace holds plus at most half the free
+// space (quota.DefaultGrowth at most).
+func TestDiskLimitDefault(t *testing.T) {
+	needSandbox(t)
+	var logs bytes.Buffer
+	r := runBox(t, Spec{Command: sh("ulimit -f"), Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if r.err != nil || r.code != 0 {
+		t.Fatalf("code %d, err %v, stderr %q", r.code, r.err, r.stderr)
+	}
+	if !strings.Contains(logs.String(), "limit_source=default") {
+		t.Errorf("log %q, want the default limit's mode line", logs.String())
+	}
+	if s, err := quota.Detect(os.TempDir()); err == nil && s.Mode == quota.ModeWatched {
+		// ulimit -f prints 512-byte blocks.
+		blocks, err := strconv.ParseInt(strings.TrimSpace(r.stdout), 10, 64)
+		if err != nil {
+			t.Fatalf("ulimit -f printed %q", r.stdout)
+		}
+		if limit := blocks * 512; limit <= 0 || limit > quota.DefaultGrowth+1<<20 || limit > quotatest.Free(t, os.TempDir())/2+64<<20 {
+			t.Errorf("RLIMIT_FSIZE %d bytes: want the default, at most %d and half the free space", limit, quota.DefaultGrowth)
+		}
 	}
 }

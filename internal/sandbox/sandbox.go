@@ -102,12 +102,14 @@ type Limits struct {
 	CPU float64
 	// Tmp is the size of /tmp in bytes.
 	Tmp int64
-	// Disk, if set, limits the workspace's allocated size while the
-	// sandbox runs (package quota): a project quota where the filesystem
-	// enforces one (EDQUOT), else a watcher that stops the sandbox with a
+	// Disk limits the workspace's allocated size while the sandbox runs
+	// (package quota): a project quota where the filesystem enforces one
+	// (EDQUOT), else a watcher that stops the sandbox with a
 	// *quota.ExceededError from Wait, and RLIMIT_FSIZE = Disk (EFBIG). A
 	// workspace already larger, or a filesystem with less free space than
-	// the workspace may still take, is refused at start.
+	// the workspace may still take, is refused at start. Zero (and no
+	// policy limit) means what the workspace holds plus
+	// quota.DefaultGrowth or half the free space, whichever is less.
 	Disk int64
 }
 
