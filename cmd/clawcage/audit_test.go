@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -47,5 +48,48 @@ func TestAuditRefusesWithoutRoot(t *testing.T) {
 	err := root.Execute()
 	if err == nil || !strings.Contains(err.Error(), "needs root") {
 		t.Errorf("err = %v, want a needs-root refusal", err)
+	}
+}
+
+func TestAuditStackProviders(t *testing.T) {
+	for _, tt := range []struct {
+		name, cfg, want, wantErr string
+	}{
+		{"https default port and explicit port", `router:
+  providers:
+    openai: {kind: openai, base_url: https://api.openai.com/v1}
+    local: {kind: openai, base_url: "http://127.0.0.1:11434/v1"}
+    plain: {kind: anthropic, base_url: "http://fake.example/"}
+`, "local=127.0.0.1:11434 openai=api.openai.com:443 plain=fake.example:80", ""},
+		{"no configuration", "", "", "is `clawcage up` running"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			state := t.TempDir()
+			if tt.cfg != "" {
+				if err := os.MkdirAll(filepath.Join(state, "router"), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(state, "router", "clawcage.yaml"), []byte(tt.cfg), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ps, err := stackProviders(state)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range ps {
+				got = append(got, p.Name+"="+p.Addr)
+			}
+			if strings.Join(got, " ") != tt.want {
+				t.Errorf("providers %v, want %s", got, tt.want)
+			}
+		})
 	}
 }

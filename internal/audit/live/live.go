@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -80,6 +81,9 @@ type Auditor struct {
 	InferenceURL string
 	// Progress, when set, gets one line per finished group of checks.
 	Progress io.Writer
+	// PendingWait bounds the wait for a denial to reach the pending queue
+	// (5 s when 0).
+	PendingWait time.Duration
 	// Resolve looks a provider host up on the host side (net.DefaultResolver
 	// when nil), so that the sandbox can be made to dial its address too.
 	Resolve func(ctx context.Context, host string) ([]string, error)
@@ -97,6 +101,10 @@ func (a *Auditor) Run(ctx context.Context) ([]battery.Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	installed, err := fingerprint(dir)
+	if err != nil {
+		return nil, err
+	}
 
 	// The first exec proves the sandbox can be entered at all; a sandbox
 	// just created may still be starting.
@@ -150,7 +158,60 @@ func (a *Auditor) Run(ctx context.Context) ([]battery.Result, error) {
 		}
 	}
 	a.progress("escape battery done")
+	rows = append(rows, probeRow(dir, installed))
 	return rows, nil
+}
+
+// probeFingerprint identifies the installed probe: the sandbox's user owns
+// the workspace and could swap the directory for one of its own.
+type probeFingerprint struct {
+	dir, bin os.FileInfo
+	sum      string
+}
+
+func fingerprint(dir string) (probeFingerprint, error) {
+	var fp probeFingerprint
+	var err error
+	if fp.dir, err = os.Lstat(dir); err != nil {
+		return fp, err
+	}
+	bin := filepath.Join(dir, "clawcage")
+	if fp.bin, err = os.Lstat(bin); err != nil {
+		return fp, err
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return fp, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fp, err
+	}
+	fp.sum = hex.EncodeToString(h.Sum(nil))
+	return fp, nil
+}
+
+// probeRow checks, after the run, that the probe the sandbox ran is still
+// the one the host installed (same directory and file, same bytes).
+func probeRow(dir string, installed probeFingerprint) battery.Result {
+	const attack = "probe-binary-untampered"
+	want := []string{"unchanged"}
+	now, err := fingerprint(dir)
+	var why string
+	switch {
+	case err != nil:
+		why = "the installed probe is gone: " + err.Error()
+	case !os.SameFile(installed.dir, now.dir) || !os.SameFile(installed.bin, now.bin):
+		why = "the probe's directory or file was replaced during the audit"
+	case installed.sum != now.sum:
+		why = "the probe binary's bytes changed during the audit"
+	}
+	o := audit.Observation{Attack: attack, Outcome: "unchanged", Detail: battery.LiveProbe + " sha256=" + installed.sum}
+	if why != "" {
+		o.Outcome, o.Detail = "changed", why
+	}
+	return row(attack, "host", want, o, why)
 }
 
 func (a *Auditor) progress(format string, args ...any) {
@@ -301,11 +362,15 @@ func (a *Auditor) egress(ctx context.Context) []battery.Result {
 	return rows
 }
 
-// pendingRow waits up to 5 s for host's denial to appear in the queue.
+// pendingRow waits up to PendingWait for host's denial to appear in the queue.
 func (a *Auditor) pendingRow(ctx context.Context, host string) battery.Result {
 	attack := "unapproved-host-in-pending-queue (" + host + ")"
 	want := []string{"pending"}
-	deadline := time.Now().Add(5 * time.Second)
+	wait := a.PendingWait
+	if wait == 0 {
+		wait = 5 * time.Second
+	}
+	deadline := time.Now().Add(wait)
 	var last error
 	for {
 		q, err := a.Queue.Pending(ctx)

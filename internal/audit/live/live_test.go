@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/clawcage/clawcage/internal/audit"
 	"github.com/clawcage/clawcage/internal/audit/battery"
@@ -254,9 +256,112 @@ func TestEgressRows(t *testing.T) {
 }
 
 func TestPendingRowFailsWhenNotQueued(t *testing.T) {
-	a := &Auditor{Sandbox: "s", Queue: &fakeQueue{}}
+	a := &Auditor{Sandbox: "s", Queue: &fakeQueue{}, PendingWait: 200 * time.Millisecond}
 	r := a.pendingRow(context.Background(), "clawcage-audit-x.invalid")
 	if r.Held || !strings.Contains(r.Failure, "no queue entry") {
 		t.Fatalf("%+v", r)
+	}
+}
+
+func TestProbeRowDetectsSwappedProbe(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		tamper func(dir string) error
+		want   string // "" = held
+	}{
+		{"untouched", func(string) error { return nil }, ""},
+		{"directory swapped for the sandbox's own", func(dir string) error {
+			if err := os.Rename(dir, dir+".orig"); err != nil {
+				return err
+			}
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dir, "clawcage"), []byte("#!/bin/sh\necho fake\n"), 0o755)
+		}, "replaced"},
+		{"bytes changed in place", func(dir string) error {
+			f, err := os.OpenFile(filepath.Join(dir, "clawcage"), os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt([]byte("X"), 3)
+			return err
+		}, "bytes changed"},
+		{"probe removed", func(dir string) error { return os.RemoveAll(dir) }, "gone"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), battery.LiveDir)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "clawcage"), []byte("probe binary bytes"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			fp, err := fingerprint(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.tamper(dir); err != nil {
+				t.Fatal(err)
+			}
+			r := probeRow(dir, fp)
+			if tt.want == "" {
+				if !r.Held || !strings.Contains(r.Observation.Detail, "sha256=") {
+					t.Fatalf("%+v", r)
+				}
+				return
+			}
+			if r.Held || !strings.Contains(r.Failure, tt.want) {
+				t.Fatalf("held=%v failure %q, want %q", r.Held, r.Failure, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunInstallsAndRemovesTheProbe(t *testing.T) {
+	ws := t.TempDir()
+	bin := filepath.Join(t.TempDir(), "clawcage")
+	if err := os.WriteFile(bin, []byte("stand-in probe"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w, err := battery.NewWorld(context.Background(), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var sawProbe bool
+	inner := fakeExec(t, material{request: cleanRequest, response: cleanResponse}, map[string]audit.Observation{
+		"hardening": {Outcome: audit.Enforced}, "read-path": {Outcome: audit.Succeeded},
+	})
+	ex := func(ctx context.Context, argv []string, root bool, stdin, stdout, stderr *os.File) (int, error) {
+		b, err := os.ReadFile(filepath.Join(ws, battery.LiveDir, "clawcage"))
+		sawProbe = sawProbe || (err == nil && string(b) == "stand-in probe")
+		return inner(ctx, argv, root, stdin, stdout, stderr)
+	}
+	a := &Auditor{World: w, Sandbox: "s", Workspace: ws, Exec: ex, Scanner: &fakeScanner{keys: 1}, Queue: &fakeQueue{}, PendingWait: 50 * time.Millisecond}
+	rows, err := a.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sawProbe {
+		t.Error("the probe was not in the workspace while the sandbox ran")
+	}
+	if _, err := os.Stat(filepath.Join(ws, battery.LiveDir)); !os.IsNotExist(err) {
+		t.Errorf("the probe directory is left in the workspace: %v", err)
+	}
+	if last := rows[len(rows)-1]; last.Case != "probe-binary-untampered" || !last.Held {
+		t.Errorf("last row %+v, want the held probe check", last)
+	}
+	if len(rows) < 2*len(battery.Cases())+10 {
+		t.Errorf("%d rows: the battery did not run as user and root", len(rows))
+	}
+
+	// A sandbox that cannot be entered is an error, not a verdict.
+	a.Exec = func(context.Context, []string, bool, *os.File, *os.File, *os.File) (int, error) {
+		return 1, errors.New("no sandbox s")
+	}
+	if _, err := a.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "no sandbox s") {
+		t.Fatalf("err = %v", err)
 	}
 }
