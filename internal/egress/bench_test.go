@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/clawcage/clawcage/internal/egress/egresstest"
 )
@@ -91,5 +93,17 @@ func BenchmarkConnectSetup(b *testing.B) {
 				c.Close()
 			}
 		})
+	}
+}
+
+// BenchmarkDecisionLine: the JSON decision line of an allowed CONNECT,
+// formatted into io.Discard (the write itself is batched by logbuf).
+func BenchmarkDecisionLine(b *testing.B) {
+	p := New(Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	o := &outcome{sandbox: "assistant", method: "CONNECT", host: "api.example.com", port: 443, allow: true, rule: "github", reason: "allowed",
+		addr: netip.MustParseAddrPort("140.82.112.5:443"), start: time.Now()}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.logDecision(o)
 	}
 }
