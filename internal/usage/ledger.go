@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -106,7 +108,15 @@ type Ledger struct {
 	db     *sql.DB
 	path   string
 	insert *sql.Stmt
+
+	mu    sync.Mutex
+	multi map[int]*sql.Stmt // rows per INSERT → prepared multi-row INSERT
 }
+
+// rowsPerInsert is how many rows one multi-row INSERT of RecordBatch
+// carries: 13 columns × 32 rows stays far under SQLite's variable limit,
+// and statements of at most this many rows are prepared once and reused.
+const rowsPerInsert = 32
 
 // Open opens (creating if needed) the ledger at path, typically
 // <state>/router/usage.db, in WAL mode, and migrates its schema. A database
@@ -129,7 +139,7 @@ func Open(path string) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open usage ledger %s: %w", path, err)
 	}
-	l := &Ledger{db: db, path: path}
+	l := &Ledger{db: db, path: path, multi: make(map[int]*sql.Stmt)}
 	if err := l.migrate(context.Background()); err != nil {
 		db.Close()
 		return nil, err
@@ -219,22 +229,26 @@ func (l *Ledger) RecordBatch(ctx context.Context, rs []Record) error {
 		return fmt.Errorf("usage ledger %s: record batch: %w", l.path, err)
 	}
 	defer tx.Rollback()
-	// Multi-row INSERTs: far fewer statement executions than one per row.
-	const perStmt = 256 // 13 columns x 256 rows stays under SQLite's variable limit
-	for len(norm) > 0 {
-		chunk := norm[:min(perStmt, len(norm))]
-		norm = norm[len(chunk):]
-		var q strings.Builder
-		q.WriteString(insertHead)
-		vals := make([]any, 0, len(chunk)*13)
-		for i, r := range chunk {
-			if i > 0 {
-				q.WriteByte(',')
-			}
-			q.WriteString(rowPlaceholders)
-			vals = append(vals, args(r)...)
+	// Multi-row INSERTs: far fewer statement executions than one per row,
+	// each statement prepared once per row count.
+	vals := make([]any, 0, rowsPerInsert*13)
+	for first := true; len(norm) > 0; first = false {
+		if !first {
+			// Let request goroutines run between statements: on a router
+			// with one P a large batch must not hold it for long.
+			runtime.Gosched()
 		}
-		if _, err := tx.ExecContext(ctx, q.String(), vals...); err != nil {
+		chunk := norm[:min(rowsPerInsert, len(norm))]
+		norm = norm[len(chunk):]
+		stmt, err := l.multiInsert(ctx, len(chunk))
+		if err != nil {
+			return err
+		}
+		vals = vals[:0]
+		for _, r := range chunk {
+			vals = appendArgs(vals, r)
+		}
+		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, vals...); err != nil {
 			return fmt.Errorf("usage ledger %s: record batch: %w", l.path, err)
 		}
 	}
@@ -242,6 +256,22 @@ func (l *Ledger) RecordBatch(ctx context.Context, rs []Record) error {
 		return fmt.Errorf("usage ledger %s: record batch: commit: %w", l.path, err)
 	}
 	return nil
+}
+
+// multiInsert returns the prepared INSERT of n rows.
+func (l *Ledger) multiInsert(ctx context.Context, n int) (*sql.Stmt, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st, ok := l.multi[n]; ok {
+		return st, nil
+	}
+	q := insertHead + strings.Repeat(rowPlaceholders+",", n-1) + rowPlaceholders
+	st, err := l.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("usage ledger %s: prepare batch insert: %w", l.path, err)
+	}
+	l.multi[n] = st
+	return st, nil
 }
 
 func normalize(r Record) (Record, error) {
@@ -254,9 +284,13 @@ func normalize(r Record) (Record, error) {
 	return r, nil
 }
 
-func args(r Record) []any {
-	return []any{r.Time.UnixNano(), clip(r.Sandbox), clip(r.Route), clip(r.Provider), clip(r.Model),
-		r.TokensIn, r.TokensOut, r.CostUSD, int64(r.Latency), int64(r.TTFB), r.Status, r.Attempts, clip(r.Error)}
+func args(r Record) []any { return appendArgs(nil, r) }
+
+// appendArgs appends the 13 column values of r. Integers are int64, which
+// database/sql passes to the driver without reflection.
+func appendArgs(dst []any, r Record) []any {
+	return append(dst, r.Time.UnixNano(), clip(r.Sandbox), clip(r.Route), clip(r.Provider), clip(r.Model),
+		r.TokensIn, r.TokensOut, r.CostUSD, int64(r.Latency), int64(r.TTFB), int64(r.Status), int64(r.Attempts), clip(r.Error))
 }
 
 // Spend is the USD cost recorded for sandbox at or after since.
@@ -336,7 +370,14 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (int64, error) {
 
 // Close closes the database. Every Record that returned nil is on disk.
 func (l *Ledger) Close() error {
-	err := errors.Join(l.insert.Close(), l.db.Close())
+	l.mu.Lock()
+	errs := []error{l.insert.Close()}
+	for _, st := range l.multi {
+		errs = append(errs, st.Close())
+	}
+	l.multi = nil
+	l.mu.Unlock()
+	err := errors.Join(append(errs, l.db.Close())...)
 	if err != nil {
 		return fmt.Errorf("close usage ledger %s: %w", l.path, err)
 	}
