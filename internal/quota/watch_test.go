@@ -1,0 +1,86 @@
+package quota
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+)
+
+// fidRecord builds a FAN_EVENT_INFO_TYPE_FID record: header, fsid, struct
+// file_handle.
+func fidRecord(typ byte, htype int32, handle []byte) []byte {
+	rec := make([]byte, 20+len(handle))
+	rec[0] = typ
+	binary.NativeEndian.PutUint16(rec[2:], uint16(len(rec)))
+	binary.NativeEndian.PutUint32(rec[12:], uint32(len(handle)))
+	binary.NativeEndian.PutUint32(rec[16:], uint32(htype))
+	copy(rec[20:], handle)
+	return rec
+}
+
+func TestQuotaFileHandle(t *testing.T) {
+	h := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	other := fidRecord(7, 0, []byte{9, 9, 9, 9}) // FAN_EVENT_INFO_TYPE_MNT-like record first
+	short := fidRecord(1, 1, h)
+	binary.NativeEndian.PutUint32(short[12:], 64) // handle longer than the record
+	zeroLen := fidRecord(1, 1, h)
+	binary.NativeEndian.PutUint16(zeroLen[2:], 0)
+	tests := []struct {
+		name   string
+		info   []byte
+		ok     bool
+		handle []byte
+		htype  int32
+	}{
+		{"one FID record", fidRecord(1, 0x81, h), true, h, 0x81},
+		{"FID record after another record", append(append([]byte(nil), other...), fidRecord(1, 2, h)...), true, h, 2},
+		{"no FID record", other, false, nil, 0},
+		{"empty info", nil, false, nil, 0},
+		{"handle size beyond the record", short, false, nil, 0},
+		{"record length zero does not loop", zeroLen, false, nil, 0},
+		{"truncated header", []byte{1, 0}, false, nil, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fh, ok := fileHandle(tc.info)
+			if ok != tc.ok {
+				t.Fatalf("ok = %v, want %v", ok, tc.ok)
+			}
+			if ok && (!bytes.Equal(fh.Bytes(), tc.handle) || fh.Type() != tc.htype) {
+				t.Errorf("handle %x type %d, want %x type %d", fh.Bytes(), fh.Type(), tc.handle, tc.htype)
+			}
+		})
+	}
+}
+
+func FuzzQuotaFileHandle(f *testing.F) {
+	f.Add(fidRecord(1, 0x81, []byte{1, 2, 3, 4, 5, 6, 7, 8}))
+	f.Add([]byte{1, 0, 4, 0})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, info []byte) {
+		fh, ok := fileHandle(info)
+		if ok && len(fh.Bytes()) > len(info) {
+			t.Errorf("handle of %d bytes from %d bytes of info", len(fh.Bytes()), len(info))
+		}
+	})
+}
+
+func TestQuotaTally(t *testing.T) {
+	steps := []struct {
+		name  string
+		ino   uint64
+		bytes int64
+		want  int64
+	}{
+		{"known file grows", 1, 8192, 1000 + 4096},
+		{"new file counts whole", 2, 4096, 1000 + 4096 + 4096},
+		{"same size again counts nothing", 2, 4096, 1000 + 4096 + 4096},
+		{"truncated file shrinks the total", 1, 0, 1000 - 4096 + 4096},
+	}
+	tl := tally{base: 1000, known: map[uint64]int64{1: 4096}}
+	for _, s := range steps {
+		if got := tl.seen(s.ino, s.bytes); got != s.want {
+			t.Errorf("%s: total %d, want %d", s.name, got, s.want)
+		}
+	}
+}
