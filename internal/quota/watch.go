@@ -173,10 +173,9 @@ type events struct {
 	fid  bool     // events carry file handles, not descriptors
 }
 
-func (e *events) close() {
-	e.f.Close()
-	unix.Close(e.root)
-}
+// close ends the group; readEvents, which uses root, closes that when its
+// read fails.
+func (e *events) close() { e.f.Close() }
 
 // markMount returns a fanotify group reporting FAN_MODIFY on the mount of
 // mount.
@@ -209,6 +208,7 @@ func markMount(mount *os.File) (*events, error) {
 // names until the group is closed, and asks for a walk at once when the
 // total passes the limit.
 func (l *Limit) readEvents(ev *events, urgent chan<- struct{}) {
+	defer unix.Close(ev.root)
 	buf := make([]byte, 16<<10)
 	for {
 		n, err := ev.f.Read(buf)
