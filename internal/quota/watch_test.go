@@ -3,7 +3,11 @@ package quota
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // fidRecord builds a FAN_EVENT_INFO_TYPE_FID record: header, fsid, struct
@@ -82,5 +86,30 @@ func TestQuotaTally(t *testing.T) {
 		if got := tl.seen(s.ino, s.bytes); got != s.want {
 			t.Errorf("%s: total %d, want %d", s.name, got, s.want)
 		}
+	}
+}
+
+// TestQuotaFSXattrIoctl checks the FS_IOC_FSGETXATTR number and struct
+// against the kernel on the test directory's filesystem (ext4 and XFS
+// answer it with or without project quota): a wrong number or size is
+// ENOTTY.
+func TestQuotaFSXattrIoctl(t *testing.T) {
+	dir := t.TempDir()
+	fd, err := openDir(unix.AT_FDCWD, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	a, err := getProject(fd)
+	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EOPNOTSUPP) {
+		t.Skipf("%s: the filesystem has no FS_IOC_FSGETXATTR", dir)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writing back what was read changes nothing and must be accepted
+	// (FS_IOC_FSSETXATTR's number and size).
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocFSSetXattr, uintptr(unsafe.Pointer(&a))); e != 0 {
+		t.Errorf("FS_IOC_FSSETXATTR with the current values: %v", e)
 	}
 }
