@@ -192,7 +192,7 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	cmd := &exec.Cmd{
 		Path:       exe,
 		Args:       []string{"clawcage", InitCommand},
-		Env:        []string{"GOMAXPROCS=1"}, // nothing of the caller's environment
+		Env:        []string{"GOMAXPROCS=2"}, // nothing of the caller's environment; 2 Ps: see pid1.Main
 		Dir:        "/",
 		Stdin:      stdio.Stdin,
 		Stdout:     stdio.Stdout,

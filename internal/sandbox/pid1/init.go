@@ -25,6 +25,18 @@ func Main() {
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		fail("mark descriptors close-on-exec", err, ExitSetupFailed)
 	}
+	// Forwarded signals are caught before the command exists so none is
+	// lost; SIGCHLD is not among them (reaping is a blocking wait4 loop).
+	// The runtime enables each signal with a round trip to its signal
+	// thread, so this runs while the root file system is built (the host
+	// gives PID 1 two Ps). A signal arriving meanwhile is queued and
+	// forwarded to the command once it runs.
+	sigs := make(chan os.Signal, 16)
+	notified := make(chan struct{})
+	go func() {
+		signal.Notify(sigs, forwardedSignals...)
+		close(notified)
+	}()
 	c, err := readConfig()
 	if err != nil {
 		fail("read config", err, ExitSetupFailed)
@@ -44,10 +56,7 @@ func Main() {
 		}
 	}
 
-	// Forwarded signals are caught before the command exists so none is
-	// lost; SIGCHLD is not among them (reaping is a blocking wait4 loop).
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, forwardedSignals...)
+	<-notified
 
 	ex := newExecServer(c)
 	pid, err := startCommand(c, ex)
@@ -172,7 +181,9 @@ func lockDownThread() error {
 	if err := unix.Prctl(unix.PR_SET_SECUREBITS, uintptr(secbits), 0, 0, 0); err != nil {
 		return fmt.Errorf("set securebits: %w", err)
 	}
-	for cap := 0; cap <= lastCap(); cap++ {
+	// Every capability the kernel knows: it answers EINVAL past the last
+	// one (/proc/sys/kernel/cap_last_cap), and numbers stay below 64.
+	for cap := 0; cap < 64; cap++ {
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(cap), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 			return fmt.Errorf("drop capability %d from the bounding set: %w", cap, err)
 		}
@@ -197,18 +208,6 @@ const (
 	secbitNoCapAmbientRaise       = 1 << 6
 	secbitNoCapAmbientRaiseLocked = 1 << 7
 )
-
-// lastCap is the highest capability number the kernel knows.
-func lastCap() int {
-	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
-	if err == nil {
-		var n int
-		if _, err := fmt.Sscan(string(b), &n); err == nil && n > 0 && n < 64 {
-			return n
-		}
-	}
-	return 63 // PR_CAPBSET_DROP answers EINVAL past the last one
-}
 
 // superviseChild forwards signals to pid, reaps every child (orphans are
 // re-parented to PID 1) and returns pid's exit status once it is gone:

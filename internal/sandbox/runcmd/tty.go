@@ -1,4 +1,4 @@
-package main
+package runcmd
 
 import (
 	"fmt"
@@ -11,32 +11,34 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// isTerminalFile reports whether f is a terminal.
-func isTerminalFile(f *os.File) bool {
+// IsTerminal reports whether f is a terminal.
+func IsTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
 
-// sandboxTTY gives an interactive sandbox a pty of its own: the operator's
+// TTY gives an interactive sandbox a pty of its own: the operator's
 // terminal is put in raw mode and relayed to and from the pty master, and
 // the sandbox gets only the slave (as its controlling terminal). The
 // sandbox never holds a descriptor of the operator's terminal, so it can
 // neither inject keystrokes into it (TIOCSTI) nor change its settings.
-type sandboxTTY struct {
-	master, slave *os.File
-	saved         *unix.Termios
-	winch         chan os.Signal
-	copied        chan struct{}
+type TTY struct {
+	// Slave is the pty end the sandbox gets (stdin, stdout, stderr).
+	Slave  *os.File
+	master *os.File
+	saved  *unix.Termios
+	winch  chan os.Signal
+	copied chan struct{}
 }
 
-// openSandboxTTY allocates the pty and starts relaying; call close when the
+// OpenTTY allocates the pty and starts relaying; call Close when the
 // sandbox has exited.
-func openSandboxTTY(in, out *os.File) (*sandboxTTY, error) {
+func OpenTTY(in, out *os.File) (*TTY, error) {
 	master, slave, err := pty.Open()
 	if err != nil {
 		return nil, fmt.Errorf("allocate a pty for the sandbox: %w", err)
 	}
-	t := &sandboxTTY{master: master, slave: slave, winch: make(chan os.Signal, 1), copied: make(chan struct{})}
+	t := &TTY{master: master, Slave: slave, winch: make(chan os.Signal, 1), copied: make(chan struct{})}
 	if err := pty.InheritSize(in, master); err != nil {
 		t.closeFiles()
 		return nil, fmt.Errorf("copy the window size: %w", err)
@@ -73,12 +75,12 @@ func openSandboxTTY(in, out *os.File) (*sandboxTTY, error) {
 	return t, nil
 }
 
-// close stops relaying after the sandbox exited, draining its last output,
+// Close stops relaying after the sandbox exited, draining its last output,
 // and restores the operator's terminal.
-func (t *sandboxTTY) close(in *os.File) {
+func (t *TTY) Close(in *os.File) {
 	signal.Stop(t.winch)
 	close(t.winch)
-	t.slave.Close()
+	t.Slave.Close()
 	<-t.copied
 	t.master.Close()
 	if t.saved != nil {
@@ -86,7 +88,7 @@ func (t *sandboxTTY) close(in *os.File) {
 	}
 }
 
-func (t *sandboxTTY) closeFiles() {
+func (t *TTY) closeFiles() {
 	t.master.Close()
-	t.slave.Close()
+	t.Slave.Close()
 }
