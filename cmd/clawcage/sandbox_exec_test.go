@@ -188,6 +188,76 @@ raise SystemExit(3)`
 	})
 }
 
+// TestSandboxExecCLIWindowSize: a resize of the operator's terminal
+// (SIGWINCH to clawcage) reaches the command's own pty, whose foreground
+// process gets SIGWINCH from the kernel.
+func TestSandboxExecCLIWindowSize(t *testing.T) {
+	state := execStack(t)
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("needs /usr/bin/python3")
+	}
+	opMaster, opTTY, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opMaster.Close()
+	defer opTTY.Close()
+	pty.Setsize(opMaster, &pty.Winsize{Rows: 20, Cols: 80})
+	var (
+		mu     sync.Mutex
+		screen bytes.Buffer
+	)
+	shown := func() string { mu.Lock(); defer mu.Unlock(); return screen.String() }
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := opMaster.Read(b)
+			mu.Lock()
+			screen.Write(b[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	probe := `import signal, fcntl, termios, struct
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGWINCH])  # no resize is missed
+print("ready", flush=True)
+while True:
+    signal.sigwait([signal.SIGWINCH])
+    rows, cols = struct.unpack("hh", fcntl.ioctl(0, termios.TIOCGWINSZ, b"0000"))
+    if (rows, cols) == (44, 122):
+        print("resized", rows, cols, flush=True)
+        break`
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := execSession(context.Background(), state, boxName, stack.ExecRequest{Argv: []string{"python3", "-c", probe}, TTY: true}, opTTY, opTTY, opTTY)
+		done <- result{code, err}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(shown(), "ready"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the command never started: %q", shown())
+		}
+	}
+	pty.Setsize(opMaster, &pty.Winsize{Rows: 44, Cols: 122})
+	syscall.Kill(os.Getpid(), syscall.SIGWINCH) // what the terminal does to clawcage
+	select {
+	case r := <-done:
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(shown(), "resized") && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond) // relayed before the return; on its way to our side
+		}
+		if r.err != nil || r.code != 0 || !strings.Contains(shown(), "resized 44 122") {
+			t.Errorf("got code %d err %v screen %q, want the command to see 44x122", r.code, r.err, shown())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the command never saw the resize: %q", shown())
+	}
+}
+
 func TestSandboxExecCLIBadInput(t *testing.T) {
 	tests := []struct {
 		name string

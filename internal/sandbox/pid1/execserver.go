@@ -98,8 +98,11 @@ func (s *execServer) fork(fr forkRequest) forkResult {
 		},
 	})
 	if err != nil {
-		code := ExitNotFound
-		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOEXEC) || errors.Is(err, unix.EPERM) {
+		code := ExitSetupFailed // EAGAIN (the pids limit), ENOMEM...
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			code = ExitNotFound
+		case errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOEXEC) || errors.Is(err, unix.EPERM):
 			code = ExitNotExecutable
 		}
 		return forkResult{err: fmt.Errorf("exec %s: %w", path, err), code: code}
