@@ -18,13 +18,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
+	"strconv"
 	"time"
 )
 
 func main() {
 	relay := flag.String("relay", "", "run the bare relay on this address and nothing else")
+	upstream := flag.String("upstream", "", "run the upstream (echo/sink) on this address and nothing else")
 	clawcage := flag.String("clawcage", "", "clawcage binary")
+	baseline := flag.String("baseline", "", "a second clawcage binary (e.g. an older commit) run side by side as clawcage-base")
+	gomaxprocs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for every Go proxy (clawcage, clawcage-base, go-relay, smokescreen); 0 leaves the default (all CPUs)")
+	upInProc := flag.Bool("upstream-in-process", false, "serve the upstream inside the bench process (the method before 2026-11-26; flatters direct)")
 	smokescreen := flag.String("smokescreen", "", "smokescreen binary (optional)")
 	tinyproxy := flag.String("tinyproxy", "", "tinyproxy binary (optional)")
 	n := flag.Int("n", 2000, "CONNECT setups per target")
@@ -35,13 +39,26 @@ func main() {
 	if *relay != "" {
 		log.Fatal(serveRelay(*relay))
 	}
+	if *upstream != "" {
+		ln, err := net.Listen("tcp", *upstream)
+		if err != nil {
+			log.Fatal(err)
+		}
+		serveUpstream(ln)
+	}
 	if *clawcage == "" {
 		log.Fatal("-clawcage is required")
 	}
-	if err := run(*clawcage, *smokescreen, *tinyproxy, *n, *rounds, *size, *runs); err != nil {
+	if *gomaxprocs > 0 {
+		proxyEnv = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", *gomaxprocs))
+	}
+	if err := run(*clawcage, *baseline, *smokescreen, *tinyproxy, *upInProc, *n, *rounds, *size, *runs); err != nil {
 		log.Fatal(err)
 	}
 }
+
+// proxyEnv is the environment of the proxies (nil: the bench's own).
+var proxyEnv []string
 
 type target struct {
 	name  string
@@ -49,18 +66,39 @@ type target struct {
 	cmd   *exec.Cmd
 }
 
-func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, runs int) error {
+func run(clawcage, baseline, smokescreen, tinyproxy string, upInProc bool, n, rounds int, size int64, runs int) error {
 	dir, err := os.MkdirTemp("", "egress-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	up, err := startUpstream()
-	if err != nil {
-		return err
+	self, _ := os.Executable()
+	var upAddr string
+	var upCmd *exec.Cmd
+	if upInProc {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		go serveUpstream(ln)
+		upAddr = ln.Addr().String()
+	} else {
+		// The upstream is its own process, as a real server is: a
+		// client and server in one Go process hand bytes over inside one
+		// scheduler, which no proxy path can.
+		upAddr = freeAddr()
+		upCmd = exec.Command(self, "-upstream", upAddr)
+		upCmd.Stderr = os.Stderr
+		if err := upCmd.Start(); err != nil {
+			return fmt.Errorf("start upstream: %w", err)
+		}
+		defer func() { upCmd.Process.Kill(); upCmd.Wait() }()
+		if err := waitListen(upAddr); err != nil {
+			return fmt.Errorf("upstream: %w", err)
+		}
 	}
-	upPort := up.Addr().(*net.TCPAddr).Port
-	upAddr := up.Addr().String()
+	_, upPortS, _ := net.SplitHostPort(upAddr)
+	upPort, _ := strconv.Atoi(upPortS)
 
 	targets := []*target{{name: "direct"}}
 	defer func() {
@@ -77,6 +115,7 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 			return err
 		}
 		c.Stdout, c.Stderr = logf, logf
+		c.Env = proxyEnv
 		if err := c.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
@@ -90,12 +129,19 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 
 	cfg := filepath.Join(dir, "clawcage.yaml")
 	os.WriteFile(cfg, fmt.Appendf(nil, "sandboxes:\n  default:\n    policy:\n      network:\n        - {name: bench, cidrs: [127.0.0.0/8], ports: [%d]}\n", upPort), 0o600)
-	ccAddr := freeAddr()
-	if err := start("clawcage", ccAddr, exec.Command(clawcage, "policy-engine", "--config", cfg, "--state", filepath.Join(dir, "state"),
-		"--listen", "default="+ccAddr, "--max-tunnels", "100000", "--request-rate", "1e9", "--request-burst", "1000000000")); err != nil {
+	startCC := func(name, bin string) error {
+		addr := freeAddr()
+		return start(name, addr, exec.Command(bin, "policy-engine", "--config", cfg, "--state", filepath.Join(dir, name+"-state"),
+			"--listen", "default="+addr, "--max-tunnels", "100000", "--request-rate", "1e9", "--request-burst", "1000000000"))
+	}
+	if err := startCC("clawcage", clawcage); err != nil {
 		return err
 	}
-	self, _ := os.Executable()
+	if baseline != "" {
+		if err := startCC("clawcage-base", baseline); err != nil {
+			return err
+		}
+	}
 	relayAddr := freeAddr()
 	if err := start("go-relay", relayAddr, exec.Command(self, "-relay", relayAddr)); err != nil {
 		return err
@@ -127,11 +173,18 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 			}
 		}
 	}
+	// The unit every proxy pays: a one-byte round trip between two
+	// processes over loopback (a wake-up of the peer and one of us).
+	rtt, err := pingPong(upAddr, 2000)
+	if err != nil {
+		return fmt.Errorf("ping-pong: %w", err)
+	}
 	per := n / rounds
-	cpu := map[string]time.Duration{} // proxy process CPU during its setups
+	cpu := map[string][]time.Duration{} // proxy process CPU per setup, one value per round
+	sched := map[string][]float64{}     // times the proxy's threads were scheduled in, per setup
 	for r := 0; r < rounds; r++ {
 		for _, t := range targets {
-			c0 := procCPU(t.cmd)
+			c0, n0 := procCPU(t.cmd)
 			for i := 0; i < per; i++ {
 				d, err := setup(t.proxy, upAddr)
 				if err != nil {
@@ -139,7 +192,9 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 				}
 				samples[t.name] = append(samples[t.name], d)
 			}
-			cpu[t.name] += procCPU(t.cmd) - c0
+			c1, n1 := procCPU(t.cmd)
+			cpu[t.name] = append(cpu[t.name], (c1-c0)/time.Duration(per))
+			sched[t.name] = append(sched[t.name], float64(n1-n0)/float64(per))
 		}
 	}
 	tput := map[string][]float64{}
@@ -156,16 +211,23 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 	direct := pct(samples["direct"], 50)
 	relayP50 := pct(samples["go-relay"], 50)
 	smokeT := median(tput["smokescreen"])
+	where := "its own process"
+	if upInProc {
+		where = "the bench process"
+	}
+	fmt.Printf("upstream in %s; loopback 1-byte round trip to it: p50 %s, p90 %s (2000 on one connection)\n", where, us(pct(rtt, 50)), us(pct(rtt, 90)))
 	fmt.Printf("CONNECT setup (dial + CONNECT + 200 + 1-byte echo through the tunnel), %d per target, %d interleaved rounds\n", per*rounds, rounds)
-	fmt.Printf("%-12s %10s %10s %10s %12s %12s %14s\n", "target", "p50", "p90", "p99", "p50-direct", "p50-relay", "proxy CPU/conn")
+	fmt.Printf("%-13s %10s %10s %10s %12s %12s %14s %12s\n", "target", "p50", "p90", "p99", "p50-direct", "p50-relay", "proxy CPU/conn", "switches/conn")
+	defer fmt.Printf("(proxy CPU/conn and switches/conn: medians over the rounds of the proxy's on-CPU time and of the times its threads\n were scheduled in, all threads, from /proc/PID/task/*/schedstat, per setup)\n")
 	for _, t := range targets {
 		s := samples[t.name]
 		p50 := pct(s, 50)
-		c := "-"
+		c, sw := "-", "-"
 		if t.cmd != nil {
-			c = us(cpu[t.name] / time.Duration(len(s)))
+			c = us(pct(cpu[t.name], 50))
+			sw = fmt.Sprintf("%.1f", median(sched[t.name]))
 		}
-		fmt.Printf("%-12s %10s %10s %10s %12s %12s %14s\n", t.name, us(p50), us(pct(s, 90)), us(pct(s, 99)), us(p50-direct), us(p50-relayP50), c)
+		fmt.Printf("%-13s %10s %10s %10s %12s %12s %14s %12s\n", t.name, us(p50), us(pct(s, 90)), us(pct(s, 99)), us(p50-direct), us(p50-relayP50), c, sw)
 	}
 	fmt.Printf("\ntunnel throughput (%d MiB one way, %d runs, median)\n", size>>20, runs)
 	fmt.Printf("%-12s %12s %14s %16s\n", "target", "MiB/s", "x direct", "x smokescreen")
@@ -181,22 +243,26 @@ func run(clawcage, smokescreen, tinyproxy string, n, rounds int, size int64, run
 	return nil
 }
 
-// procCPU returns the user+system CPU time a process has used so far.
-func procCPU(c *exec.Cmd) time.Duration {
+// procCPU returns the on-CPU time a process's threads have used so far,
+// in nanoseconds (schedstat, not the 10 ms ticks of /proc/PID/stat), and
+// how many times they were scheduled in.
+func procCPU(c *exec.Cmd) (time.Duration, int64) {
 	if c == nil || c.Process == nil {
-		return 0
+		return 0, 0
 	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
-	if err != nil {
-		return 0
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", c.Process.Pid))
+	var sum, switches int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		var ns, wait, n int64
+		fmt.Sscan(string(data), &ns, &wait, &n)
+		sum += ns
+		switches += n
 	}
-	// Fields after the command name (which is in parentheses).
-	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
-	f := strings.Fields(rest)
-	var ut, st int64
-	fmt.Sscan(f[11], &ut)
-	fmt.Sscan(f[12], &st)
-	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ
+	return time.Duration(sum), switches
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1fµs", float64(d)/1e3) }
@@ -311,14 +377,38 @@ func throughput(proxy, upstream string, size int64) (float64, error) {
 	return float64(size) / (1 << 20) / time.Since(t0).Seconds(), nil
 }
 
-// startUpstream serves: 'e' → echo one byte; 's' + 8-byte length → read
-// and discard that many bytes, then answer 'k'.
-func startUpstream() (net.Listener, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// pingPong measures n one-byte round trips to the upstream on one
+// connection.
+func pingPong(upstream string, n int) ([]time.Duration, error) {
+	c, err := net.Dial("tcp", upstream)
 	if err != nil {
 		return nil, err
 	}
-	go func() {
+	defer c.Close()
+	if _, err := c.Write([]byte{'p'}); err != nil {
+		return nil, err
+	}
+	out := make([]time.Duration, 0, n)
+	b := []byte{0}
+	for i := 0; i < n+50; i++ {
+		t0 := time.Now()
+		if _, err := c.Write(b); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(c, b); err != nil {
+			return nil, err
+		}
+		if i >= 50 {
+			out = append(out, time.Since(t0))
+		}
+	}
+	return out, nil
+}
+
+// serveUpstream serves: 'e' → echo one byte; 'p' → echo every byte;
+// 's' + 8-byte length → read and discard that many bytes, then answer 'k'.
+func serveUpstream(ln net.Listener) {
+	{
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -331,6 +421,8 @@ func startUpstream() (net.Listener, error) {
 					return
 				}
 				switch b[0] {
+				case 'p':
+					io.Copy(c, c)
 				case 'e':
 					c.Write(b[:1])
 					io.Copy(io.Discard, c)
@@ -346,8 +438,7 @@ func startUpstream() (net.Listener, error) {
 				}
 			}()
 		}
-	}()
-	return ln, nil
+	}
 }
 
 // serveRelay is the bare Go CONNECT relay: parse, dial, 200, copy. No
