@@ -34,7 +34,7 @@ type auditReport struct {
 }
 
 func newAuditCmd(g *globalOptions) *cobra.Command {
-	var asJSON bool
+	var asJSON, callProvider bool
 	cmd := &cobra.Command{
 		Use:   "audit [SANDBOX] [--json]",
 		Short: "Run the escape battery from inside a sandbox and show what held",
@@ -79,7 +79,7 @@ kernel, versions, every observation) for an auditor to keep.`,
 			}
 			if len(args) == 1 {
 				rep.Target = "live sandbox " + args[0] + " (state " + g.stateDir + ")"
-				if err := runLiveAudit(ctx, cmd.ErrOrStderr(), w, g.stateDir, args[0], &rep); err != nil {
+				if err := runLiveAudit(ctx, cmd.ErrOrStderr(), w, g.stateDir, args[0], callProvider, &rep); err != nil {
 					return fmt.Errorf("audit %s: %w", args[0], err)
 				}
 			} else {
@@ -118,6 +118,7 @@ kernel, versions, every observation) for an auditor to keep.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write the evidence as JSON")
+	cmd.Flags().BoolVar(&callProvider, "call-provider", false, "live: also send a one-token chat completion of the default route through the router\n(it costs that token), so an answer that came from the provider is checked too")
 	return cmd
 }
 

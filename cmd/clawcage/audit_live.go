@@ -21,7 +21,8 @@ import (
 
 // runLiveAudit audits the running sandbox name of the stack in state and
 // adds every row to rep. The error means no audit was possible.
-func runLiveAudit(ctx context.Context, progress io.Writer, w *battery.World, state, name string, rep *auditReport) error {
+// callProvider adds a one-token completion the router forwards upstream.
+func runLiveAudit(ctx context.Context, progress io.Writer, w *battery.World, state, name string, callProvider bool, rep *auditReport) error {
 	rep.Sandbox = name
 	st, err := supervisor.FetchStatus(ctx, supervisor.ControlSocketPath(state))
 	if err != nil {
@@ -63,6 +64,9 @@ func runLiveAudit(ctx context.Context, progress io.Writer, w *battery.World, sta
 		Queue:     engine.NewClient(filepath.Join(state, "policy")),
 		Providers: providers,
 		Progress:  progress,
+	}
+	if callProvider {
+		a.CompletionURL = live.DefaultCompletionURL
 	}
 	rows, err := a.Run(ctx)
 	for _, r := range rows {

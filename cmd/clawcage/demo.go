@@ -609,7 +609,8 @@ func demoLiveAudit(ctx context.Context, bin, state, name string) []demoRow {
 	}
 	defer w.Close()
 	var rep auditReport
-	if err := runLiveAudit(ctx, io.Discard, w, state, name, &rep); err != nil {
+	// The stand-in provider is free: let the audit call it through the router.
+	if err := runLiveAudit(ctx, io.Discard, w, state, name, true, &rep); err != nil {
 		return []demoRow{{Attack: "live audit", Expected: "runs", Observed: err.Error()}}
 	}
 	rows := make([]demoRow, 0, len(rep.Results))

@@ -90,10 +90,13 @@ type CollectOptions struct {
 	MaxBytes int64
 	// InferenceURL is fetched with an SDK-like client ("" skips it).
 	InferenceURL string
+	// CompletionURL, when set, gets a one-token chat completion
+	// (completionBody) the router forwards to a provider.
+	CompletionURL string
 }
 
 // ParseCollectArgs reads `collect` arguments: --max BYTES, --skip PATH,
-// --inference URL, then roots.
+// --inference URL, --completion URL, then roots.
 func ParseCollectArgs(args []string) (CollectOptions, error) {
 	var o CollectOptions
 	for i := 0; i < len(args); i++ {
@@ -118,6 +121,8 @@ func ParseCollectArgs(args []string) (CollectOptions, error) {
 			o.Skip = append(o.Skip, v)
 		case "--inference":
 			o.InferenceURL = v
+		case "--completion":
+			o.CompletionURL = v
 		default:
 			return o, fmt.Errorf("collect: unknown flag %s", a)
 		}
@@ -228,7 +233,10 @@ func Collect(ctx context.Context, o CollectOptions, w io.Writer) error {
 	collectPrintenv(ctx, iw)
 	procs := collectProc(iw)
 	if o.InferenceURL != "" {
-		collectInference(ctx, iw, o.InferenceURL)
+		collectInference(ctx, iw, http.MethodGet, o.InferenceURL, nil)
+	}
+	if o.CompletionURL != "" {
+		collectInference(ctx, iw, http.MethodPost, o.CompletionURL, []byte(completionBody))
 	}
 	st, err := collectFiles(ctx, iw, o)
 	if err != nil {
@@ -287,6 +295,10 @@ func collectProc(iw *ItemWriter) int {
 	return len(pids)
 }
 
+// completionBody is the cheapest request a provider answers: one token of
+// the stack's default route, in the OpenAI dialect.
+const completionBody = `{"model":"default","max_tokens":1,"messages":[{"role":"user","content":"Reply with one word."}]}`
+
 // sdkCredentialEnv are the variables SDKs take their credentials from and
 // the header each puts them in.
 var sdkCredentialEnv = []struct{ env, header, prefix string }{
@@ -325,7 +337,7 @@ func (c *teeConn) Write(p []byte) (int, error) {
 // collectInference calls url as an SDK configured from this environment
 // would (its credential variables, its proxy settings) and streams the
 // bytes that went over the wire in both directions.
-func collectInference(ctx context.Context, iw *ItemWriter, url string) {
+func collectInference(ctx context.Context, iw *ItemWriter, method, url string, body []byte) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var conns []*teeConn
@@ -346,13 +358,20 @@ func collectInference(ctx context.Context, iw *ItemWriter, url string) {
 		DisableCompression: true,
 	}
 	defer tr.CloseIdleConnections()
-	reqItem := Item{Kind: ItemRequest, Name: "GET " + url, Meta: map[string]string{}}
-	respItem := Item{Kind: ItemResponse, Name: "GET " + url, Meta: map[string]string{}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	reqItem := Item{Kind: ItemRequest, Name: method + " " + url, Meta: map[string]string{}}
+	respItem := Item{Kind: ItemResponse, Name: method + " " + url, Meta: map[string]string{}}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		reqItem.Err = err.Error()
 		_ = iw.Write(reqItem, nil)
 		return
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	var used []string
 	for _, c := range sdkCredentialEnv {
@@ -383,7 +402,7 @@ func collectInference(ctx context.Context, iw *ItemWriter, url string) {
 		// Nothing reached the wire: record the request as the client
 		// built it, which is what it would have sent.
 		reqItem.Meta["sent"] = "false"
-		if dump, derr := httputil.DumpRequestOut(req, false); derr == nil {
+		if dump, derr := httputil.DumpRequestOut(req, true); derr == nil {
 			sent = dump
 		} else {
 			reqItem.Err = "nothing was sent and the request cannot be dumped: " + derr.Error()

@@ -280,7 +280,7 @@ func (s *liveStack) audit(t *testing.T, ctx context.Context, name string) (liveA
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 400*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.bin, "audit", name, "--json", "--state", s.state)
+	cmd := exec.CommandContext(ctx, s.bin, "audit", name, "--json", "--call-provider", "--state", s.state)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -65,6 +65,9 @@ const startWait = 15 * time.Second
 // answers it itself (its routes), in the provider dialect.
 const DefaultInferenceURL = "http://inference.local:8080/v1/models"
 
+// DefaultCompletionURL is where the opt-in completion goes.
+const DefaultCompletionURL = "http://inference.local:8080/v1/chat/completions"
+
 // Auditor audits one live sandbox.
 type Auditor struct {
 	// World holds the escape battery's host-side targets; World.State and
@@ -79,6 +82,10 @@ type Auditor struct {
 	Providers          []Provider
 	// InferenceURL is fetched from inside (DefaultInferenceURL when "").
 	InferenceURL string
+	// CompletionURL, when set, also gets a one-token chat completion that
+	// the router forwards to the provider (it costs a token), so the
+	// answer checked has been through a provider.
+	CompletionURL string
 	// Progress, when set, gets one line per finished group of checks.
 	Progress io.Writer
 	// PendingWait bounds the wait for a denial to reach the pending queue
@@ -556,11 +563,8 @@ type hunt struct {
 	pid1Environ                           string
 	printenvBytes                         int
 	envVars                               int
-	reqBytes                              []byte
-	reqErr, respErr, status               string
-	reqNotSent                            bool
-	credEnv                               string
-	respHeader                            http.Header
+	reqs                                  []sentRequest
+	resps                                 []answer
 	ended                                 bool
 	keys                                  int // keys the router compared with
 }
@@ -598,16 +602,15 @@ func (h *hunt) item(ctx context.Context, s Scanner, it audit.Item, data []byte) 
 			}
 		}
 	case audit.ItemRequest:
-		h.reqBytes, h.reqErr, h.credEnv = data, it.Err, it.Meta["credential_env"]
-		h.reqNotSent = it.Meta["sent"] == "false"
+		h.reqs = append(h.reqs, sentRequest{name: it.Name, bytes: data, err: it.Err, credEnv: it.Meta["credential_env"], notSent: it.Meta["sent"] == "false"})
 		h.request.add(ctx, s, it.Name, data)
 	case audit.ItemResponse:
-		h.respErr, h.status = it.Err, it.Meta["status"]
-		h.respShaped = keyShaped(data)
+		a := answer{name: it.Name, err: it.Err, status: it.Meta["status"], shaped: keyShaped(data)}
 		if resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(data)), nil); err == nil {
-			h.respHeader = resp.Header
+			a.header = resp.Header
 			resp.Body.Close()
 		}
+		h.resps = append(h.resps, a)
 		h.response.add(ctx, s, it.Name, data)
 	case audit.ItemBounded:
 		h.bounded = it.Name
@@ -626,6 +629,9 @@ func (a *Auditor) KeyHunt(ctx context.Context, mode string) []battery.Result {
 		url = DefaultInferenceURL
 	}
 	argv := []string{battery.LiveProbe, "audit-probe", "collect", "--inference", url}
+	if a.CompletionURL != "" {
+		argv = append(argv, "--completion", a.CompletionURL)
+	}
 	for _, d := range audit.HostSystemDirs {
 		argv = append(argv, "--skip", d)
 	}
@@ -685,30 +691,51 @@ func (a *Auditor) KeyHunt(ctx context.Context, mode string) []battery.Result {
 	return rows
 }
 
+// sentRequest is one request the collector made to inference.local.
+type sentRequest struct {
+	name, err, credEnv string
+	bytes              []byte
+	notSent            bool
+}
+
+// answer is inference.local's answer to one of them.
+type answer struct {
+	name, err, status string
+	shaped            bool
+	header            http.Header
+}
+
 func (h *hunt) requestRow(attack, mode string) battery.Result {
 	want := []string{"no-credential"}
-	if h.reqErr != "" && len(h.reqBytes) == 0 {
-		return row(attack, mode, want, audit.Observation{Attack: attack, Outcome: audit.Error, Detail: h.reqErr}, "could not call inference.local: "+h.reqErr)
+	if len(h.reqs) == 0 {
+		return row(attack, mode, want, audit.Observation{Attack: attack, Outcome: audit.Error}, "the collector made no request to inference.local")
 	}
-	var problems []string
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(h.reqBytes)))
-	if err != nil {
-		problems = append(problems, "the bytes sent are not an HTTP request: "+err.Error())
-	} else {
-		for _, hd := range []string{"Authorization", "Proxy-Authorization", "X-Api-Key", "Api-Key", "Cookie"} {
-			if req.Header.Get(hd) != "" {
-				problems = append(problems, "the request carried "+hd)
+	var problems, details []string
+	for _, r := range h.reqs {
+		if r.err != "" && len(r.bytes) == 0 {
+			problems = append(problems, r.name+": could not call inference.local: "+r.err)
+			continue
+		}
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(r.bytes)))
+		if err != nil {
+			problems = append(problems, r.name+": the bytes sent are not an HTTP request: "+err.Error())
+		} else {
+			for _, hd := range []string{"Authorization", "Proxy-Authorization", "X-Api-Key", "Api-Key", "Cookie"} {
+				if req.Header.Get(hd) != "" {
+					problems = append(problems, r.name+": the request carried "+hd)
+				}
 			}
 		}
+		if r.credEnv != "" {
+			problems = append(problems, "the sandbox's environment had "+r.credEnv+" for an SDK to send")
+		}
+		what := "sent"
+		if r.notSent {
+			what = "built (the connection failed, so as the client would send them)"
+		}
+		details = append(details, fmt.Sprintf("%s: %d bytes %s", r.name, len(r.bytes), what))
 	}
-	if h.credEnv != "" {
-		problems = append(problems, "the sandbox's environment had "+h.credEnv+" for an SDK to send")
-	}
-	what := "sent"
-	if h.reqNotSent {
-		what = "built (the connection failed, so as the client would send them)"
-	}
-	o, fail := h.request.verdict(h.keys, attack, problems, fmt.Sprintf("%d bytes %s: no Authorization, X-Api-Key or Cookie, no key bytes", len(h.reqBytes), what))
+	o, fail := h.request.verdict(h.keys, attack, problems, strings.Join(details, "; ")+": no Authorization, X-Api-Key or Cookie, no key bytes")
 	if fail == "" {
 		o.Outcome = "no-credential"
 	}
@@ -717,22 +744,29 @@ func (h *hunt) requestRow(attack, mode string) battery.Result {
 
 func (h *hunt) responseRow(attack, mode string) battery.Result {
 	want := []string{"no-credential"}
-	if h.respErr != "" {
-		return row(attack, mode, want, audit.Observation{Attack: attack, Outcome: audit.Error, Detail: h.respErr}, "inference.local did not answer: "+h.respErr)
+	if len(h.resps) == 0 {
+		return row(attack, mode, want, audit.Observation{Attack: attack, Outcome: audit.Error}, "inference.local gave no answer to check")
 	}
-	var problems []string
-	if h.status != "200" {
-		problems = append(problems, "inference.local answered HTTP "+h.status+" (want 200 to check a real answer)")
-	}
-	if h.respShaped {
-		problems = append(problems, "the answer holds a value shaped like a provider key")
-	}
-	for _, hd := range []string{"Set-Cookie", "Authorization", "X-Api-Key", "Openai-Organization", "Openai-Project", "Anthropic-Organization-Id"} {
-		if h.respHeader.Get(hd) != "" {
-			problems = append(problems, "the answer carries "+hd)
+	var problems, details []string
+	for _, a := range h.resps {
+		if a.err != "" {
+			problems = append(problems, a.name+": inference.local did not answer: "+a.err)
+			continue
 		}
+		if a.status != "200" {
+			problems = append(problems, a.name+": inference.local answered HTTP "+a.status+" (want 200 to check a real answer)")
+		}
+		if a.shaped {
+			problems = append(problems, a.name+": the answer holds a value shaped like a provider key")
+		}
+		for _, hd := range []string{"Set-Cookie", "Authorization", "X-Api-Key", "Openai-Organization", "Openai-Project", "Anthropic-Organization-Id"} {
+			if a.header.Get(hd) != "" {
+				problems = append(problems, a.name+": the answer carries "+hd)
+			}
+		}
+		details = append(details, a.name+": HTTP "+a.status)
 	}
-	o, fail := h.response.verdict(h.keys, attack, problems, "HTTP "+h.status+": headers and body hold no key bytes, key-shaped values, cookies or account ids")
+	o, fail := h.response.verdict(h.keys, attack, problems, strings.Join(details, "; ")+": headers and body hold no key bytes, key-shaped values, cookies or account ids")
 	if fail == "" {
 		o.Outcome = "no-credential"
 	}
