@@ -365,3 +365,55 @@ func TestRunInstallsAndRemovesTheProbe(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// With --call-provider the collector makes two calls; every answer must be
+// a clean 200.
+func TestKeyHuntJudgesEveryAnswer(t *testing.T) {
+	stream := func(secondStatus, secondBody string) []byte {
+		var b bytes.Buffer
+		iw := audit.NewItemWriter(&b)
+		for _, it := range []struct {
+			item audit.Item
+			data string
+		}{
+			{audit.Item{Kind: audit.ItemRequest, Name: "GET " + DefaultInferenceURL}, cleanRequest},
+			{audit.Item{Kind: audit.ItemResponse, Name: "GET " + DefaultInferenceURL, Meta: map[string]string{"status": "200"}}, cleanResponse},
+			{audit.Item{Kind: audit.ItemRequest, Name: "POST " + DefaultCompletionURL}, "POST /v1/chat/completions HTTP/1.1\r\nHost: inference.local:8080\r\nContent-Length: 2\r\n\r\n{}"},
+			{audit.Item{Kind: audit.ItemResponse, Name: "POST " + DefaultCompletionURL, Meta: map[string]string{"status": secondStatus}}, secondBody},
+			{audit.Item{Kind: audit.ItemEnd, Meta: map[string]string{"files": "0", "bytes": "0"}}, ""},
+		} {
+			if err := iw.Write(it.item, []byte(it.data)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		iw.Flush()
+		return b.Bytes()
+	}
+	for _, tt := range []struct {
+		name, status, body, want string
+	}{
+		{"both clean", "200", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", ""},
+		{"provider answer carries the key", "200", "HTTP/1.1 200 OK\r\nX-Ratelimit-Debug: key=" + testKey + "\r\nContent-Length: 2\r\n\r\n{}", "fake key"},
+		{"provider answer is an error", "502", "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 2\r\n\r\n{}", "HTTP 502"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			data := stream(tt.status, tt.body)
+			ex := func(_ context.Context, _ []string, _ bool, _, stdout, _ *os.File) (int, error) {
+				_, err := stdout.Write(data)
+				return 0, err
+			}
+			sc := &fakeScanner{keys: 1}
+			a := &Auditor{Sandbox: "s", Exec: ex, Scanner: sc, CompletionURL: DefaultCompletionURL}
+			r, _ := rowByCase(a.KeyHunt(context.Background(), "user"), "inference-answer-carries-no-provider-credentials")
+			if tt.want == "" {
+				if !r.Held || !strings.Contains(r.Observation.Detail, "POST "+DefaultCompletionURL+": HTTP 200") {
+					t.Fatalf("%+v", r)
+				}
+				return
+			}
+			if r.Held || !strings.Contains(r.Failure, strings.Replace(tt.want, "fake", "anthropic", 1)) {
+				t.Fatalf("held=%v failure %q, want %q", r.Held, r.Failure, tt.want)
+			}
+		})
+	}
+}
