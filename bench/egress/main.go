@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -180,11 +181,13 @@ func run(clawcage, baseline, smokescreen, tinyproxy string, upInProc bool, n, ro
 		return fmt.Errorf("ping-pong: %w", err)
 	}
 	per := n / rounds
-	cpu := map[string][]time.Duration{} // proxy process CPU per setup, one value per round
-	sched := map[string][]float64{}     // times the proxy's threads were scheduled in, per setup
+	cpu := map[string][]time.Duration{}     // proxy process CPU per setup, one value per round
+	sched := map[string][]float64{}         // times the proxy's threads were scheduled in, per setup
+	statTotal := map[string]time.Duration{} // proxy CPU from /proc/PID/stat (counts exited threads)
 	for r := 0; r < rounds; r++ {
 		for _, t := range targets {
 			c0, n0 := procCPU(t.cmd)
+			t0 := statCPU(t.cmd)
 			for i := 0; i < per; i++ {
 				d, err := setup(t.proxy, upAddr)
 				if err != nil {
@@ -193,6 +196,7 @@ func run(clawcage, baseline, smokescreen, tinyproxy string, upInProc bool, n, ro
 				samples[t.name] = append(samples[t.name], d)
 			}
 			c1, n1 := procCPU(t.cmd)
+			statTotal[t.name] += statCPU(t.cmd) - t0
 			cpu[t.name] = append(cpu[t.name], (c1-c0)/time.Duration(per))
 			sched[t.name] = append(sched[t.name], float64(n1-n0)/float64(per))
 		}
@@ -217,17 +221,18 @@ func run(clawcage, baseline, smokescreen, tinyproxy string, upInProc bool, n, ro
 	}
 	fmt.Printf("upstream in %s; loopback 1-byte round trip to it: p50 %s, p90 %s (2000 on one connection)\n", where, us(pct(rtt, 50)), us(pct(rtt, 90)))
 	fmt.Printf("CONNECT setup (dial + CONNECT + 200 + 1-byte echo through the tunnel), %d per target, %d interleaved rounds\n", per*rounds, rounds)
-	fmt.Printf("%-13s %10s %10s %10s %12s %12s %14s %12s\n", "target", "p50", "p90", "p99", "p50-direct", "p50-relay", "proxy CPU/conn", "switches/conn")
-	defer fmt.Printf("(proxy CPU/conn and switches/conn: medians over the rounds of the proxy's on-CPU time and of the times its threads\n were scheduled in, all threads, from /proc/PID/task/*/schedstat, per setup)\n")
+	fmt.Printf("%-13s %10s %10s %10s %12s %12s %14s %12s %12s\n", "target", "p50", "p90", "p99", "p50-direct", "p50-relay", "proxy CPU/conn", "(stat)", "switches/conn")
+	defer fmt.Printf("(proxy CPU/conn and switches/conn: medians over the rounds of the proxy's on-CPU time and of the times its threads\n were scheduled in, live threads, /proc/PID/task/*/schedstat, per setup; (stat): total user+system CPU from /proc/PID/stat\n over all setups, 10 ms ticks, which also counts threads that exited, e.g. tinyproxy's thread per connection)\n")
 	for _, t := range targets {
 		s := samples[t.name]
 		p50 := pct(s, 50)
-		c, sw := "-", "-"
+		c, st, sw := "-", "-", "-"
 		if t.cmd != nil {
 			c = us(pct(cpu[t.name], 50))
+			st = us(statTotal[t.name] / time.Duration(len(s)))
 			sw = fmt.Sprintf("%.1f", median(sched[t.name]))
 		}
-		fmt.Printf("%-13s %10s %10s %10s %12s %12s %14s %12s\n", t.name, us(p50), us(pct(s, 90)), us(pct(s, 99)), us(p50-direct), us(p50-relayP50), c, sw)
+		fmt.Printf("%-13s %10s %10s %10s %12s %12s %14s %12s %12s\n", t.name, us(p50), us(pct(s, 90)), us(pct(s, 99)), us(p50-direct), us(p50-relayP50), c, st, sw)
 	}
 	fmt.Printf("\ntunnel throughput (%d MiB one way, %d runs, median)\n", size>>20, runs)
 	fmt.Printf("%-12s %12s %14s %16s\n", "target", "MiB/s", "x direct", "x smokescreen")
@@ -263,6 +268,29 @@ func procCPU(c *exec.Cmd) (time.Duration, int64) {
 		switches += n
 	}
 	return time.Duration(sum), switches
+}
+
+// statCPU returns a process's user+system CPU from /proc/PID/stat (10 ms
+// ticks), threads that exited included.
+func statCPU(c *exec.Cmd) time.Duration {
+	if c == nil || c.Process == nil {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	f := bytes.Fields(data[i+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(string(f[11]), 10, 64)
+	st, _ := strconv.ParseInt(string(f[12]), 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1fµs", float64(d)/1e3) }
