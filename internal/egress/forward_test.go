@@ -196,6 +196,10 @@ func TestWebSocketUpgradeDecisions(t *testing.T) {
 		if r := egresstest.SendRaw(t, h.addr, raw); r.Status != http.StatusBadGateway {
 			t.Fatalf("%d %v, want 502", r.Status, r.Body)
 		}
+		deadline := time.Now().Add(5 * time.Second)
+		for h.proxy.LiveTunnels("sb") != 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond) // the handler unregisters after answering
+		}
 		if n := h.proxy.LiveTunnels("sb"); n != 0 {
 			t.Fatalf("%d live tunnels after a rogue 101", n)
 		}
