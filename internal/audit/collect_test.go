@@ -28,7 +28,7 @@ func readAll(t *testing.T, stream []byte) (map[string][]byte, []Item) {
 	return got, items
 }
 
-func TestCollectStreamsFilesEnvAndInference(t *testing.T) {
+func TestAuditCollectStreamsFilesEnvAndInference(t *testing.T) {
 	dir := t.TempDir()
 	secret := "sk-ant-collect-canary-7b3e9d0c1a2f"
 	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("api_key: "+secret+"\n"), 0o644); err != nil {
@@ -103,7 +103,7 @@ func keys(m map[string][]byte) []string {
 }
 
 // A key across a chunk border must be whole in one chunk.
-func TestStreamFileChunkOverlap(t *testing.T) {
+func TestAuditCollectChunkOverlap(t *testing.T) {
 	dir := t.TempDir()
 	secret := []byte("sk-proj-border-canary-" + strings.Repeat("z", 40))
 	data := bytes.Repeat([]byte{'.'}, 3*MaxItemData)
@@ -145,7 +145,7 @@ func TestStreamFileChunkOverlap(t *testing.T) {
 	}
 }
 
-func TestReadItemsRejectsBadStreams(t *testing.T) {
+func TestAuditCollectReaderRejectsBadStreams(t *testing.T) {
 	for _, tt := range []struct{ name, stream, want string }{
 		{"no end marker", `{"kind":"env","name":"x","size":1}` + "\na", "without its end marker"},
 		{"oversized item", `{"kind":"file","name":"x","size":99999999}` + "\n", "out of bounds"},
@@ -163,7 +163,7 @@ func TestReadItemsRejectsBadStreams(t *testing.T) {
 	}
 }
 
-func TestParseCollectArgs(t *testing.T) {
+func TestAuditCollectArgs(t *testing.T) {
 	o, err := ParseCollectArgs([]string{"--max", "1M", "--skip", "/usr", "--inference", "http://x/v1/models", "/", "/tmp"})
 	if err != nil || o.MaxBytes != 1<<20 || o.Skip[0] != "/usr" || o.InferenceURL != "http://x/v1/models" || len(o.Roots) != 2 {
 		t.Fatalf("%+v %v", o, err)

@@ -556,7 +556,6 @@ func (b *batch) verdict(keys int, attack string, extra []string, detail string) 
 type hunt struct {
 	env, files, config, request, response batch
 	envShaped, configShaped               []string
-	respShaped                            bool
 	environRead, environTotal             int
 	procs, filesN, bytesN, unreadable     string
 	bounded                               string

@@ -128,7 +128,7 @@ func rowByCase(rows []battery.Result, prefix string) (battery.Result, bool) {
 	return battery.Result{}, false
 }
 
-func TestKeyHuntVerdicts(t *testing.T) {
+func TestAuditKeyHuntVerdicts(t *testing.T) {
 	clean := material{request: cleanRequest, response: cleanResponse}
 	tests := []struct {
 		name   string
@@ -189,7 +189,7 @@ func TestKeyHuntVerdicts(t *testing.T) {
 	}
 }
 
-func TestKeyHuntScannerDown(t *testing.T) {
+func TestAuditKeyHuntScannerDown(t *testing.T) {
 	a := &Auditor{Sandbox: "s", Exec: fakeExec(t, material{request: cleanRequest, response: cleanResponse}, nil),
 		Scanner: &fakeScanner{keys: 1, err: errors.New("router not running")}}
 	for _, r := range a.KeyHunt(context.Background(), "user") {
@@ -199,7 +199,7 @@ func TestKeyHuntScannerDown(t *testing.T) {
 	}
 }
 
-func TestEgressRows(t *testing.T) {
+func TestAuditEgressRows(t *testing.T) {
 	q := &fakeQueue{entries: []approvals.Entry{{ID: "old", Sandbox: "s", Host: "api.example.com", Port: 443}}}
 	obs := map[string]audit.Observation{
 		"connect-tcp": {Outcome: "EACCES", Detail: "connect tcp: permission denied"},
@@ -255,7 +255,7 @@ func TestEgressRows(t *testing.T) {
 	}
 }
 
-func TestPendingRowFailsWhenNotQueued(t *testing.T) {
+func TestAuditPendingRowFailsWhenNotQueued(t *testing.T) {
 	a := &Auditor{Sandbox: "s", Queue: &fakeQueue{}, PendingWait: 200 * time.Millisecond}
 	r := a.pendingRow(context.Background(), "clawcage-audit-x.invalid")
 	if r.Held || !strings.Contains(r.Failure, "no queue entry") {
@@ -263,7 +263,7 @@ func TestPendingRowFailsWhenNotQueued(t *testing.T) {
 	}
 }
 
-func TestProbeRowDetectsSwappedProbe(t *testing.T) {
+func TestAuditProbeRowDetectsSwappedProbe(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		tamper func(dir string) error
@@ -319,7 +319,7 @@ func TestProbeRowDetectsSwappedProbe(t *testing.T) {
 	}
 }
 
-func TestRunInstallsAndRemovesTheProbe(t *testing.T) {
+func TestAuditRunInstallsAndRemovesTheProbe(t *testing.T) {
 	ws := t.TempDir()
 	bin := filepath.Join(t.TempDir(), "clawcage")
 	if err := os.WriteFile(bin, []byte("stand-in probe"), 0o755); err != nil {
@@ -368,7 +368,7 @@ func TestRunInstallsAndRemovesTheProbe(t *testing.T) {
 
 // With --call-provider the collector makes two calls; every answer must be
 // a clean 200.
-func TestKeyHuntJudgesEveryAnswer(t *testing.T) {
+func TestAuditKeyHuntJudgesEveryAnswer(t *testing.T) {
 	stream := func(secondStatus, secondBody string) []byte {
 		var b bytes.Buffer
 		iw := audit.NewItemWriter(&b)
