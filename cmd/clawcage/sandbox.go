@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/clawcage/clawcage/internal/policy"
+	"github.com/clawcage/clawcage/internal/sandbox"
+	"github.com/clawcage/clawcage/internal/sandbox/policyspec"
 	"github.com/clawcage/clawcage/internal/sandbox/runcmd"
 )
 
@@ -20,7 +24,8 @@ func newSandboxCmd(g *globalOptions) *cobra.Command {
 
 // newSandboxRunCmd is `clawcage sandbox run`. Package runcmd does the work;
 // its init function usually runs the command before main (see its package
-// comment), parsing these same flags, which runcmd.Flags lists.
+// comment), parsing these same flags, which runcmd.Flags lists. A --policy
+// file is always loaded here.
 func newSandboxRunCmd(*globalOptions) *cobra.Command {
 	o := &runcmd.Options{}
 	cmd := &cobra.Command{
@@ -38,10 +43,18 @@ Defaults: --memory 512MiB, --pids 256, no CPU limit, /tmp 64MiB, a temporary
 workspace removed afterwards.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var pol *sandbox.Policy
+			if o.Policy != "" {
+				p, err := policy.Load(o.Policy)
+				if err != nil {
+					return fmt.Errorf("--policy: %w", err)
+				}
+				pol = policyspec.From(p)
+			}
 			// Not cancelled by the root's SIGINT/SIGTERM context: runcmd
 			// forwards those signals to the command, whose exit status is
 			// ours.
-			return runcmd.Run(context.WithoutCancel(cmd.Context()), *o, args)
+			return runcmd.Run(context.WithoutCancel(cmd.Context()), *o, args, pol)
 		},
 	}
 	f := cmd.Flags()

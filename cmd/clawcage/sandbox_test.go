@@ -81,7 +81,7 @@ func TestSandboxRunFastPath(t *testing.T) {
 		{"--memory=1GiB", "--tmp=8MiB", "--disk", "1GiB", "--state", "/s", "ls"},
 		{"--env", "A=1,2", "--env=B=2", "--pids", "0x10", "--cpu", "1.5", "env"},
 		{"--root", "false"},
-		{"--root=false", "--policy", "p.yaml", "id"},
+		{"--root=false", "id"},
 		{"--workspace", "-w", "ls", "--root"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

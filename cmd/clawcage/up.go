@@ -19,6 +19,7 @@ import (
 	"github.com/clawcage/clawcage/internal/journal"
 	"github.com/clawcage/clawcage/internal/kernel"
 	"github.com/clawcage/clawcage/internal/sandbox"
+	"github.com/clawcage/clawcage/internal/sandbox/policyspec"
 	"github.com/clawcage/clawcage/internal/stack"
 	"github.com/clawcage/clawcage/internal/supervisor"
 )
@@ -45,7 +46,7 @@ func sandboxRuntime(ctx context.Context) func(spec stack.SandboxSpec, stdout, st
 			Command:   command,
 			Workspace: s.Workspace,
 			Env:       env,
-			Policy:    &pol,
+			Policy:    policyspec.From(&pol),
 			Hosts:     []string{"127.0.0.1 inference.local gateway.local"},
 			HTTPProxy: "http://" + stack.ProxyAddr,
 			NoProxy:   "inference.local,gateway.local",

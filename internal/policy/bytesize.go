@@ -2,11 +2,11 @@ package policy
 
 import (
 	"fmt"
-	"math"
 	"strconv"
-	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/clawcage/clawcage/internal/bytesize"
 )
 
 // ByteSize is a size in bytes that YAML may spell with a unit suffix:
@@ -15,43 +15,11 @@ import (
 // (powers of 1000, as in Kubernetes quantities).
 type ByteSize int64
 
-var byteUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	// Longest suffixes first so that "MiB" is not read as "B".
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-	{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
-	{"B", 1},
-}
-
-// ParseByteSize parses "512MiB", "1GiB", "1G", "100M", "4096" and the like.
+// ParseByteSize parses "512MiB", "1GiB", "1G", "100M", "4096" and the like
+// (see package bytesize).
 func ParseByteSize(s string) (ByteSize, error) {
-	num, mult := s, int64(1)
-	for _, u := range byteUnits {
-		if strings.HasSuffix(s, u.suffix) {
-			num, mult = strings.TrimSuffix(s, u.suffix), u.mult
-			break
-		}
-	}
-	if num == "" || len(num) > 19 {
-		return 0, fmt.Errorf("%q is not a size (want e.g. 512MiB, 1GiB, 1G or a number of bytes)", s)
-	}
-	if num[0] == '-' {
-		return 0, fmt.Errorf("size %q is negative", s)
-	}
-	for i := 0; i < len(num); i++ {
-		if num[i] < '0' || num[i] > '9' {
-			return 0, fmt.Errorf("%q is not a size (want e.g. 512MiB, 1GiB, 1G or a number of bytes)", s)
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("size %q is too large", s)
-	}
-	return ByteSize(n * mult), nil
+	n, err := bytesize.Parse(s)
+	return ByteSize(n), err
 }
 
 // UnmarshalYAML implements yaml.Unmarshaler.

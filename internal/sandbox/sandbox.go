@@ -23,7 +23,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/sandbox/pid1"
 )
 
@@ -113,6 +112,24 @@ type Limits struct {
 	Disk int64
 }
 
+// Policy is what a sandbox applies of a policy file (internal/policy):
+// extra paths, resource limits and local ports. It is a type of this
+// package, not *policy.Policy, so that the sandbox's start path does not
+// import internal/policy (whose import tree would delay `clawcage sandbox
+// run`'s fast path, see internal/sandbox/runcmd); package policyspec
+// converts.
+type Policy struct {
+	// ReadOnly and ReadWrite are host paths bound at the same path inside
+	// (the policy's filesystem section), after Spec.ReadOnly and ReadWrite.
+	ReadOnly, ReadWrite []string
+	// Limits are the policy's resources, used where Spec.Limits leaves a
+	// field zero.
+	Limits Limits
+	// LocalPorts are TCP ports the command may bind (and connect to), for
+	// its own servers.
+	LocalPorts []int
+}
+
 // Spec describes one sandbox.
 type Spec struct {
 	// Name identifies the sandbox in logs and in its cgroup name
@@ -135,10 +152,11 @@ type Spec struct {
 	// Root runs the command as uid 0 inside the user namespace (still an
 	// unprivileged host uid, with no capabilities) instead of uid 1000.
 	Root bool
-	// Policy, if set, adds its filesystem paths and its resource limits
-	// (where Limits leaves them zero). Its network rules are enforced by the
-	// egress proxy, not here.
-	Policy *policy.Policy
+	// Policy, if set, adds a policy's filesystem paths, its resource
+	// limits (where Limits leaves them zero) and its local ports; package
+	// policyspec makes it from an internal/policy.Policy. The policy's
+	// network rules are enforced by the egress proxy, not here.
+	Policy *Policy
 	// Limits are the resource limits; zero fields fall back to the policy,
 	// then to the defaults.
 	Limits Limits
@@ -233,19 +251,19 @@ func resolve(spec *Spec) (*resolved, error) {
 	r := &resolved{limits: spec.Limits}
 	if p := spec.Policy; p != nil {
 		if r.limits.Memory == 0 {
-			r.limits.Memory = int64(p.Resources.Memory)
+			r.limits.Memory = p.Limits.Memory
 		}
 		if r.limits.Pids == 0 {
-			r.limits.Pids = int64(p.Resources.Pids)
+			r.limits.Pids = p.Limits.Pids
 		}
 		if r.limits.CPU == 0 {
-			r.limits.CPU = p.Resources.CPU
+			r.limits.CPU = p.Limits.CPU
 		}
 		if r.limits.Tmp == 0 {
-			r.limits.Tmp = int64(p.Resources.Tmp)
+			r.limits.Tmp = p.Limits.Tmp
 		}
 		if r.limits.Disk == 0 {
-			r.limits.Disk = int64(p.Resources.Disk)
+			r.limits.Disk = p.Limits.Disk
 		}
 	}
 	if r.limits.Memory == 0 {
@@ -273,8 +291,8 @@ func resolve(spec *Spec) (*resolved, error) {
 	ro := append([]string(nil), spec.ReadOnly...)
 	rw := append([]string(nil), spec.ReadWrite...)
 	if p := spec.Policy; p != nil {
-		ro = append(ro, p.Filesystem.ReadOnly...)
-		rw = append(rw, p.Filesystem.ReadWrite...)
+		ro = append(ro, p.ReadOnly...)
+		rw = append(rw, p.ReadWrite...)
 	}
 	var err error
 	if r.roPaths, err = checkBindPaths("read-only", ro); err != nil {

@@ -21,7 +21,6 @@ import (
 
 	"github.com/creack/pty"
 
-	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/sandbox/pid1"
 )
 
@@ -420,7 +419,7 @@ func TestSandboxPolicyPaths(t *testing.T) {
 	ro, rw := t.TempDir(), t.TempDir()
 	os.WriteFile(filepath.Join(ro, "in"), []byte("from-host\n"), 0o644)
 	os.Chmod(rw, 0o777)
-	p := &policy.Policy{Filesystem: policy.Filesystem{ReadOnly: []string{ro}, ReadWrite: []string{rw}}}
+	p := &Policy{ReadOnly: []string{ro}, ReadWrite: []string{rw}}
 	r := runBox(t, Spec{Policy: p, Command: sh(fmt.Sprintf("cat %[1]s/in; touch %[1]s/x 2>/dev/null || echo ro-denied; echo out > %[2]s/out && echo rw-ok", ro, rw))})
 	if r.err != nil || r.code != 0 || r.stdout != "from-host\nro-denied\nrw-ok\n" {
 		t.Errorf("got code %d err %v stdout %q stderr %q", r.code, r.err, r.stdout, r.stderr)
@@ -459,7 +458,7 @@ func TestResolve(t *testing.T) {
 			return nil
 		}},
 		{"policy limits apply where the spec has none", Spec{Command: []string{"x"}, Limits: Limits{Pids: 50},
-			Policy: &policy.Policy{Resources: policy.Resources{Memory: 1 << 30, Pids: 99, CPU: 1.5, Tmp: 16 << 20}}}, "", func(r *resolved) error {
+			Policy: &Policy{Limits: Limits{Memory: 1 << 30, Pids: 99, CPU: 1.5, Tmp: 16 << 20}}}, "", func(r *resolved) error {
 			if r.limits != (Limits{Memory: 1 << 30, Pids: 50, CPU: 1.5, Tmp: 16 << 20}) {
 				return fmt.Errorf("limits %+v", r.limits)
 			}
@@ -479,7 +478,7 @@ func TestResolve(t *testing.T) {
 		{"hosts line with newline", Spec{Command: []string{"x"}, Hosts: []string{"1.2.3.4 a\n5.6.7.8 b"}}, "line break", nil},
 		{"bad name", Spec{Command: []string{"x"}, Name: "../x"}, "sandbox name", nil},
 		{"port zero", Spec{Command: []string{"x"}, BindPorts: []uint16{0}}, "port 0", nil},
-		{"policy local ports are bindable", Spec{Command: []string{"x"}, BindPorts: []uint16{7000}, Policy: &policy.Policy{LocalPorts: []int{8000}}}, "", func(r *resolved) error {
+		{"policy local ports are bindable", Spec{Command: []string{"x"}, BindPorts: []uint16{7000}, Policy: &Policy{LocalPorts: []int{8000}}}, "", func(r *resolved) error {
 			if !slices.Equal(r.bind, []uint16{7000, 8000}) {
 				return fmt.Errorf("bind %v", r.bind)
 			}

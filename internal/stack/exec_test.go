@@ -20,6 +20,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/clawcage/clawcage/internal/sandbox"
+	"github.com/clawcage/clawcage/internal/sandbox/policyspec"
 	"github.com/clawcage/clawcage/internal/supervisor"
 )
 
@@ -38,7 +39,7 @@ func realSandbox(ctx context.Context) func(s SandboxSpec, stdout, stderr io.Writ
 		sort.Strings(env)
 		pol := s.Config.Policy
 		p, err := sandbox.Start(ctx, sandbox.Spec{
-			Name: s.Name, Command: command, Workspace: s.Workspace, Env: env, Policy: &pol,
+			Name: s.Name, Command: command, Workspace: s.Workspace, Env: env, Policy: policyspec.From(&pol),
 			Hosts:     []string{"127.0.0.1 inference.local gateway.local"},
 			HTTPProxy: "http://" + ProxyAddr, NoProxy: "inference.local,gateway.local",
 			NetNSFile: s.NetNS.File(), UIDBase: s.UIDBase, KillGrace: time.Second,

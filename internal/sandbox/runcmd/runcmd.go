@@ -15,11 +15,15 @@
 // command in main, which explains. init never touches a package it does not
 // import, so nothing it uses can be uninitialized.
 //
-// For this to hold, nothing this package imports may import package net
-// (cobra and pflag do): net imports vendor/golang.org/x/net/dns/dnsmessage,
-// whose path sorts after every other, so a package depending on net is
-// initialized after all the others. TestFastPathInitOrder checks it with
-// GODEBUG=inittrace=1, as package internal/sandbox/pid1 does for PID 1.
+// For this to hold, this package's import tree must stay small and must not
+// reach a package whose import path sorts late and that everything else is
+// initialized before: package net (cobra and pflag import it; it imports
+// vendor/golang.org/x/net/dns/dnsmessage) and net/netip (through unique, it
+// imports weak, the last path of all). That is why internal/sandbox takes a
+// sandbox.Policy rather than internal/policy's, and why --policy files are
+// left to the full command (which loads them and calls Run).
+// TestFastPathInitOrder checks it with GODEBUG=inittrace=1, as for PID 1
+// (package internal/sandbox/pid1).
 package runcmd
 
 import (
@@ -49,11 +53,12 @@ func init() {
 	os.Exit(Main(o, command, os.Stderr))
 }
 
-// Main runs command with o as `clawcage sandbox run` does and returns the
-// process exit status: the command's, or 1 with the error on stderr when o
-// is wrong (as main reports a command's error).
+// Main runs command with o (which names no policy file) as `clawcage
+// sandbox run` does and returns the process exit status: the command's, or
+// 1 with the error on stderr when o is wrong (as main reports a command's
+// error).
 func Main(o Options, command []string, stderr io.Writer) int {
-	err := Run(context.Background(), o, command)
+	err := Run(context.Background(), o, command, nil)
 	if err == nil {
 		return 0
 	}
@@ -77,7 +82,7 @@ func (e ExitError) ExitCode() int { return e.Code }
 // Options are the flags of `clawcage sandbox run`.
 type Options struct {
 	Workspace string   // --workspace
-	Policy    string   // --policy
+	Policy    string   // --policy (not taken by ParseArgs)
 	Env       []string // --env (repeatable)
 	Memory    string   // --memory
 	Pids      int64    // --pids
@@ -100,8 +105,9 @@ const (
 	Bool
 )
 
-// Flags are the flags of `clawcage sandbox run` that ParseArgs knows, with
-// their kinds, including the global --state (which `sandbox run` ignores).
+// Flags are the flags of `clawcage sandbox run`, with their kinds,
+// including the global --state (which `sandbox run` ignores); ParseArgs
+// knows them all and leaves --policy to the full command.
 // cmd/clawcage's test checks that its cobra command has exactly these.
 var Flags = map[string]FlagKind{
 	"workspace": String, "policy": String, "env": StringArray, "memory": String,
@@ -112,15 +118,14 @@ var Flags = map[string]FlagKind{
 // cobra command does (flags up to the first argument that is not one, or
 // "--"; then the command, at least one word). ok is false when the
 // arguments hold anything else: a help request, an unknown or short flag, a
-// malformed value, no command. The caller then leaves them to the cobra
-// command, which explains.
+// malformed value, no command, or --policy (loading a policy file needs
+// internal/policy, which the fast path does not import). The caller then
+// leaves them to the cobra command, which explains or loads the policy.
 func ParseArgs(args []string) (o Options, command []string, ok bool) {
 	set := func(name, value string) bool {
 		switch name {
 		case "workspace":
 			o.Workspace = value
-		case "policy":
-			o.Policy = value
 		case "env":
 			o.Env = append(o.Env, value)
 		case "memory":
@@ -193,16 +198,18 @@ func ParseArgs(args []string) (o Options, command []string, ok bool) {
 }
 
 // Run runs command in a new sandbox as `clawcage sandbox run` with flags o
-// does, forwarding the terminal's signals and, when stdin and stdout are a
+// and the policy pol (nil: none; loaded by the caller from o.Policy) does,
+// forwarding the terminal's signals and, when stdin and stdout are a
 // terminal, giving it a pty of its own. A non-zero exit status of the
 // command, or a sandbox failure (already shown on stderr), is an ExitError.
-func Run(ctx context.Context, o Options, command []string) error {
+func Run(ctx context.Context, o Options, command []string, pol *sandbox.Policy) error {
 	spec := sandbox.Spec{
 		Command:   command,
 		Workspace: o.Workspace,
 		Env:       o.Env,
 		Root:      o.Root,
 		Term:      os.Getenv("TERM"),
+		Policy:    pol,
 	}
 	var err error
 	if spec.Limits.Memory, err = parseSize("--memory", o.Memory); err != nil {
@@ -222,11 +229,6 @@ func Run(ctx context.Context, o Options, command []string) error {
 		return fmt.Errorf("--cpu %g: must not be negative", o.CPU)
 	}
 	spec.Limits.CPU = o.CPU
-	if o.Policy != "" {
-		if spec.Policy, err = loadPolicyFile(o.Policy); err != nil {
-			return err
-		}
-	}
 
 	// Forward the terminal signals to the sandbox instead of dying on them,
 	// so that ^C reaches the command and its exit status is ours.

@@ -20,6 +20,7 @@ func TestParseArgs(t *testing.T) {
 		{"command only", []string{"/bin/true"}, Options{}, []string{"/bin/true"}, true},
 		{"flags then --", []string{"--workspace", "/w", "--", "/bin/sh", "-c", "x"}, Options{Workspace: "/w"}, []string{"/bin/sh", "-c", "x"}, true},
 		{"flag=value", []string{"--memory=1GiB", "--tmp=8MiB", "--disk=2G", "ls"}, Options{Memory: "1GiB", Tmp: "8MiB", Disk: "2G"}, []string{"ls"}, true},
+		{"a policy file is cobra's", []string{"--policy", "p.yaml", "x"}, Options{}, nil, false},
 		{"repeated env keeps commas", []string{"--env", "A=1,2", "--env=B=2", "env"}, Options{Env: []string{"A=1,2", "B=2"}}, []string{"env"}, true},
 		{"numbers like pflag (base 0)", []string{"--pids", "0x10", "--cpu", "1.5", "x"}, Options{Pids: 16, CPU: 1.5}, []string{"x"}, true},
 		{"negative pids parsed, rejected later", []string{"--pids", "-1", "x"}, Options{Pids: -1}, []string{"x"}, true},
@@ -97,12 +98,16 @@ func TestFastPathInitOrder(t *testing.T) {
 	}
 	const module = "github.com/clawcage/clawcage/"
 	// Packages that must not be initialized on these paths: those of the
-	// rest of the binary that cost the most, and net (see the package
-	// comment).
+	// rest of the binary that cost the most, and net and net/netip (see
+	// the package comment).
 	heavy := []string{
 		"net",
+		"net/netip",
+		"go.yaml.in/yaml/v3",
 		"github.com/prometheus/client_golang/prometheus",
+		"modernc.org/libc",
 		"modernc.org/sqlite",
+		module + "internal/policy",
 		"github.com/spf13/cobra",
 		module + "internal/router",
 		module + "internal/stack",
