@@ -87,11 +87,17 @@ func BenchmarkStartup(b *testing.B) {
 		}
 		return time.Since(start)
 	}
-	var cc, bw []time.Duration
+	// CLAWCAGE_BASELINE_BIN, if set, is another clawcage binary (an older
+	// build) run in the same iterations, for a before/after comparison.
+	base := os.Getenv("CLAWCAGE_BASELINE_BIN")
+	var cc, bw, bl []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		cc = append(cc, run(bin, "sandbox", "run", "--workspace", ws, "--", "/bin/true"))
 		bw = append(bw, run(bwrap, bwrapArgs(ws)...))
+		if base != "" {
+			bl = append(bl, run(base, "sandbox", "run", "--workspace", ws, "--", "/bin/true"))
+		}
 	}
 	b.StopTimer()
 	ccMed, ccP95 := stats(cc)
@@ -101,6 +107,11 @@ func BenchmarkStartup(b *testing.B) {
 	b.ReportMetric(ms(bwMed), "bwrap-median-ms")
 	b.ReportMetric(ms(bwP95), "bwrap-p95-ms")
 	b.ReportMetric(float64(ccMed)/float64(bwMed), "ratio")
+	if base != "" {
+		blMed, blP95 := stats(bl)
+		b.ReportMetric(ms(blMed), "baseline-median-ms")
+		b.ReportMetric(ms(blP95), "baseline-p95-ms")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
