@@ -136,12 +136,32 @@ func (s *execServer) reaped(pid int, ws unix.WaitStatus) {
 	}
 }
 
-// serve reads exec requests until the host closes its end.
+// serve reads exec requests until the host closes its end. The sockets
+// are served by the runtime's poller: a goroutine waiting on one holds no
+// P, so PID 1 (GOMAXPROCS small, its reaper blocked in wait4) answers at
+// once instead of when sysmon retakes a P.
 func (s *execServer) serve() {
+	if err := unix.SetNonblock(s.fd, true); err != nil {
+		return
+	}
+	ch := os.NewFile(uintptr(s.fd), "exec channel")
+	defer ch.Close()
+	rc, err := ch.SyscallConn()
+	if err != nil {
+		return
+	}
 	buf := make([]byte, MaxExecRequest+1)
 	oob := make([]byte, unix.CmsgSpace(ExecFiles*4))
 	for {
-		n, oobn, flags, _, err := unix.Recvmsg(s.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		var n, oobn, flags int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, oobn, flags, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
+			return !errors.Is(rerr, unix.EAGAIN)
+		})
+		if err == nil {
+			err = rerr
+		}
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -151,7 +171,8 @@ func (s *execServer) serve() {
 		fds := rightsOf(oob[:oobn])
 		if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || n > MaxExecRequest || len(fds) != ExecFiles {
 			if len(fds) > 0 {
-				sendExec(fds[0], ExecMessage{Error: fmt.Sprintf("malformed exec request (%d bytes, %d descriptors)", n, len(fds)), Code: ExitSetupFailed})
+				b, _ := json.Marshal(ExecMessage{Error: fmt.Sprintf("malformed exec request (%d bytes, %d descriptors)", n, len(fds)), Code: ExitSetupFailed})
+				unix.Sendmsg(fds[0], b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 			}
 			closeFDs(fds)
 			continue
@@ -164,8 +185,9 @@ func (s *execServer) serve() {
 // handle runs one exec session: start the command, forward signals, report
 // its exit; kill it (and its process group) when the host goes away.
 func (s *execServer) handle(msg []byte, fds []int) {
-	sess := fds[0]
-	defer unix.Close(sess)
+	unix.SetNonblock(fds[0], true)
+	sess := os.NewFile(uintptr(fds[0]), "exec session")
+	defer sess.Close()
 	var req ExecRequest
 	err := json.Unmarshal(msg, &req)
 	if err == nil {
@@ -192,10 +214,7 @@ func (s *execServer) handle(msg []byte, fds []int) {
 		defer close(hostGone)
 		b := make([]byte, 512)
 		for {
-			n, err := unix.Read(sess, b)
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
+			n, err := sess.Read(b) // one message; io.EOF once the host shut its side
 			if err != nil || n == 0 {
 				return
 			}
@@ -219,7 +238,9 @@ func (s *execServer) handle(msg []byte, fds []int) {
 		code = <-res.exited
 	}
 	sendExec(sess, ExecMessage{Exit: &code})
-	unix.Shutdown(sess, unix.SHUT_RDWR) // ends the reader
+	if rc, err := sess.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) }) // ends the reader
+	}
 	<-hostGone
 }
 
@@ -272,13 +293,13 @@ func mergeExecEnv(base []string, r *ExecRequest) []string {
 }
 
 // sendExec writes one message on a session; a host that is gone is not an
-// error worth more than dropping the message.
-func sendExec(fd int, m ExecMessage) {
+// error worth more than dropping the message (EPIPE, no SIGPIPE for Go).
+func sendExec(sess *os.File, m ExecMessage) {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return
 	}
-	unix.Sendmsg(fd, b, nil, nil, unix.MSG_NOSIGNAL)
+	sess.Write(b)
 }
 
 // rightsOf returns the descriptors of the SCM_RIGHTS messages in oob.
