@@ -103,7 +103,7 @@ func BenchmarkQuotaStart(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := l.Watch(mount, func(*ExceededError) {}); err != nil {
+		if err := l.Watch(mount, "", func() {}, func(*ExceededError) {}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer() // Close runs after the sandbox, off the start path

@@ -38,11 +38,12 @@ type Limit struct {
 	dirFD   int
 	log     *slog.Logger
 
-	mu      sync.Mutex
-	stop    chan struct{}
-	stopped chan struct{}
-	stats   WatchStats
-	tally   tally
+	mu    sync.Mutex
+	stop  chan struct{} // closed by Close: the watcher ends
+	wg    sync.WaitGroup
+	m     *measurer
+	stats WatchStats
+	tally tally
 }
 
 // Apply starts limiting opts.Dir to opts.Bytes. It refuses a workspace
@@ -184,13 +185,13 @@ func (l *Limit) FileSizeLimit() int64 {
 // limit). It waits for a running measurement to end.
 func (l *Limit) Close() error {
 	l.mu.Lock()
-	stop, stopped := l.stop, l.stopped
+	stop := l.stop
 	l.stop = nil
 	l.mu.Unlock()
 	if stop != nil {
 		close(stop)
-		<-stopped
 	}
+	l.wg.Wait()
 	var err error
 	if l.support.Mode == ModeProject {
 		err = setProjectLimit(l.dirFD, l.opts.ProjectID, 0)

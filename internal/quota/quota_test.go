@@ -271,7 +271,7 @@ func TestQuotaWatch(t *testing.T) {
 			mount := os.NewFile(uintptr(tree), "tree")
 			defer mount.Close()
 			got := make(chan *ExceededError, 1)
-			if err := l.Watch(mount, func(e *ExceededError) { got <- e }); err != nil {
+			if err := l.Watch(mount, "", func() {}, func(e *ExceededError) { got <- e }); err != nil {
 				t.Fatal(err)
 			}
 			if !l.Stats().Notify {

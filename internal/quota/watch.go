@@ -1,10 +1,14 @@
 package quota
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -15,13 +19,17 @@ import (
 type WatchStats struct {
 	// Walks is how many times the whole workspace was measured.
 	Walks int64
-	// WalkTime is the total wall time spent measuring.
+	// WalkTime is the CPU time spent measuring.
 	WalkTime time.Duration
 	// Events is how many write notifications (fanotify) were read, each
 	// costing one fstat of the file written.
 	Events int64
 	// MaxUsed is the largest size measured by a walk.
 	MaxUsed int64
+	// Reaction is, once the limit was found exceeded, the time from the
+	// first sign of it (the running total or the dirtied bytes passing the
+	// limit, or the walk that found it) to the end of kill.
+	Reaction time.Duration
 	// Notify says whether writes to the workspace mount are reported
 	// (fanotify); without it only the periodic measurement runs.
 	Notify bool
@@ -45,6 +53,9 @@ func (l *Limit) Stats() WatchStats {
 const (
 	MinGap   = time.Millisecond
 	Backstop = time.Second
+	// PollIO is how often the bytes the sandbox's processes dirtied are
+	// added up (see Watch).
+	PollIO = 50 * time.Millisecond
 )
 
 // tally is the running total between walks.
@@ -66,14 +77,24 @@ func (t *tally) seen(ino uint64, bytes int64) int64 {
 }
 
 // Watch starts the watcher of a watched limit (nothing to do with project
-// quota): onExceed is called once, from the watcher's goroutine, when the
-// workspace is found over the limit or cannot be measured; the watcher then
-// stops. mount, if not nil, is the sandbox's mount of the workspace (the
+// quota): kill, then onExceed, are called once, from the watcher's
+// goroutine, when the workspace is found over the limit or cannot be
+// measured; the watcher then stops. mount, if not nil, is the sandbox's mount of the workspace (the
 // detached tree from open_tree): writes through it are reported (fanotify
 // FAN_MODIFY on that mount, so only the sandbox's writes: write, truncate,
 // fallocate, copy_file_range...). Call it before the sandbox runs anything,
 // so no write goes unreported.
-func (l *Limit) Watch(mount *os.File, onExceed func(*ExceededError)) error {
+//
+// procs, if not empty, is the cgroup.procs file of the sandbox's cgroup:
+// every PollIO the watcher adds up the bytes its processes dirtied
+// (/proc/PID/io write_bytes, which counts writes through shared mappings
+// too) and walks at once when the last walk's result plus those bytes and
+// the notified growth passes the limit.
+//
+// Over the limit, kill is called first (it must stop the sandbox: every
+// millisecond is more written), then the workspace is measured in full and
+// onExceed gets the result.
+func (l *Limit) Watch(mount *os.File, procs string, kill func(), onExceed func(*ExceededError)) error {
 	if l.support.Mode != ModeWatched {
 		return nil
 	}
@@ -83,6 +104,7 @@ func (l *Limit) Watch(mount *os.File, onExceed func(*ExceededError)) error {
 	}
 	w.stop = l.opts.Bytes
 	w.track = make(map[uint64]int64) // Apply's walk is the starting point
+	l.m = &measurer{w: w, kill: kill, onExceed: onExceed}
 
 	var ev *events
 	if mount != nil {
@@ -94,20 +116,93 @@ func (l *Limit) Watch(mount *os.File, onExceed func(*ExceededError)) error {
 			l.stats.Notify = true
 		}
 	}
-	urgent := make(chan struct{}, 1)
 	l.mu.Lock()
-	l.stop, l.stopped = make(chan struct{}), make(chan struct{})
-	stop, stopped := l.stop, l.stopped
+	l.stop = make(chan struct{})
+	stop := l.stop
 	l.mu.Unlock()
 	if ev != nil {
-		go l.readEvents(ev, urgent)
+		l.wg.Add(1)
+		go l.readEvents(ev)
 	}
-	go l.watch(w, ev, urgent, stop, stopped, onExceed)
+	l.wg.Add(1)
+	go l.watch(ev, procs, stop)
 	return nil
 }
 
-func (l *Limit) watch(w *walker, ev *events, urgent <-chan struct{}, stop <-chan struct{}, stopped chan<- struct{}, onExceed func(*ExceededError)) {
-	defer close(stopped)
+// measurer walks the workspace for the watcher's two threads, one walk at
+// a time, and acts on the first walk that finds it over the limit.
+type measurer struct {
+	mu       sync.Mutex
+	w        *walker
+	lastEnd  time.Time
+	last     time.Duration // the last walk's CPU time
+	done     bool          // over the limit (or unmeasurable): stopped
+	signal   time.Time     // when the estimate first passed the limit (zero: it has not)
+	kill     func()
+	onExceed func(*ExceededError)
+}
+
+// measure walks the workspace unless the last walk ended less than a gap
+// ago (MinGap or the last walk's CPU time when hurried, 49 of them
+// otherwise: then it returns how long to wait). done says the watcher is
+// finished: the workspace was found over its limit, kill and onExceed
+// have been called.
+func (l *Limit) measure(hurry bool) (done bool, wait time.Duration) {
+	m := l.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.done {
+		return true, 0
+	}
+	gap := max(MinGap, 49*m.last)
+	if hurry {
+		gap = max(MinGap, m.last)
+	}
+	if wait := gap - time.Since(m.lastEnd); wait > 0 {
+		return false, wait
+	}
+	w := m.w
+	// The gaps are in CPU time of this (locked) thread: on a loaded host
+	// the wall time of a walk grows with the load, and a gap based on it
+	// would let the sandbox write on for that long.
+	cpu := threadCPU()
+	start := time.Now()
+	err := w.run(l.dirFD)
+	m.lastEnd = time.Now()
+	m.last = threadCPU() - cpu
+	l.mu.Lock()
+	l.stats.Walks++
+	l.stats.WalkTime += m.last
+	l.stats.MaxUsed = max(l.stats.MaxUsed, w.used)
+	if err == nil {
+		l.tally.base, l.tally.growth = w.used, 0
+		l.tally.known, w.track = w.track, l.tally.known
+		m.signal = time.Time{}
+	}
+	l.mu.Unlock()
+	switch {
+	case errors.Is(err, errOver):
+		m.done = true
+		m.kill()
+		l.reacted(start)
+		// The walk stopped at the limit: measure it all for the report.
+		w.stop = 0
+		w.run(l.dirFD)
+		m.onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used})
+	case err != nil:
+		m.done = true
+		m.kill()
+		l.reacted(start)
+		m.onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used, Err: err})
+	}
+	return m.done, 0
+}
+
+// watch runs the periodic walks and the dirtied-bytes poll until stop is
+// closed or the limit is found exceeded.
+func (l *Limit) watch(ev *events, procs string, stop <-chan struct{}) {
+	defer l.wg.Done()
+	urgentThread()
 	if ev != nil {
 		defer ev.close()
 	}
@@ -117,65 +212,66 @@ func (l *Limit) watch(w *walker, ev *events, urgent <-chan struct{}, stop <-chan
 	gapTimer.Stop()
 	var (
 		pending, hurry bool
-		lastEnd        time.Time
-		last           time.Duration // the last walk's duration
+		poll           <-chan time.Time
+		io             ioCounter
+		dirtied        int64 // bytes dirtied since about the last walk
+		walks          int64 // l.stats.Walks when dirtied was reset
 	)
+	if procs != "" {
+		t := time.NewTicker(PollIO)
+		defer t.Stop()
+		poll = t.C
+		io.read(procs)
+	}
 	for {
 		select {
 		case <-stop:
 			return
-		case <-urgent:
-			pending, hurry = true, true
 		case <-backstop.C:
 			pending = true
+		case <-poll:
+			d := io.read(procs)
+			l.mu.Lock()
+			dirtied += d
+			if walks != l.stats.Walks {
+				// A walk (of either thread) counted what came before it;
+				// keep this poll's bytes, which may have come after.
+				walks, dirtied = l.stats.Walks, d
+			}
+			est := l.tally.base + max(0, l.tally.growth) + dirtied
+			l.mu.Unlock()
+			if est > l.opts.Bytes {
+				l.overSignal()
+				pending, hurry = true, true
+			}
 		case <-gapTimer.C:
 		}
 		if !pending {
 			continue
 		}
-		gap := max(MinGap, 49*last)
-		if hurry {
-			gap = max(MinGap, last)
+		done, wait := l.measure(hurry)
+		if done {
+			return
 		}
-		if wait := gap - time.Since(lastEnd); wait > 0 {
+		if wait > 0 {
 			gapTimer.Reset(wait)
 			continue
 		}
 		pending, hurry = false, false
-		start := time.Now()
-		err := w.run(l.dirFD)
-		lastEnd = time.Now()
-		last = lastEnd.Sub(start)
-		l.mu.Lock()
-		l.stats.Walks++
-		l.stats.WalkTime += last
-		l.stats.MaxUsed = max(l.stats.MaxUsed, w.used)
-		if err == nil {
-			l.tally.base, l.tally.growth = w.used, 0
-			l.tally.known, w.track = w.track, l.tally.known
-		}
-		l.mu.Unlock()
-		switch {
-		case errors.Is(err, errOver):
-			onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used})
-			return
-		case err != nil:
-			onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used, Err: err})
-			return
-		}
 	}
 }
 
 // events is a fanotify group reporting writes on one mount.
 type events struct {
-	f    *os.File // the fanotify descriptor
-	root int      // the mount's root, for open_by_handle_at
-	fid  bool     // events carry file handles, not descriptors
+	fd   int    // the fanotify group (non-blocking)
+	wake [2]int // a pipe: close signals the reader to stop
+	root int    // the mount's root, for open_by_handle_at
+	fid  bool   // events carry file handles, not descriptors
 }
 
 // close ends the group; readEvents, which uses root, closes that when its
 // read fails.
-func (e *events) close() { e.f.Close() }
+func (e *events) close() { unix.Close(e.wake[1]) }
 
 // markMount returns a fanotify group reporting FAN_MODIFY on the mount of
 // mount.
@@ -196,7 +292,10 @@ func markMount(mount *os.File) (*events, error) {
 		}
 		err = unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_MOUNT, unix.FAN_MODIFY, root, "")
 		if err == nil {
-			return &events{f: os.NewFile(uintptr(fd), "fanotify"), root: root, fid: report != 0}, nil
+			ev := &events{fd: fd, root: root, fid: report != 0}
+			if err = unix.Pipe2(ev.wake[:], unix.O_CLOEXEC); err == nil {
+				return ev, nil
+			}
 		}
 		unix.Close(fd)
 	}
@@ -205,44 +304,87 @@ func markMount(mount *os.File) (*events, error) {
 }
 
 // readEvents updates the running total with every file a notification
-// names until the group is closed, and asks for a walk at once when the
-// total passes the limit.
-func (l *Limit) readEvents(ev *events, urgent chan<- struct{}) {
-	defer unix.Close(ev.root)
+// names, and walks the workspace at once, on its own thread, when the
+// total passes the limit, until the group is closed or the limit is found
+// exceeded.
+func (l *Limit) readEvents(ev *events) {
+	defer l.wg.Done()
+	defer func() {
+		unix.Close(ev.fd)
+		unix.Close(ev.root)
+		unix.Close(ev.wake[0])
+	}()
+	urgentThread()
 	buf := make([]byte, 16<<10)
+	fds := []unix.PollFd{{Fd: int32(ev.fd), Events: unix.POLLIN}, {Fd: int32(ev.wake[0]), Events: unix.POLLIN}}
+	var due time.Time // a walk is due then (zero: none pending)
 	for {
-		n, err := ev.f.Read(buf)
-		if err != nil {
+		timeout := -1
+		if !due.IsZero() {
+			timeout = max(1, int(time.Until(due).Milliseconds()+1))
+		}
+		// A blocking poll on this thread, not the runtime's poller: the
+		// kernel wakes this (raised-priority) thread itself.
+		n, err := unix.Poll(fds, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
 			return
 		}
-		var count int64
-		over := false
-		for off := 0; off+unix.FAN_EVENT_METADATA_LEN <= n; {
-			m := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[off]))
-			if m.Event_len < unix.FAN_EVENT_METADATA_LEN || off+int(m.Event_len) > n {
-				break
-			}
-			count++
-			if m.Mask&unix.FAN_Q_OVERFLOW != 0 {
-				over = true // events lost: measure
-			} else if ino, bytes, ok := ev.stat(m, buf[off+int(m.Metadata_len):off+int(m.Event_len)]); ok {
-				l.mu.Lock()
-				total := l.tally.seen(ino, bytes)
-				l.mu.Unlock()
-				over = over || total > l.opts.Bytes
-			}
-			off += int(m.Event_len)
+		if fds[1].Revents != 0 {
+			return
 		}
-		l.mu.Lock()
-		l.stats.Events += count
-		l.mu.Unlock()
+		over := false
+		if n > 0 && fds[0].Revents != 0 {
+			if over, err = l.readBatch(ev, buf); err != nil {
+				return
+			}
+		}
 		if over {
-			select {
-			case urgent <- struct{}{}:
-			default:
+			l.overSignal()
+		}
+		if over || (!due.IsZero() && !time.Now().Before(due)) {
+			done, wait := l.measure(true)
+			if done {
+				return
+			}
+			due = time.Time{}
+			if wait > 0 {
+				due = time.Now().Add(wait)
 			}
 		}
 	}
+}
+
+// readBatch reads the queued events and updates the running total; over
+// says it passed the limit.
+func (l *Limit) readBatch(ev *events, buf []byte) (over bool, err error) {
+	n, err := unix.Read(ev.fd, buf)
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		return false, nil
+	}
+	if err != nil || n <= 0 {
+		return false, fmt.Errorf("read fanotify: %w", err)
+	}
+	var count int64
+	for off := 0; off+unix.FAN_EVENT_METADATA_LEN <= n; {
+		m := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[off]))
+		if m.Event_len < unix.FAN_EVENT_METADATA_LEN || off+int(m.Event_len) > n {
+			break
+		}
+		count++
+		if m.Mask&unix.FAN_Q_OVERFLOW != 0 {
+			over = true // events lost: measure
+		} else if ino, bytes, ok := ev.stat(m, buf[off+int(m.Metadata_len):off+int(m.Event_len)]); ok {
+			l.mu.Lock()
+			total := l.tally.seen(ino, bytes)
+			l.mu.Unlock()
+			over = over || total > l.opts.Bytes
+		}
+		off += int(m.Event_len)
+	}
+	l.mu.Lock()
+	l.stats.Events += count
+	l.mu.Unlock()
+	return over, nil
 }
 
 // stat returns the inode and allocated bytes of the file an event names
@@ -291,4 +433,92 @@ func fileHandle(info []byte) (unix.FileHandle, bool) {
 		info = info[size:]
 	}
 	return unix.FileHandle{}, false
+}
+
+// ioCounter follows the bytes a cgroup's processes dirtied.
+type ioCounter struct {
+	last int64
+	buf  []byte
+}
+
+// read returns how many more bytes the processes listed in procs (a
+// cgroup.procs file) have dirtied since the last read: the sum of their
+// write_bytes in /proc/PID/io, which includes the children they reaped. A
+// sum that falls (a process exited before its parent reaped it) is taken as
+// the new base, so the bytes come back when the parent reaps it: counted
+// twice rather than not at all.
+func (c *ioCounter) read(procs string) int64 {
+	b, err := os.ReadFile(procs)
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, f := range bytes.Fields(b) {
+		if n, ok := c.writeBytes(string(f)); ok {
+			sum += n
+		}
+	}
+	d := sum - c.last
+	c.last = sum
+	return max(0, d)
+}
+
+// writeBytes reads write_bytes from /proc/PID/io.
+func (c *ioCounter) writeBytes(pid string) (int64, bool) {
+	f, err := os.Open("/proc/" + pid + "/io")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	if c.buf == nil {
+		c.buf = make([]byte, 512)
+	}
+	n, _ := f.Read(c.buf)
+	_, rest, ok := bytes.Cut(c.buf[:n], []byte("\nwrite_bytes: "))
+	if !ok {
+		return 0, false
+	}
+	line, _, _ := bytes.Cut(rest, []byte("\n"))
+	v, err := strconv.ParseInt(string(line), 10, 64)
+	return v, err == nil
+}
+
+// urgentThread locks the calling goroutine to its thread, for good (the
+// thread ends with the goroutine), and raises the thread's priority (nice
+// -10): on a loaded host the watcher must run soon after the writes it
+// watches, or what the sandbox writes meanwhile is the overshoot. Failing
+// to raise it (no CAP_SYS_NICE) only makes that slower.
+func urgentThread() {
+	runtime.LockOSThread()
+	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10)
+}
+
+// threadCPU returns the CPU time the calling thread has used.
+func threadCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// overSignal notes the first time the estimate passed the limit.
+func (l *Limit) overSignal() {
+	l.mu.Lock()
+	if l.m.signal.IsZero() {
+		l.m.signal = time.Now()
+	}
+	l.mu.Unlock()
+}
+
+// reacted records the reaction time of a kill after the walk that started
+// at walk.
+func (l *Limit) reacted(walk time.Time) {
+	l.mu.Lock()
+	from := l.m.signal
+	if from.IsZero() || walk.Before(from) {
+		from = walk
+	}
+	l.stats.Reaction = time.Since(from)
+	l.mu.Unlock()
 }

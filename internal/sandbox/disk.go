@@ -19,9 +19,10 @@ import (
 type diskLimit struct {
 	q *quota.Limit
 
-	mu   sync.Mutex
-	err  *quota.ExceededError
-	proc *os.Process
+	mu     sync.Mutex
+	killed bool                 // the watcher has stopped the sandbox
+	err    *quota.ExceededError // why (set once the watcher measured it)
+	proc   *os.Process
 }
 
 // applyDiskLimit starts limiting the workspace to limit bytes (0: the
@@ -55,13 +56,22 @@ func (p *Process) watchDisk(mount *os.File) error {
 		return nil
 	}
 	d := p.disk
-	return d.q.Watch(mount, func(e *quota.ExceededError) {
-		p.log.Error("workspace disk limit: sandbox stopped", "reason", e.Error())
+	procs := ""
+	if p.cg != nil {
+		procs = filepath.Join(p.cg.Dir("pids"), "cgroup.procs")
+	}
+	kill := func() {
 		d.mu.Lock()
-		d.err = e
+		d.killed = true
 		proc := d.proc
 		d.mu.Unlock()
 		p.killAll(proc)
+	}
+	return d.q.Watch(mount, procs, kill, func(e *quota.ExceededError) {
+		d.mu.Lock()
+		d.err = e
+		d.mu.Unlock()
+		p.log.Error("workspace disk limit: sandbox stopped", "reason", e.Error(), "duration", d.q.Stats().Reaction)
 	})
 }
 
@@ -93,9 +103,9 @@ func (p *Process) diskStarted(proc *os.Process) {
 	}
 	p.disk.mu.Lock()
 	p.disk.proc = proc
-	exceeded := p.disk.err != nil
+	killed := p.disk.killed
 	p.disk.mu.Unlock()
-	if exceeded {
+	if killed {
 		p.killAll(proc)
 	}
 }
