@@ -3,8 +3,9 @@
 // process, loopback and abstract-socket listeners, an environment canary, a
 // setuid-root helper), the list of attacks with the outcome that means the
 // sandbox held, and the host-side evidence checks. It does not start
-// sandboxes: a Runner does (the e2e tests through `clawcage sandbox run`,
-// `clawcage audit` through its own binary).
+// sandboxes: RunOneShot runs a case through `clawcage sandbox run`, RunExec
+// through an Exec that enters a live sandbox of a stack (internal/audit/live,
+// `clawcage audit SANDBOX`).
 package battery
 
 import (
