@@ -115,7 +115,8 @@ func (p *Proxy) refuse(c net.Conn, o *outcome, status int, keep bool) bool {
 
 // handle serves one request and reports whether the client connection may
 // carry another.
-func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *bufio.Reader, req *http.Request, hostHdrs []string) bool {
+func (p *Proxy) handle(ctx context.Context, s *sandboxState, cc *connCloser, br *bufio.Reader, req *http.Request, hostHdrs []string) bool {
+	c := cc.c
 	o := &outcome{sandbox: s.name, method: req.Method, start: time.Now()}
 	clientKeep := !req.Close && req.Method != http.MethodConnect
 	t, err := parseTarget(req.Method, req.RequestURI, hostHdrs)
@@ -217,8 +218,8 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, c net.Conn, br *buf
 			return p.deny(ctx, c, o, false)
 		}
 	}
-	stopTun := context.AfterFunc(ctx, tun.close)
-	defer stopTun()
+	cc.carry(tun) // shutdown closes it
+	defer cc.carry(nil)
 	if t.connect {
 		defer tun.close()
 		p.tunnel(c, br, up, o, d)

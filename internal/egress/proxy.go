@@ -393,8 +393,11 @@ func (p *Proxy) isSelf(a netip.AddrPort) bool {
 
 func (p *Proxy) serveConn(ctx context.Context, s *sandboxState, c net.Conn) {
 	defer c.Close()
-	// Shutting down closes every connection, tunnels included.
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	// Shutting down closes every connection, tunnels included (one
+	// registration on the shared context per connection, not one more
+	// per tunnel).
+	cc := &connCloser{c: c}
+	stop := context.AfterFunc(ctx, cc.close)
 	defer stop()
 	br := p.readers.Get().(*bufio.Reader)
 	br.Reset(c)
@@ -421,10 +424,45 @@ func (p *Proxy) serveConn(ctx context.Context, s *sandboxState, c net.Conn) {
 			return
 		}
 		c.SetReadDeadline(time.Time{})
-		keep := p.handle(ctx, s, c, br, req, hostHdr)
+		keep := p.handle(ctx, s, cc, br, req, hostHdr)
 		if !keep {
 			return
 		}
+	}
+}
+
+// connCloser closes a client connection, and the tunnel or upstream
+// request it carries at the time, when the proxy shuts down.
+type connCloser struct {
+	c net.Conn
+
+	mu     sync.Mutex
+	tun    *tunnel
+	closed bool
+}
+
+func (cc *connCloser) close() {
+	cc.mu.Lock()
+	cc.closed = true
+	t := cc.tun
+	cc.mu.Unlock()
+	cc.c.Close()
+	if t != nil {
+		t.close()
+	}
+}
+
+// carry registers the tunnel the connection now carries (nil: none). A
+// tunnel registered after shutdown began is closed at once.
+func (cc *connCloser) carry(t *tunnel) {
+	cc.mu.Lock()
+	closed := cc.closed
+	if !closed {
+		cc.tun = t
+	}
+	cc.mu.Unlock()
+	if closed && t != nil {
+		t.close()
 	}
 }
 

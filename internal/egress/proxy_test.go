@@ -709,3 +709,46 @@ func TestRemoveSandbox(t *testing.T) {
 		t.Fatalf("second RemoveSandbox closed %d", n)
 	}
 }
+
+// TestShutdownClosesTunnels: cancelling Serve's context closes live
+// tunnels (both sides) and idle kept-alive connections, and Serve returns.
+func TestShutdownClosesTunnels(t *testing.T) {
+	up := egresstest.StartEcho(t)
+	p := New(Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	p.SetPolicy("sb", compile(t, fmt.Sprintf("network:\n  - {name: db, cidrs: [127.0.0.0/8], ports: [%d]}\n", up.Port())))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln, "sb") }()
+	r := egresstest.Connect(t, ln.Addr().String(), up.Addr.String())
+	if _, err := egresstest.Echo(r, "a"); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after cancel: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after cancel (a tunnel kept it waiting)")
+	}
+	if _, err := egresstest.Echo(r, "b"); err == nil {
+		t.Fatal("tunnel still relays after shutdown")
+	}
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := idle.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("idle connection still open after shutdown (read %d bytes)", n)
+	}
+	if n := p.LiveTunnels("sb"); n != 0 {
+		t.Fatalf("%d live tunnels after shutdown", n)
+	}
+}
