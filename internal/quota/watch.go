@@ -314,7 +314,7 @@ func (l *Limit) readEvents(ev *events) {
 		unix.Close(ev.root)
 		unix.Close(ev.wake[0])
 	}()
-	urgentThread()
+	realtimeThread()
 	buf := make([]byte, 16<<10)
 	fds := []unix.PollFd{{Fd: int32(ev.fd), Events: unix.POLLIN}, {Fd: int32(ev.wake[0]), Events: unix.POLLIN}}
 	var due time.Time // a walk is due then (zero: none pending)
@@ -521,4 +521,18 @@ func (l *Limit) reacted(walk time.Time) {
 	}
 	l.stats.Reaction = time.Since(from)
 	l.mu.Unlock()
+}
+
+// realtimeThread is urgentThread with the lowest real-time priority
+// (SCHED_FIFO 1) instead of nice -10: the event reader must run as soon as
+// the kernel has an event for it, before the writer's next writes, whatever
+// the load. Its work per wake-up is bounded (one batch of events, at most
+// one walk, spaced by its CPU time) and the kernel's real-time throttling
+// caps it anyway. Without CAP_SYS_NICE it falls back to nice -10.
+func realtimeThread() {
+	runtime.LockOSThread()
+	attr := unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1}
+	if unix.SchedSetAttr(0, &attr, 0) != nil {
+		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10)
+	}
 }
