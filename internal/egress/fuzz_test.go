@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"crypto/tls"
 	"net"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/clawcage/clawcage/internal/hostport"
@@ -105,6 +107,32 @@ func FuzzParseTarget(f *testing.F) {
 		// there: never be a numeric trick that normalises to an address.
 		if h, err := hostport.NormalizeHost(tg.host); err == nil && h == "" {
 			t.Fatalf("empty normalised host for %q", tg.host)
+		}
+	})
+}
+
+// FuzzHostHeaders: the allocation-free Host line scan agrees with a plain
+// split of the block.
+func FuzzHostHeaders(f *testing.F) {
+	for _, s := range []string{
+		"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+		"GET http://a/ HTTP/1.1\nhost:a\nHOST: \tb \n\n",
+		"GET http://a/ HTTP/1.1\r\nX-Host: c\r\nHost:\r\nHost",
+		"no newline",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, block []byte) {
+		var want []string
+		lines := strings.Split(string(block), "\n")
+		for _, l := range lines[1:] {
+			l = strings.TrimRight(l, "\r")
+			if len(l) >= 5 && strings.EqualFold(l[:5], "host:") {
+				want = append(want, strings.Trim(l[5:], " \t"))
+			}
+		}
+		if got := hostHeaders(block); !slices.Equal(got, want) {
+			t.Fatalf("hostHeaders(%q) = %q, want %q", block, got, want)
 		}
 	})
 }

@@ -108,14 +108,24 @@ func headerEnd(b []byte) int {
 	return -1
 }
 
-// hostHeaders returns the values of every Host header line in block.
+// hostHeaders returns the values of every Host header line in block
+// (the request line is skipped), without copying the rest of the block.
 func hostHeaders(block []byte) []string {
 	var out []string
-	lines := strings.Split(string(block), "\n")
-	for _, l := range lines[1:] {
-		l = strings.TrimRight(l, "\r")
-		if len(l) >= 5 && strings.EqualFold(l[:5], "host:") {
-			out = append(out, strings.Trim(l[5:], " \t"))
+	i := bytes.IndexByte(block, '\n')
+	if i < 0 {
+		return nil
+	}
+	for rest := block[i+1:]; len(rest) > 0; {
+		line := rest
+		if j := bytes.IndexByte(rest, '\n'); j >= 0 {
+			line, rest = rest[:j], rest[j+1:]
+		} else {
+			rest = nil
+		}
+		line = bytes.TrimRight(line, "\r")
+		if len(line) >= 5 && bytes.EqualFold(line[:5], []byte("host:")) {
+			out = append(out, string(bytes.Trim(line[5:], " \t")))
 		}
 	}
 	return out
