@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,6 +226,35 @@ func TestExecIntoLiveSandbox(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("malformed requests are refused before anything runs", func(t *testing.T) {
+		bad := []struct {
+			name, body, upgrade string
+			code                int
+			want                string
+		}{
+			{"no upgrade header", `{"argv":["true"]}`, "", 400, "want Upgrade: clawcage-exec"},
+			{"unknown field", `{"argv":["true"],"uid":0}`, ExecProtocol, 400, `unknown field \"uid\"`},
+			{"no command", `{"argv":[]}`, ExecProtocol, 400, "no command given"},
+			{"not JSON", `argv=true`, ExecProtocol, 400, "decode request"},
+		}
+		for _, tc := range bad {
+			req, _ := http.NewRequest("POST", "http://clawcage/v1/sandboxes/exec-live/exec", strings.NewReader(tc.body))
+			if tc.upgrade != "" {
+				req.Header.Set("Connection", "Upgrade")
+				req.Header.Set("Upgrade", tc.upgrade)
+			}
+			resp, err := supervisor.Client(supervisor.ControlSocketPath(state)).Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) {
+				t.Errorf("%s: %d %s, want %d containing %q", tc.name, resp.StatusCode, body, tc.code, tc.want)
+			}
+		}
+	})
 
 	t.Run("TIOCSTI on the command's pty is refused; the pty is its controlling terminal", func(t *testing.T) {
 		master, slave, err := pty.Open()
