@@ -531,7 +531,8 @@ func (l *Limit) reacted(walk time.Time) {
 // caps it anyway. Without CAP_SYS_NICE it falls back to nice -10.
 func realtimeThread() {
 	runtime.LockOSThread()
-	attr := unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1}
+	// Reset on fork: nothing this thread might start inherits it.
+	attr := unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1, Flags: unix.SCHED_FLAG_RESET_ON_FORK}
 	if unix.SchedSetAttr(0, &attr, 0) != nil {
 		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10)
 	}
