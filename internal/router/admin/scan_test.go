@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clawcage/clawcage/internal/vault"
 )
 
 const scanCanaryOpenAI = "sk-proj-scan-canary-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
@@ -281,4 +283,26 @@ func TestAuditScanRefusesNonRootPeer(t *testing.T) {
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// BenchmarkAuditScan: one 16 MiB batch (the size internal/audit/live
+// sends) against two keys, each in raw, hex and base64 forms.
+func BenchmarkAuditScan(b *testing.B) {
+	state := b.TempDir()
+	v, err := vault.Open(filepath.Join(state, "router"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	v.Set("anthropic", []byte(canary))
+	v.Set("openai", []byte(scanCanaryOpenAI))
+	h := &handler{deps: Deps{Vault: v}}
+	body := bytes.Repeat([]byte("PATH=/usr/bin:/bin HOME=/sandbox sk-not-a-key "), (16<<20)/46)
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for b.Loop() {
+		if r := h.scanBody(body); r.Found || r.Keys != 2 {
+			b.Fatalf("%+v", r)
+		}
+	}
 }
