@@ -272,7 +272,7 @@ func TestUsageRowsBatchedAndNeverLost(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			_ = h.r.Close()
+			h.closeRouter()
 			if n := len(bu.records()); n != 40 {
 				t.Errorf("ledger has %d rows, want 40 (batches %v)", n, bu.batches)
 			}

@@ -222,6 +222,37 @@ func newHarness(t *testing.T, mutate func(*router.Options)) *harness {
 	return h
 }
 
+// closeRouter waits until no request is in flight (a streaming SDK stops
+// reading at its end-of-stream event, before the router's handler has
+// finished and queued the usage row), then closes the router, which writes
+// every queued row.
+func (h *harness) closeRouter() {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mfs, err := h.r.Registry().Gather()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		inflight := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() == "clawcage_router_requests_in_flight" {
+				for _, m := range mf.GetMetric() {
+					inflight += m.GetGauge().GetValue()
+				}
+			}
+		}
+		if inflight == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%v requests still in flight after 10s", inflight)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = h.r.Close()
+}
+
 // recordingTransport keeps every response header and body a client saw
 // (for the canary test).
 type recordingTransport struct {

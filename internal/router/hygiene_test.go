@@ -130,7 +130,7 @@ func TestCanaryKeyNeverLeaks(t *testing.T) {
 	if ok < 5 || failed < 3 {
 		t.Fatalf("statuses %v: want a mix of successes and failures", statuses)
 	}
-	_ = h.r.Close()
+	h.closeRouter()
 	var everything bytes.Buffer
 	everything.WriteString(h.logs.String())
 	everything.WriteString(h.seen.String())

@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"io"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -168,4 +169,42 @@ func TestAttemptsHeader(t *testing.T) {
 			t.Fatalf("route header %q", got)
 		}
 	}
+}
+
+func TestDirectModelName(t *testing.T) {
+	ref := regexp.MustCompile(`^[A-Za-z0-9._:@+-][A-Za-z0-9._:@+/-]{0,199}$`) // the former definition
+	for _, tc := range []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{"provider and model", "oa/gpt-4o", true},
+		{"tag and version characters", "ollama/llama3.1:8b-instruct@q4+x_y", true},
+		{"empty", "", false},
+		{"leading slash", "/oa/gpt", false},
+		{"space", "oa/gpt 4", false},
+		{"newline (log injection)", "oa/gpt\nx", false},
+		{"quote", `oa/gpt"`, false},
+		{"non-ASCII", "oa/gpté", false},
+		{"200 bytes", "a/" + strings.Repeat("b", 198), true},
+		{"201 bytes", "a/" + strings.Repeat("b", 199), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := directModel(tc.in); got != tc.want || got != ref.MatchString(tc.in) {
+				t.Fatalf("directModel(%q) = %v, want %v (regexp %v)", tc.in, got, tc.want, ref.MatchString(tc.in))
+			}
+		})
+	}
+}
+
+func FuzzDirectModelName(f *testing.F) {
+	ref := regexp.MustCompile(`^[A-Za-z0-9._:@+-][A-Za-z0-9._:@+/-]{0,199}$`)
+	for _, s := range []string{"oa/gpt", "", "/x", "a b", strings.Repeat("x", 201)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := directModel(s), ref.MatchString(s); got != want {
+			t.Fatalf("directModel(%q) = %v, regexp says %v", s, got, want)
+		}
+	})
 }

@@ -116,7 +116,7 @@ func TestOpenAISDKChatStreamingWithUsage(t *testing.T) {
 	if acc.Usage.TotalTokens != 18 {
 		t.Errorf("usage total = %d, want 18", acc.Usage.TotalTokens)
 	}
-	_ = h.r.Close()
+	h.closeRouter()
 	recs := h.usage.records()
 	if len(recs) != 1 || recs[0].TokensIn != 11 || recs[0].TokensOut != 7 || recs[0].Status != 200 || recs[0].Provider != "oa" || recs[0].Model != "gpt-a" {
 		t.Errorf("usage records = %+v", recs)
@@ -271,7 +271,7 @@ func TestAnthropicSDKMessages(t *testing.T) {
 	if len(models.Data) != 4 || models.Data[0].ID != "claude" {
 		t.Errorf("anthropic models = %+v", models.Data)
 	}
-	_ = h.r.Close()
+	h.closeRouter()
 	recs := h.usage.records()
 	if len(recs) != 2 {
 		t.Fatalf("usage records = %d, want 2 (count_tokens is not metered)", len(recs))
