@@ -36,7 +36,7 @@ type auditReport struct {
 func newAuditCmd(g *globalOptions) *cobra.Command {
 	var asJSON, callProvider bool
 	cmd := &cobra.Command{
-		Use:   "audit [SANDBOX] [--json]",
+		Use:   "audit [SANDBOX] [--json] [--call-provider]",
 		Short: "Run the escape battery from inside a sandbox and show what held",
 		Long: `audit attacks the host from inside a sandbox: host secrets, writes outside the
 workspace, host processes, ptrace, mounts, namespaces, kernel interfaces,
@@ -53,12 +53,18 @@ readable file, the request to inference.local and its answer — streamed out
 and compared with the vault's keys by the router's admin socket, so no key
 ever enters the sandbox), the provider dialled directly and through the
 proxy, an unapproved host (denied, queued, then rejected: never approved),
-and the components' admin sockets, state directories and memory.
+and the components' admin sockets, state directories and memory. With
+--call-provider it also sends a one-token chat completion through the router,
+so that an answer that came from the provider is scanned too. A vault with no
+key makes the key rows fail as inconclusive: there is nothing to look for.
 
 Exits 1 when any attack was not held. --json writes the evidence (time,
 kernel, versions, every observation) for an auditor to keep.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if callProvider && len(args) == 0 {
+				return errors.New("audit: --call-provider needs SANDBOX: a one-shot sandbox has no router to call")
+			}
 			if os.Geteuid() != 0 {
 				return errors.New("audit needs root: it starts sandboxes and places a setuid-root helper in the workspace")
 			}

@@ -93,3 +93,12 @@ func TestAuditStackProviders(t *testing.T) {
 		})
 	}
 }
+
+func TestAuditCallProviderNeedsASandbox(t *testing.T) {
+	root := newRootCmd()
+	root.SetArgs([]string{"audit", "--call-provider"})
+	err := root.Execute()
+	if err == nil || !strings.Contains(err.Error(), "--call-provider needs SANDBOX") {
+		t.Errorf("err = %v, want a refusal naming --call-provider", err)
+	}
+}
