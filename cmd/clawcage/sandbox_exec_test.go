@@ -258,6 +258,34 @@ while True:
 	}
 }
 
+// TestSandboxShellCLI runs `clawcage sandbox shell` with commands on a
+// pipe (no terminal: no pty either): a login shell, bash where the sandbox
+// has it, whose exit status is clawcage's.
+func TestSandboxShellCLI(t *testing.T) {
+	state := execStack(t)
+	in, inW, _ := os.Pipe()
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(inW, "echo \"$0 $(shopt -q login_shell 2>/dev/null && echo login) $(id -u) $PWD\"; exit 3\n")
+	inW.Close()
+	saved := [2]*os.File{os.Stdin, os.Stdout}
+	os.Stdin, os.Stdout = in, out
+	root := newRootCmd()
+	root.SetArgs([]string{"--state", state, "sandbox", "shell", boxName})
+	err = root.Execute()
+	os.Stdin, os.Stdout = saved[0], saved[1]
+	got, _ := os.ReadFile(out.Name())
+	want := "sh  1000 /sandbox\n"
+	if _, serr := os.Stat("/bin/bash"); serr == nil {
+		want = "bash login 1000 /sandbox\n"
+	}
+	if ec, ok := err.(exitError); !ok || ec.code != 3 || string(got) != want {
+		t.Errorf("got %v output %q, want exit status 3 and %q", err, got, want)
+	}
+}
+
 func TestSandboxExecCLIBadInput(t *testing.T) {
 	tests := []struct {
 		name string
