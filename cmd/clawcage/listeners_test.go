@@ -101,6 +101,10 @@ func TestPolicyEngineHotAdd(t *testing.T) {
 		return cfg
 	}
 	cfg := writeCfg("a: {policy: " + allowEcho + "}")
+	// The supervisor's preset parameters: none yet (its discovery runs in
+	// the background).
+	paramsPath := filepath.Join(dir, "preset-params.json")
+	os.WriteFile(paramsPath, []byte("{}"), 0o600)
 
 	local, remote, err := netns.ControlPair()
 	if err != nil {
@@ -119,7 +123,7 @@ func TestPolicyEngineHotAdd(t *testing.T) {
 	logDone := make(chan struct{})
 	go func() { io.Copy(&logs, logR); close(logDone) }()
 	go func() {
-		done <- runPolicyEngine(ctx, logW, state, cfgPath, cfg, nil, egress.Options{}, map[string]string{}, rc.(*net.UnixConn))
+		done <- runPolicyEngine(ctx, logW, state, cfgPath, paramsPath, cfg, nil, egress.Options{}, map[string]string{}, rc.(*net.UnixConn))
 	}()
 	stopped := false
 	stop := func() {
@@ -151,19 +155,22 @@ func TestPolicyEngineHotAdd(t *testing.T) {
 
 	// b and broken are written to the configuration copy first, as the
 	// supervisor does.
-	writeCfg("a: {policy: "+allowEcho+"}", "b: {}", "broken: {policy: {presets: [npm]}}")
+	writeCfg("a: {policy: "+allowEcho+"}", "b: {}", "broken: {policy: {presets: [npm]}}", "npm1: {policy: {presets: [npm]}}")
 	tests := []struct {
 		name, sandbox string
+		params        string // the preset parameter file the supervisor wrote by then
 		wantErr       string // in the answer to the supervisor
 		wantStatus    int    // for a CONNECT to the echo server through the sandbox's proxy
 		wantReason    string
 	}{
-		{"added sandbox is served with its own policy", "b", "", 403, "no-rule-for-address"},
-		{"sandbox whose policy does not compile gets refusals", "broken", "npm.registry", 403, "policy-not-loaded"},
-		{"sandbox missing from the configuration gets refusals", "ghost", "not in", 403, "policy-not-loaded"},
+		{"added sandbox is served with its own policy", "b", "{}", "", 403, "no-rule-for-address"},
+		{"sandbox whose policy does not compile gets refusals", "broken", "{}", "npm.registry", 403, "policy-not-loaded"},
+		{"sandbox missing from the configuration gets refusals", "ghost", "{}", "not in", 403, "policy-not-loaded"},
+		{"preset parameters discovered after the start are used", "npm1", `{"npm.registry":"https://registry.test.invalid"}`, "", 403, "no-rule-for-address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			os.WriteFile(paramsPath, []byte(tt.params), 0o600)
 			addr, errMsg := sup.add(tt.sandbox)
 			if !strings.Contains(errMsg, tt.wantErr) || (tt.wantErr == "") != (errMsg == "") {
 				t.Fatalf("add %s answered %q, want %q", tt.sandbox, errMsg, tt.wantErr)

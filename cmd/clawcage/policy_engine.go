@@ -89,7 +89,7 @@ func newPolicyEngineCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("policy engine: %w", err)
 			}
-			return runPolicyEngine(cmd.Context(), cmd.ErrOrStderr(), g.stateDir, cfgPath, cfg, specs, lim, params, ctl)
+			return runPolicyEngine(cmd.Context(), cmd.ErrOrStderr(), g.stateDir, cfgPath, presetFile, cfg, specs, lim, params, ctl)
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "clawcage.yaml with the sandboxes' policies")
@@ -131,9 +131,10 @@ func presetParams(ctx context.Context, cfg *config.Config, file string) (map[str
 // those of specs, and the admin socket. With a control channel (ctl, under
 // the supervisor) sandboxes are added and removed while it runs; their
 // policies are read from cfgPath, the configuration copy the supervisor
-// rewrites first. A sandbox whose policy does not compile is answered with
+// rewrites first, with the preset parameters of presetFile (if set) as
+// they are then. A sandbox whose policy does not compile is answered with
 // refusals (never an open proxy) and the others are served.
-func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir, cfgPath string, cfg *config.Config, specs []listenSpec, lim egress.Options, params map[string]string, ctl *net.UnixConn) error {
+func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir, cfgPath, presetFile string, cfg *config.Config, specs []listenSpec, lim egress.Options, params map[string]string, ctl *net.UnixConn) error {
 	// Decision lines are written in batches (one write(2) per ≤ 20 ms);
 	// closed last, after every listener has stopped: nothing is lost.
 	lw := logbuf.New(logw)
@@ -222,6 +223,14 @@ func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir, cfgPath stri
 		sb, ok := c.Sandboxes[sandbox]
 		if !ok {
 			return nil, fmt.Errorf("policy engine: sandbox %q is not in %s", sandbox, cfgPath)
+		}
+		if presetFile != "" && len(sb.Policy.Presets) > 0 {
+			// The supervisor completes the file once its discovery is done.
+			p, err := presetParams(ctx, c, presetFile)
+			if err != nil {
+				return nil, fmt.Errorf("policy engine: sandbox %q: %w", sandbox, err)
+			}
+			eng.SetPresetParams(p)
 		}
 		if err := eng.AddSandbox(ctx, sandbox, sb.Policy); err != nil {
 			return nil, err

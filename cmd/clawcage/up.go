@@ -53,6 +53,7 @@ func sandboxRuntime(ctx context.Context) func(spec stack.SandboxSpec, stdout, st
 			NetNSFile: s.NetNS.File(),
 			UIDBase:   s.UIDBase,
 			Log:       s.Log,
+			Cgroup:    s.Cgroup,
 		}, sandbox.Stdio{Stdout: stdout, Stderr: stderr})
 		if err != nil {
 			return nil, err

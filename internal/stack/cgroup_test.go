@@ -113,3 +113,29 @@ func TestStaleCgroupsOfOneStack(t *testing.T) {
 		}
 	}
 }
+
+func TestComponentEnv(t *testing.T) {
+	t.Setenv("CLAWCAGE_TEST_SECRET", "hunter2")
+	tests := []struct {
+		name, gomaxprocs string // "" = unset
+		want             string
+	}{
+		{"default applies when the operator set none", "", "GOMAXPROCS=1"},
+		{"operator's setting wins", "3", "GOMAXPROCS=3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("GOMAXPROCS", tt.gomaxprocs)
+			if tt.gomaxprocs == "" {
+				os.Unsetenv("GOMAXPROCS")
+			}
+			env := strings.Join(componentEnv("/state/policy", "GOMAXPROCS=1"), "\n")
+			if !strings.Contains(env, "\n"+tt.want+"\n") && !strings.HasSuffix(env, "\n"+tt.want) {
+				t.Errorf("env lacks %s:\n%s", tt.want, env)
+			}
+			if strings.Count(env, "GOMAXPROCS=") != 1 || strings.Contains(env, "hunter2") || !strings.Contains(env, "HOME=/state/policy") {
+				t.Errorf("env:\n%s", env)
+			}
+		})
+	}
+}

@@ -40,7 +40,7 @@ type runner struct {
 	log      *slog.Logger
 	sup      *supervisor.Supervisor
 	comps    []*component
-	params   map[string]string // preset parameters, as the policy engine gets them
+	presets  *presetDiscovery // preset parameters, as the policy engine gets them
 
 	opMu sync.Mutex // serialises create and delete
 
@@ -196,7 +196,7 @@ func (r *runner) componentCmd(c *component) func() (*exec.Cmd, error) {
 		args := append([]string{c.command, "--config", filepath.Join(c.dir, "clawcage.yaml"), "--state", r.state}, c.args...)
 		cmd := exec.Command(r.exe, args...)
 		cmd.Dir = c.dir
-		cmd.Env = componentEnv(c.dir)
+		cmd.Env = componentEnv(c.dir, c.env...)
 		runas.Configure(cmd, c.id)
 		local, remote, err := netns.ControlPair()
 		if err != nil {
@@ -407,7 +407,13 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 	// The policy engine compiles the policy with the same parameters: one
 	// that does not compile is refused here, with the reason, rather than
 	// answered with refusals later.
-	if _, err := sb.Policy.Compile(policy.CompileOptions{PresetParams: r.params}); err != nil {
+	params := r.cfg.PresetParams
+	if usesPresets(sb.Policy.Presets) {
+		if params, err = r.presets.wait(ctx); err != nil {
+			return http.StatusServiceUnavailable, fmt.Errorf("%s: preset parameters: %w", source, err)
+		}
+	}
+	if _, err := sb.Policy.Compile(policy.CompileOptions{PresetParams: params}); err != nil {
 		return http.StatusBadRequest, fmt.Errorf("%s: policy: %w", source, err)
 	}
 	r.mu.Lock()

@@ -119,6 +119,7 @@ type component struct {
 	addr    string // its listener inside each sandbox netns
 	health  string // a cheap GET on its admin socket <dir>/admin.sock
 	args    []string
+	env     []string // defaults, unless the supervisor's environment sets them
 	id      runas.Identity
 	dir     string
 
@@ -219,7 +220,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	comps := []*component{
 		{name: "router", command: "router", addr: RouterAddr, health: "/metrics"},
-		{name: "policy", command: "policy-engine", addr: ProxyAddr, health: "/v1/queue"},
+		// The proxy only relays bytes: one P switches threads less and
+		// costs less CPU per connection (bench/README.md, egress proxy).
+		{name: "policy", command: "policy-engine", addr: ProxyAddr, health: "/v1/queue", env: []string{"GOMAXPROCS=1"}},
 	}
 	for _, c := range comps {
 		if c.id, err = runas.ForComponent(c.name); err != nil {
@@ -235,16 +238,28 @@ func Run(ctx context.Context, opts Options) (err error) {
 	// Registry hosts for the npm/go/apt presets come from the operator's
 	// client configuration, which only this process (the operator's
 	// environment) can see; the policy engine gets the result as a file.
-	params := presetParams(ctx, opts.DiscoverPresetParams, cfg.PresetParams, log)
-	pj, err := json.Marshal(params)
-	if err != nil {
-		return fmt.Errorf("encode preset parameters: %w", err)
-	}
+	// Until the discovery (in the background) is done, the file holds the
+	// configuration's explicit parameters.
 	pol := comps[1]
-	if err := writeOwned(filepath.Join(pol.dir, PresetParamsFile), pj, pol.id); err != nil {
+	paramsPath := filepath.Join(pol.dir, PresetParamsFile)
+	saveParams := func(p map[string]string) error {
+		pj, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("encode preset parameters: %w", err)
+		}
+		return writeOwned(paramsPath, pj, pol.id)
+	}
+	explicit := map[string]string{}
+	for k, v := range cfg.PresetParams {
+		explicit[k] = v
+	}
+	if err := saveParams(explicit); err != nil {
 		return err
 	}
-	pol.args = []string{"--preset-params", filepath.Join(pol.dir, PresetParamsFile)}
+	pol.args = []string{"--preset-params", paramsPath}
+	discCtx, discStop := context.WithCancel(ctx)
+	defer discStop()
+	disc := startPresetDiscovery(discCtx, opts.DiscoverPresetParams, cfg.PresetParams, log, saveParams)
 
 	// Sandboxes: the configuration's, plus those created with
 	// `clawcage sandbox create` (persisted under <state>/sandboxes).
@@ -265,7 +280,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	defer spawner.Close() // after the supervisor has stopped every child
 
-	r := &runner{opts: opts, state: state, exe: exe, cfgBytes: cfgBytes, cfg: cfg, log: log, sup: sup, params: params,
+	r := &runner{opts: opts, state: state, exe: exe, cfgBytes: cfgBytes, cfg: cfg, log: log, sup: sup, presets: disc,
 		comps: comps, defs: map[string][]byte{}, nets: map[string]*sandboxNet{}, releases: map[string]func(){}}
 	defer r.closeAll()
 	for name, d := range defs {
@@ -295,6 +310,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	for name, d := range defs {
 		all[name] = d.sandbox
+	}
+	var presets [][]string
+	for _, sb := range all {
+		presets = append(presets, sb.Policy.Presets)
+	}
+	if usesPresets(presets...) {
+		// The policy engine compiles these presets at start: it must find
+		// the discovered parameters in its file.
+		if _, err := disc.wait(ctx); err != nil {
+			return err
+		}
 	}
 	for _, name := range sortedNames(all) {
 		if _, _, err := r.addSandbox(ctx, name, all[name]); err != nil {
@@ -478,7 +504,7 @@ func (sn *sandboxNet) close() {
 // componentEnv is the whole environment of a component: nothing else of the
 // supervisor's leaks through, except proxy and CA settings the host needs
 // to reach providers and registries.
-func componentEnv(dir string) []string {
+func componentEnv(dir string, defaults ...string) []string {
 	env := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=" + dir,
@@ -490,6 +516,13 @@ func componentEnv(dir string) []string {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
+	}
+	for _, kv := range defaults {
+		k, _, _ := strings.Cut(kv, "=")
+		if v, ok := os.LookupEnv(k); ok {
+			kv = k + "=" + v
+		}
+		env = append(env, kv)
 	}
 	return env
 }

@@ -383,8 +383,16 @@ func TestStackEndToEnd(t *testing.T) {
 	})
 
 	// Preset parameters: discovered, with the config's explicit value winning.
-	pp, err := os.ReadFile(filepath.Join(state, "policy", PresetParamsFile))
-	if want := `{"go.proxy":"https://proxy.test.invalid","npm.registry":"https://explicit.test.invalid"}`; err != nil || string(pp) != want {
+	// (The discovery runs in the background: wait for its file.)
+	want := `{"go.proxy":"https://proxy.test.invalid","npm.registry":"https://explicit.test.invalid"}`
+	var pp []byte
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if pp, err = os.ReadFile(filepath.Join(state, "policy", PresetParamsFile)); err == nil && string(pp) == want {
+			break
+		}
+	}
+	if err != nil || string(pp) != want {
 		t.Errorf("preset params %s (%v), want %s", pp, err, want)
 	}
 
@@ -693,6 +701,12 @@ func TestStableUIDRange(t *testing.T) {
 // test ends or stop is called.
 func startStack(t *testing.T, bin, cfgPath, state string) (stop func()) {
 	t.Helper()
+	return startStackWith(t, bin, cfgPath, state, func(context.Context) (map[string]string, error) { return nil, nil })
+}
+
+// startStackWith is startStack with a preset-parameter discovery.
+func startStackWith(t *testing.T, bin, cfgPath, state string, discover func(context.Context) (map[string]string, error)) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
@@ -700,7 +714,7 @@ func startStack(t *testing.T, bin, cfgPath, state string) (stop func()) {
 		done <- Run(ctx, Options{
 			ConfigPath: cfgPath, StateDir: state, Exe: bin,
 			Backoff:              supervisor.Backoff{Initial: 50 * time.Millisecond, StableAfter: 100 * time.Millisecond},
-			DiscoverPresetParams: func(context.Context) (map[string]string, error) { return nil, nil },
+			DiscoverPresetParams: discover,
 			SandboxStart: func(s SandboxSpec, stdout, stderr io.Writer) (supervisor.Process, error) {
 				cmd := exec.Command(bin, "fake-sandbox", s.Name)
 				cmd.ExtraFiles = []*os.File{s.NetNS.File()}
@@ -1074,4 +1088,67 @@ func TestKernelInStatus(t *testing.T) {
 	if kv.Kernel == "" || kv.Cgroups.Version == "" {
 		t.Errorf("kernel %q cgroups %q", kv.Kernel, kv.Cgroups.Version)
 	}
+}
+
+// TestPresetDiscoveryInBackground: the registry discovery (slow client
+// commands) does not hold up `up` when no sandbox uses presets; a sandbox
+// created with a preset waits for it and is compiled with its result.
+func TestPresetDiscoveryInBackground(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates namespaces and runs components under their own uids")
+	}
+	bin := helperBinary(t)
+	state := filepath.Join(t.TempDir(), "state")
+	cfgPath := filepath.Join(t.TempDir(), "clawcage.yaml")
+	os.WriteFile(cfgPath, []byte("sandboxes:\n  plain: {}\n"), 0o600)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	startStackWith(t, bin, cfgPath, state, func(ctx context.Context) (map[string]string, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return map[string]string{"npm.registry": "https://registry.test.invalid"}, nil
+	})
+	// Ready and serving while the discovery has not answered.
+	servedBy(t, state, "plain", time.Time{})
+	for _, c := range []string{"router", "policy"} {
+		var st supervisor.Status
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if st = statusOf(t, state, c); st.Health == "ok" {
+				break
+			}
+		}
+		if st.Health != "ok" {
+			t.Fatalf("%s health %q while the discovery runs", c, st.Health)
+		}
+	}
+	if pp, _ := os.ReadFile(filepath.Join(state, "policy", PresetParamsFile)); string(pp) != "{}" {
+		t.Fatalf("preset params before the discovery answered: %s", pp)
+	}
+
+	type answer struct {
+		code int
+		body string
+	}
+	created := make(chan answer, 1)
+	go func() {
+		code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: "npm1", Definition: "sandboxes:\n  npm1: {policy: {presets: [npm]}}\n"})
+		created <- answer{code, body}
+	}()
+	select {
+	case a := <-created:
+		t.Fatalf("create with a preset answered before the discovery: %d %s", a.code, a.body)
+	case <-time.After(200 * time.Millisecond):
+	}
+	releaseOnce.Do(func() { close(release) })
+	a := <-created
+	if a.code != 201 {
+		t.Fatalf("create with a preset after the discovery: %d %s", a.code, a.body)
+	}
+	if pp, _ := os.ReadFile(filepath.Join(state, "policy", PresetParamsFile)); !strings.Contains(string(pp), "registry.test.invalid") {
+		t.Errorf("preset params after the discovery: %s", pp)
+	}
+	servedBy(t, state, "npm1", time.Time{})
 }

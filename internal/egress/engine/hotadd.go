@@ -77,3 +77,12 @@ func (e *Engine) RemoveSandbox(name string) int {
 	e.log.Info("sandbox removed", "component", "policy", "sandbox", name, "closed_tunnels", n)
 	return n
 }
+
+// SetPresetParams replaces the preset parameters for policies compiled from
+// now on: the supervisor discovers them in the background, and a sandbox
+// added later may need them. Installed policies are not recompiled.
+func (e *Engine) SetPresetParams(params map[string]string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.opts.PresetParams = maps.Clone(params)
+}
