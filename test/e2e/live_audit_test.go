@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -363,7 +364,12 @@ func TestLiveAudit(t *testing.T) {
 		}
 	})
 
-	t.Run("canary key in the sandbox's environment: the audit fails on it", func(t *testing.T) {
+	t.Run("canary key in the sandbox's environment and workspace: the audit fails on it", func(t *testing.T) {
+		// hex-encoded in a workspace file, which only the default user can read.
+		notes := filepath.Join(s.state, "sandboxes", leaky, "workspace", "notes.txt")
+		if err := os.WriteFile(notes, []byte("backup: "+hex.EncodeToString([]byte(s.canary))+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		rep, code := s.audit(t, ctx, leaky)
 		if code != 1 || rep.Failed == 0 {
 			t.Fatalf("exit %d with %d failed; want exit 1", code, rep.Failed)
@@ -377,8 +383,14 @@ func TestLiveAudit(t *testing.T) {
 			if r.Held || !strings.Contains(r.Failure, "ANTHROPIC_API_KEY") {
 				t.Errorf("request row as %s: held=%v failure %q", mode, r.Held, r.Failure)
 			}
-			if r := rep.row(t, "filesystem-scan-finds-no-key-bytes", mode); !r.Held {
-				t.Errorf("the file scan failed although no file holds the key: %s", r.Failure)
+		}
+		for _, name := range []string{"config-files-hold-no-credentials", "filesystem-scan-finds-no-key-bytes"} {
+			if r := rep.row(t, name, "user"); r.Held || !strings.Contains(r.Failure, `"/sandbox/notes.txt" holds a fake key (hex)`) {
+				t.Errorf("%s as user: held=%v failure %q; want it failed on /sandbox/notes.txt", name, r.Held, r.Failure)
+			}
+			// Root inside the sandbox cannot read the default user's workspace.
+			if r := rep.row(t, name, "root"); !r.Held {
+				t.Errorf("%s as root failed: %s", name, r.Failure)
 			}
 		}
 	})
