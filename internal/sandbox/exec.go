@@ -95,19 +95,9 @@ func (p *Process) Exec(ctx context.Context, req ExecRequest, stdin, stdout, stde
 		return ExitSetupFailed, fmt.Errorf("exec: the sandbox is not running: %w", err)
 	}
 
-	first, err := readExecMessage(sess)
-	if err != nil {
-		return ExitSetupFailed, fmt.Errorf("exec: the sandbox did not answer: %w", err)
-	}
-	if !first.Started {
-		code := first.Code
-		if code == 0 {
-			code = ExitSetupFailed
-		}
-		return code, fmt.Errorf("exec %s: %s", req.Argv[0], first.Error)
-	}
-	p.log.Debug("exec started", "argv0", req.Argv[0], "pid", first.Pid, "root", req.Root, "tty", req.TTY)
-
+	// From here on, cancellation and signals go to PID 1, which handles
+	// them once the command runs (a cancellation before that kills it as
+	// soon as it is started).
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -132,6 +122,19 @@ func (p *Process) Exec(ctx context.Context, req ExecRequest, stdin, stdout, stde
 			}
 		}
 	}()
+	first, err := readExecMessage(sess)
+	if err != nil {
+		return ExitSetupFailed, fmt.Errorf("exec: the sandbox did not answer: %w", err)
+	}
+	if !first.Started {
+		code := first.Code
+		if code == 0 {
+			code = ExitSetupFailed
+		}
+		return code, fmt.Errorf("exec %s: %s", req.Argv[0], first.Error)
+	}
+	p.log.Debug("exec started", "argv0", req.Argv[0], "pid", first.Pid, "root", req.Root, "tty", req.TTY)
+
 	for {
 		m, err := readExecMessage(sess)
 		if err != nil {

@@ -235,6 +235,16 @@ func TestExecCancelKills(t *testing.T) {
 			t.Fatalf("processes left running after cancel: %v", left)
 		}
 	}
+	// Cancelled before the command even started: it is killed at once.
+	done, cancelNow := context.WithCancel(context.Background())
+	cancelNow()
+	r = execIn(done, t, p, ExecRequest{Argv: []string{"sleep", "1003"}}, "")
+	if r.code != 128+int(syscall.SIGKILL) || !errors.Is(r.err, context.Canceled) {
+		t.Errorf("cancelled before start: got code %d err %v, want %d and context.Canceled", r.code, r.err, 128+int(syscall.SIGKILL))
+	}
+	if left := processesWithArg("1003"); len(left) != 0 {
+		t.Errorf("left running: %v", left)
+	}
 	// The sandbox itself lives on.
 	r = execIn(context.Background(), t, p, ExecRequest{Argv: []string{"echo", "alive"}}, "")
 	if r.err != nil || r.stdout != "alive\n" {
