@@ -38,12 +38,13 @@ type Limit struct {
 	dirFD   int
 	log     *slog.Logger
 
-	mu    sync.Mutex
-	stop  chan struct{} // closed by Close: the watcher ends
-	wg    sync.WaitGroup
-	m     *measurer
-	stats WatchStats
-	tally tally
+	mu     sync.Mutex
+	stop   chan struct{} // closed by Close: the watcher ends
+	closed bool
+	wg     sync.WaitGroup
+	m      *measurer
+	stats  WatchStats
+	tally  tally
 }
 
 // Apply starts limiting opts.Dir to opts.Bytes. It refuses a workspace
@@ -185,9 +186,12 @@ func (l *Limit) FileSizeLimit() int64 {
 // limit). It waits for a running measurement to end.
 func (l *Limit) Close() error {
 	l.mu.Lock()
-	stop := l.stop
-	l.stop = nil
+	stop, closed := l.stop, l.closed
+	l.stop, l.closed = nil, true
 	l.mu.Unlock()
+	if closed {
+		return nil
+	}
 	if stop != nil {
 		close(stop)
 	}
