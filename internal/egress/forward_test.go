@@ -373,3 +373,58 @@ network:
 		}
 	})
 }
+
+// TestForwardReframesBodies: request bodies reach the upstream framed by
+// their parsed length (a chunked body re-chunked, trailers dropped), and
+// an interim 103 answer is relayed before the final one.
+func TestForwardReframesBodies(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/hints" {
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		fmt.Fprintf(w, "%s te=%v cl=%d body=%s", r.Method, r.TransferEncoding, r.ContentLength, b)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	h := startProxy(t, fmt.Sprintf("network:\n  - {name: lo, cidrs: [127.0.0.0/8], ports: [%d]}\n", port), Options{})
+	for _, tc := range []struct{ name, raw, want string }{
+		{"content-length body", fmt.Sprintf("POST http://127.0.0.1:%d/ HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 5\r\n\r\nhello", port, port), "POST te=[] cl=5 body=hello"},
+		{"chunked body re-chunked", fmt.Sprintf("POST http://127.0.0.1:%d/ HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n", port, port), "POST te=[chunked] cl=-1 body=abcdefg"},
+		{"empty POST gets Content-Length 0", fmt.Sprintf("POST http://127.0.0.1:%d/ HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", port, port), "POST te=[] cl=0 body="},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := egresstest.SendRaw(t, h.addr, tc.raw)
+			if r.Status != 200 || r.Body["raw"] != tc.want {
+				t.Fatalf("%d %q, want 200 %q", r.Status, r.Body["raw"], tc.want)
+			}
+		})
+	}
+	t.Run("103 relayed before the final answer", func(t *testing.T) {
+		c, err := net.DialTimeout("tcp", h.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET http://127.0.0.1:%d/hints HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", port, port)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusEarlyHints || resp.Header.Get("Link") != "</style.css>; rel=preload" {
+			t.Fatalf("first answer %v %v, want 103 with its Link", resp, err)
+		}
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "GET te=[] cl=0 body=" {
+			t.Fatalf("final answer %d %q", resp.StatusCode, b)
+		}
+	})
+}
