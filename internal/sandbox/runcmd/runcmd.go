@@ -231,10 +231,20 @@ func Run(ctx context.Context, o Options, command []string, pol *sandbox.Policy) 
 	spec.Limits.CPU = o.CPU
 
 	// Forward the terminal signals to the sandbox instead of dying on them,
-	// so that ^C reaches the command and its exit status is ours.
+	// so that ^C reaches the command and its exit status is ours. The
+	// runtime enables each signal with a round trip to its signal thread
+	// (milliseconds on a loaded machine), so that overlaps the sandbox's
+	// start; the sandbox forwards what arrives on sigs once it runs.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
-	defer signal.Stop(sigs)
+	notified := make(chan struct{})
+	go func() {
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+		close(notified)
+	}()
+	defer func() {
+		<-notified
+		signal.Stop(sigs)
+	}()
 
 	stdio := sandbox.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Signals: sigs}
 	var tty *TTY

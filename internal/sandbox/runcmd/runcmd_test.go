@@ -1,13 +1,55 @@
 package runcmd
 
 import (
+	"bufio"
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
+
+// built is the clawcage binary, built once for the tests that run it.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+	out  []byte
+}
+
+// clawcageBinary builds cmd/clawcage (once) and returns its path.
+func clawcageBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the clawcage binary")
+	}
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "runcmd-test-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "clawcage")
+		built.out, built.err = exec.Command("go", "build", "-o", built.bin, "github.com/clawcage/clawcage/cmd/clawcage").CombinedOutput()
+	})
+	if built.err != nil {
+		t.Fatalf("go build: %v\n%s", built.err, built.out)
+	}
+	return built.bin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
 
 func TestParseArgs(t *testing.T) {
 	tests := []struct {
@@ -88,14 +130,7 @@ func TestParseSizeFlag(t *testing.T) {
 // printed, and what it imports is. Start-up time itself is measured by
 // bench/sandbox, never asserted.
 func TestFastPathInitOrder(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the clawcage binary")
-	}
-	bin := filepath.Join(t.TempDir(), "clawcage")
-	build := exec.Command("go", "build", "-o", bin, "github.com/clawcage/clawcage/cmd/clawcage")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := clawcageBinary(t)
 	const module = "github.com/clawcage/clawcage/"
 	// Packages that must not be initialized on these paths: those of the
 	// rest of the binary that cost the most, and net and net/netip (see
@@ -145,5 +180,40 @@ func TestFastPathInitOrder(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSignalsForwarded runs `clawcage sandbox run` (the fast path) and
+// checks that SIGTERM sent to it reaches the sandboxed command, whose exit
+// status becomes clawcage's.
+func TestSignalsForwarded(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs a sandbox: needs root")
+	}
+	bin := clawcageBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "sandbox", "run", "--", "/bin/sh", "-c",
+		`trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done`)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 42 {
+		t.Errorf("clawcage exited with %v, want status 42 (the command's SIGTERM trap)", err)
 	}
 }
