@@ -21,6 +21,12 @@ type Options struct {
 	// are enforced. It must not be in use by another running sandbox on the
 	// same filesystem; the sandbox uses the first host uid of its uid range.
 	ProjectID uint32
+	// Files limits how many files and directories the workspace may hold
+	// (inodes: empty files fill a filesystem too). Zero means the
+	// default: what it holds plus DefaultFileGrowth or half the
+	// filesystem's free inodes, whichever is less. Filesystems that report
+	// no inode counts (btrfs) get none.
+	Files int64
 	// Log receives the mode line and warnings; nil discards.
 	Log *slog.Logger
 }
@@ -30,13 +36,21 @@ type Options struct {
 // bound).
 const DefaultGrowth int64 = 8 << 30
 
+// DefaultFileGrowth is how many files and directories a workspace without
+// a configured file limit may gain while its sandbox runs (at most: half
+// the free inodes is the other bound).
+const DefaultFileGrowth int64 = 1 << 20
+
 // Limit is the enforced disk limit of one workspace. Close releases it.
 type Limit struct {
 	opts    Options
 	support Support
 	used    int64 // at Apply
-	dirFD   int
-	log     *slog.Logger
+	files   int64 // files and directories at Apply
+	// fileLimit is the file count limit (0: none).
+	fileLimit int64
+	dirFD     int
+	log       *slog.Logger
 
 	mu     sync.Mutex
 	stop   chan struct{} // closed by Close: the watcher ends
@@ -76,13 +90,14 @@ func Apply(opts Options) (_ *Limit, err error) {
 		return nil, fmt.Errorf("workspace %s: %w", opts.Dir, err)
 	}
 	w.stop = opts.Bytes
+	w.stopFiles = opts.Files
 	if l.support.Mode == ModeWatched {
 		w.track = make(map[uint64]int64) // the watcher's starting point
 	}
 	if l.support.Mode == ModeProject {
 		// A limit an earlier sandbox with this id left (it crashed before
 		// Close) must not refuse the relabelling of files over it.
-		if err := setProjectLimit(fd, opts.ProjectID, 0); err != nil {
+		if err := setProjectLimit(fd, opts.ProjectID, 0, 0); err != nil {
 			return nil, fmt.Errorf("workspace %s: %w", opts.Dir, err)
 		}
 		w.label = func(fd int, dir bool) error { return setProject(fd, opts.ProjectID, dir) }
@@ -90,18 +105,25 @@ func Apply(opts Options) (_ *Limit, err error) {
 	switch err := w.run(fd); {
 	case errors.Is(err, errOver):
 		return nil, fmt.Errorf("workspace %s uses more than its disk limit of %d bytes; free space or raise resources.disk", opts.Dir, opts.Bytes)
+	case errors.Is(err, errOverFiles):
+		return nil, fmt.Errorf("workspace %s holds more than its limit of %d files and directories; remove files", opts.Dir, opts.Files)
 	case err != nil:
 		return nil, fmt.Errorf("workspace %s: measure and label for %s: %w", opts.Dir, l.support.Mode, err)
 	}
-	l.used = w.used
-	l.tally = tally{base: w.used, known: w.track}
+	l.used, l.files = w.used, w.entries
+	l.tally = tally{base: w.used, known: w.track, files: w.entries}
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sfs); err != nil {
+		return nil, fmt.Errorf("workspace %s: statfs: %w", opts.Dir, err)
+	}
+	l.tally.ffree = int64(sfs.Ffree)
+	l.fileLimit = opts.Files
+	if l.fileLimit == 0 && sfs.Files > 0 {
+		l.fileLimit = l.files + max(0, min(DefaultFileGrowth, int64(sfs.Ffree)/2))
+	}
 	source := "policy"
 	if opts.Bytes == 0 {
 		source = "default"
-		var sfs unix.Statfs_t
-		if err := unix.Fstatfs(fd, &sfs); err != nil {
-			return nil, fmt.Errorf("workspace %s: statfs: %w", opts.Dir, err)
-		}
 		free := int64(sfs.Bavail) * sfs.Bsize
 		l.opts.Bytes = l.used + max(0, min(DefaultGrowth, free/2))
 		opts.Bytes = l.opts.Bytes
@@ -109,30 +131,35 @@ func Apply(opts Options) (_ *Limit, err error) {
 
 	limit := opts.Bytes
 	if l.support.Mode == ModeProject {
-		charged, err := projectUsage(fd, opts.ProjectID)
+		u, err := projectUsage(fd, opts.ProjectID)
 		if err != nil {
 			return nil, fmt.Errorf("workspace %s: %w", opts.Dir, err)
 		}
 		// Files elsewhere that still carry this id (a workspace an earlier
 		// sandbox with the same id left behind) are charged to it too;
 		// they are not this workspace's, so they raise the hard limit.
+		charged, chargedFiles := u.bytes, u.files
 		if foreign := charged - l.used; foreign > 64<<10 {
 			l.log.Warn("project id also charged outside the workspace", "project", opts.ProjectID, "bytes", foreign, "reason", "files of an earlier sandbox with the same id")
 			limit += foreign
 		}
-		if err := setProjectLimit(fd, opts.ProjectID, limit); err != nil {
+		fileLimit := l.fileLimit
+		if foreign := chargedFiles - l.files; fileLimit > 0 && foreign > 0 {
+			fileLimit += foreign
+		}
+		if err := setProjectLimit(fd, opts.ProjectID, limit, fileLimit); err != nil {
 			return nil, fmt.Errorf("workspace %s: %w", opts.Dir, err)
 		}
 		defer func() {
 			if err != nil {
-				setProjectLimit(fd, opts.ProjectID, 0)
+				setProjectLimit(fd, opts.ProjectID, 0, 0)
 			}
 		}()
 	}
 	if err := l.checkFree(); err != nil {
 		return nil, err
 	}
-	l.log.Info("workspace quota", "mode", l.support.String(), "limit", opts.Bytes, "limit_source", source, "used", l.used, "project", projectAttr(l))
+	l.log.Info("workspace quota", "mode", l.support.String(), "limit", opts.Bytes, "limit_source", source, "used", l.used, "files", l.files, "file_limit", l.fileLimit, "project", projectAttr(l))
 	return l, nil
 }
 
@@ -198,7 +225,7 @@ func (l *Limit) Close() error {
 	l.wg.Wait()
 	var err error
 	if l.support.Mode == ModeProject {
-		err = setProjectLimit(l.dirFD, l.opts.ProjectID, 0)
+		err = setProjectLimit(l.dirFD, l.opts.ProjectID, 0, 0)
 	}
 	unix.Close(l.dirFD)
 	return err

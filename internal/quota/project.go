@@ -17,6 +17,7 @@ const (
 	qXGetQStat = 0x5805   // Q_XGETQSTAT: XQM_CMD(5)
 
 	qifBLimits = 1 // QIF_BLIMITS
+	qifILimits = 4 // QIF_ILIMITS
 
 	fsQuotaPDQAcct = 0x10 // FS_QUOTA_PDQ_ACCT
 	fsQuotaPDQEnfd = 0x20 // FS_QUOTA_PDQ_ENFD
@@ -76,20 +77,23 @@ func quotaFlags(fd int) (uint16, error) {
 	return *(*uint16)(unsafe.Pointer(&buf[2])), nil
 }
 
-// projectUsage returns the bytes charged to project id on fd's filesystem.
-func projectUsage(fd int, id uint32) (int64, error) {
+// usage is what a project is charged.
+type usage struct{ bytes, files int64 }
+
+// projectUsage returns what project id is charged on fd's filesystem.
+func projectUsage(fd int, id uint32) (usage, error) {
 	var q dqblk
 	if err := quotactlFD(fd, qcmd(qGetQuota, prjQuota), id, unsafe.Pointer(&q)); err != nil {
-		return 0, fmt.Errorf("get project quota %d: %w", id, err)
+		return usage{}, fmt.Errorf("get project quota %d: %w", id, err)
 	}
-	return int64(q.CurSpace), nil
+	return usage{int64(q.CurSpace), int64(q.CurInodes)}, nil
 }
 
 // setProjectLimit sets project id's block hard limit to bytes (rounded up
-// to KiB); 0 removes the limit.
-func setProjectLimit(fd int, id uint32, bytes int64) error {
+// to KiB) and its inode hard limit to files; 0 removes a limit.
+func setProjectLimit(fd int, id uint32, bytes, files int64) error {
 	kib := uint64((bytes + 1023) / 1024)
-	q := dqblk{BHardLimit: kib, BSoftLimit: kib, Valid: qifBLimits}
+	q := dqblk{BHardLimit: kib, BSoftLimit: kib, IHardLimit: uint64(files), ISoftLimit: uint64(files), Valid: qifBLimits | qifILimits}
 	if err := quotactlFD(fd, qcmd(qSetQuota, prjQuota), id, unsafe.Pointer(&q)); err != nil {
 		return fmt.Errorf("set project quota %d to %d bytes: %w", id, bytes, err)
 	}

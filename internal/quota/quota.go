@@ -210,12 +210,18 @@ type ExceededError struct {
 	Dir   string
 	Limit int64
 	Used  int64
+	// FileLimit, if set, says the workspace passed its limit of files
+	// and directories (it held Files).
+	Files, FileLimit int64
 	// Err, if set, is why the workspace could not be measured; the sandbox
 	// is stopped all the same (an unmeasurable workspace is not limited).
 	Err error
 }
 
 func (e *ExceededError) Error() string {
+	if e.FileLimit > 0 {
+		return fmt.Sprintf("workspace %s exceeded its limit of %d files and directories (has %d); remove files", e.Dir, e.FileLimit, e.Files)
+	}
 	if e.Err != nil {
 		return fmt.Sprintf("workspace %s could not be measured against its disk limit of %d bytes, sandbox stopped: %v", e.Dir, e.Limit, e.Err)
 	}

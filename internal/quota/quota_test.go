@@ -311,7 +311,40 @@ func TestQuotaWatch(t *testing.T) {
 	}
 }
 
-// TestProjectLabel labels a tree on an ext4 filesystem with project ids
+// TestQuotaWatchFiles checks the limit on files and directories: empty
+// files (no write notification, no bytes) past it are found through the
+// filesystem's free inode count and reported.
+func TestQuotaWatchFiles(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Apply(Options{Dir: dir, Bytes: 1 << 30, Files: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.Support().Mode != ModeWatched {
+		t.Skipf("%s: not a watched filesystem", l.Support())
+	}
+	got := make(chan *ExceededError, 1)
+	if err := l.Watch(nil, "", func() {}, func(e *ExceededError) { got <- e }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 150 {
+		if err := os.WriteFile(filepath.Join(dir, "e"+strconv.Itoa(i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case e := <-got:
+		want := "workspace " + dir + " exceeded its limit of 100 files and directories (has "
+		if e.FileLimit != 100 || e.Files <= 100 || !strings.HasPrefix(e.Error(), want) {
+			t.Errorf("reported %+v: %q, want %q...", e, e.Error(), want)
+		}
+	case <-time.After(2*Backstop + time.Second):
+		t.Fatalf("150 files under a 100-file limit not reported; stats %+v", l.Stats())
+	}
+}
+
+// TestQuotaProjectLabel labels a tree on an ext4 filesystem with project ids
 // (no quota needed to label) and checks what is created later inherits the
 // id; the sandbox cannot change it (not in the initial user namespace).
 func TestQuotaProjectLabel(t *testing.T) {

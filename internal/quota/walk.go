@@ -14,8 +14,9 @@ import (
 const MaxDepth = 512
 
 var (
-	errOver    = errors.New("over the limit")
-	errTooDeep = fmt.Errorf("directories nested deeper than %d levels", MaxDepth)
+	errOver      = errors.New("over the limit")
+	errOverFiles = errors.New("over the file count limit")
+	errTooDeep   = fmt.Errorf("directories nested deeper than %d levels", MaxDepth)
 )
 
 // walker measures the space allocated under a directory (st_blocks, each
@@ -28,6 +29,9 @@ var (
 type walker struct {
 	dev  uint64
 	stop int64 // return errOver once used > stop (0: never)
+	// stopFiles: return errOverFiles once more than stopFiles entries
+	// were counted (0: never).
+	stopFiles int64
 	// label, if set, is called with an open descriptor of every directory
 	// (dir true) and regular file.
 	label   func(fd int, dir bool) error
@@ -134,6 +138,9 @@ func (w *walker) dir(fd, depth int) error {
 			if w.stop > 0 && w.used > w.stop {
 				return errOver
 			}
+			if w.stopFiles > 0 && w.entries > w.stopFiles {
+				return errOverFiles
+			}
 		}
 	}
 }
@@ -167,7 +174,7 @@ func (w *walker) entry(parent int, name string, depth int) error {
 			}
 		}
 		if err := w.dir(cfd, depth+1); err != nil {
-			if err == errOver || err == errTooDeep {
+			if err == errOver || err == errOverFiles || err == errTooDeep {
 				return err
 			}
 			return fmt.Errorf("%s/%w", name, err)

@@ -63,6 +63,8 @@ type tally struct {
 	base   int64            // the last walk's total
 	growth int64            // growth of the files reported since
 	known  map[uint64]int64 // bytes of each regular file, by inode, as last seen
+	files  int64            // files and directories at the last walk
+	ffree  int64            // the filesystem's free inodes when it started
 }
 
 // seen records that inode ino now has bytes allocated and returns the new
@@ -103,6 +105,7 @@ func (l *Limit) Watch(mount *os.File, procs string, kill func(), onExceed func(*
 		return fmt.Errorf("watch workspace %s: %w", l.opts.Dir, err)
 	}
 	w.stop = l.opts.Bytes
+	w.stopFiles = l.fileLimit
 	w.track = make(map[uint64]int64) // Apply's walk is the starting point
 	l.m = &measurer{w: w, kill: kill, onExceed: onExceed}
 
@@ -166,6 +169,7 @@ func (l *Limit) measure(hurry bool) (done bool, wait time.Duration) {
 	// the wall time of a walk grows with the load, and a gap based on it
 	// would let the sandbox write on for that long.
 	cpu := threadCPU()
+	ffree := l.freeInodes()
 	start := time.Now()
 	err := w.run(l.dirFD)
 	m.lastEnd = time.Now()
@@ -177,10 +181,16 @@ func (l *Limit) measure(hurry bool) (done bool, wait time.Duration) {
 	if err == nil {
 		l.tally.base, l.tally.growth = w.used, 0
 		l.tally.known, w.track = w.track, l.tally.known
+		l.tally.files, l.tally.ffree = w.entries, ffree
 		m.signal = time.Time{}
 	}
 	l.mu.Unlock()
 	switch {
+	case errors.Is(err, errOverFiles):
+		m.done = true
+		m.kill()
+		l.reacted(start)
+		m.onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used, Files: w.entries, FileLimit: l.fileLimit})
 	case errors.Is(err, errOver):
 		m.done = true
 		m.kill()
@@ -217,11 +227,13 @@ func (l *Limit) watch(ev *events, procs string, stop <-chan struct{}) {
 		dirtied        int64 // bytes dirtied since about the last walk
 		walks          int64 // l.stats.Walks when dirtied was reset
 	)
-	if procs != "" {
+	if procs != "" || l.fileLimit > 0 {
 		t := time.NewTicker(PollIO)
 		defer t.Stop()
 		poll = t.C
-		io.read(procs)
+		if procs != "" {
+			io.read(procs)
+		}
 	}
 	for {
 		select {
@@ -230,8 +242,15 @@ func (l *Limit) watch(ev *events, procs string, stop <-chan struct{}) {
 		case <-backstop.C:
 			pending = true
 		case <-poll:
-			d := io.read(procs)
+			var d int64
+			if procs != "" {
+				d = io.read(procs)
+			}
+			// Inodes the filesystem lost since the last walk bound what
+			// the sandbox created (files create no write notification).
+			ffree := l.freeInodes()
 			l.mu.Lock()
+			filesOver := l.fileLimit > 0 && ffree >= 0 && l.tally.files+max(0, l.tally.ffree-ffree) > l.fileLimit
 			dirtied += d
 			if walks != l.stats.Walks {
 				// A walk (of either thread) counted what came before it;
@@ -240,7 +259,7 @@ func (l *Limit) watch(ev *events, procs string, stop <-chan struct{}) {
 			}
 			est := l.tally.base + max(0, l.tally.growth) + dirtied
 			l.mu.Unlock()
-			if est > l.opts.Bytes {
+			if est > l.opts.Bytes || filesOver {
 				l.overSignal()
 				pending, hurry = true, true
 			}
@@ -536,4 +555,13 @@ func realtimeThread() {
 	if unix.SchedSetAttr(0, &attr, 0) != nil {
 		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10)
 	}
+}
+
+// freeInodes returns the free inodes of the workspace's filesystem, or -1.
+func (l *Limit) freeInodes() int64 {
+	var sfs unix.Statfs_t
+	if unix.Fstatfs(l.dirFD, &sfs) != nil {
+		return -1
+	}
+	return int64(sfs.Ffree)
 }
