@@ -1,6 +1,7 @@
 package quota
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -159,7 +160,13 @@ func Apply(opts Options) (_ *Limit, err error) {
 	if err := l.checkFree(); err != nil {
 		return nil, err
 	}
-	l.log.Info("workspace quota", "mode", l.support.String(), "limit", opts.Bytes, "limit_source", source, "used", l.used, "files", l.files, "file_limit", l.fileLimit, "project", projectAttr(l))
+	// The default limit is what every sandbox gets: not worth a line on
+	// the stderr of each `sandbox run`; a configured one is.
+	level := slog.LevelInfo
+	if source == "default" {
+		level = slog.LevelDebug
+	}
+	l.log.Log(context.Background(), level, "workspace quota", "mode", l.support.String(), "limit", opts.Bytes, "limit_source", source, "used", l.used, "files", l.files, "file_limit", l.fileLimit, "project", projectAttr(l))
 	return l, nil
 }
 

@@ -145,7 +145,7 @@ func TestDiskQuotaProject(t *testing.T) {
 func TestDiskLimitDefault(t *testing.T) {
 	needSandbox(t)
 	var logs bytes.Buffer
-	r := runBox(t, Spec{Command: sh("ulimit -f"), Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	r := runBox(t, Spec{Command: sh("ulimit -f"), Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if r.err != nil || r.code != 0 {
 		t.Fatalf("code %d, err %v, stderr %q", r.code, r.err, r.stderr)
 	}
