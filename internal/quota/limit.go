@@ -122,7 +122,7 @@ func Apply(opts Options) (_ *Limit, err error) {
 	if l.fileLimit == 0 && sfs.Files > 0 {
 		l.fileLimit = l.files + max(0, min(DefaultFileGrowth, int64(sfs.Ffree)/2))
 	}
-	source := "policy"
+	source := "configured"
 	if opts.Bytes == 0 {
 		source = "default"
 		free := int64(sfs.Bavail) * sfs.Bsize
