@@ -122,3 +122,29 @@ func BenchmarkQuotaStart(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkQuotaPoll measures one 50 ms poll of the watcher for a sandbox
+// of 4 processes: cgroup.procs, /proc/PID/io each, statfs.
+func BenchmarkQuotaPoll(b *testing.B) {
+	dir := b.TempDir()
+	procs := filepath.Join(dir, "cgroup.procs")
+	pid := fmt.Sprint(os.Getpid())
+	if err := os.WriteFile(procs, []byte(pid+"\n"+pid+"\n"+pid+"\n"+pid+"\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	l, err := Apply(Options{Dir: dir, Bytes: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	var io ioCounter
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu := threadCPU()
+	b.ReportAllocs()
+	for b.Loop() {
+		io.read(procs)
+		l.freeInodes()
+	}
+	b.ReportMetric(float64(threadCPU()-cpu)/float64(b.N), "cpu-ns/op")
+}
