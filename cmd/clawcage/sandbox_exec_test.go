@@ -258,6 +258,46 @@ while True:
 	}
 }
 
+// TestSandboxExecCLISignals: SIGTERM sent to clawcage goes to the command
+// (whose trap decides the exit status) instead of ending clawcage.
+func TestSandboxExecCLISignals(t *testing.T) {
+	state := execStack(t)
+	in, inW, _ := os.Pipe()
+	defer inW.Close()
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := `trap 'echo got TERM; exit 9' TERM; echo ready; while :; do sleep 0.05; done`
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := execSession(context.Background(), state, boxName, stack.ExecRequest{Argv: []string{"sh", "-c", script}}, in, out, out)
+		done <- result{code, err}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(out.Name()); strings.Contains(string(b), "ready") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the command never started")
+		}
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM) // execSession has it: forwarded, not fatal
+	select {
+	case r := <-done:
+		got, _ := os.ReadFile(out.Name())
+		if r.err != nil || r.code != 9 || string(got) != "ready\ngot TERM\n" {
+			t.Errorf("got code %d err %v output %q, want 9 and the trap's line", r.code, r.err, got)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("SIGTERM never reached the command")
+	}
+}
+
 // TestSandboxShellCLI runs `clawcage sandbox shell` with commands on a
 // pipe (no terminal: no pty either): a login shell, bash where the sandbox
 // has it, whose exit status is clawcage's.
