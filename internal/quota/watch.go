@@ -56,6 +56,8 @@ const (
 	// PollIO is how often the bytes the sandbox's processes dirtied are
 	// added up (see Watch).
 	PollIO = 50 * time.Millisecond
+	// PollIOBusy is the poll period after a poll that found bytes dirtied.
+	PollIOBusy = 10 * time.Millisecond
 )
 
 // tally is the running total between walks.
@@ -227,10 +229,11 @@ func (l *Limit) watch(ev *events, procs string, stop <-chan struct{}) {
 		dirtied        int64 // bytes dirtied since about the last walk
 		walks          int64 // l.stats.Walks when dirtied was reset
 	)
+	var pollTicker *time.Ticker
 	if procs != "" || l.fileLimit > 0 {
-		t := time.NewTicker(PollIO)
-		defer t.Stop()
-		poll = t.C
+		pollTicker = time.NewTicker(PollIO)
+		defer pollTicker.Stop()
+		poll = pollTicker.C
 		if procs != "" {
 			io.read(procs)
 		}
@@ -259,6 +262,13 @@ func (l *Limit) watch(ev *events, procs string, stop <-chan struct{}) {
 			}
 			est := l.tally.base + max(0, l.tally.growth) + dirtied
 			l.mu.Unlock()
+			// While the sandbox writes, poll faster: writes through
+			// mappings are only seen here.
+			if d > 0 {
+				pollTicker.Reset(PollIOBusy)
+			} else {
+				pollTicker.Reset(PollIO)
+			}
 			if est > l.opts.Bytes || filesOver {
 				l.overSignal()
 				pending, hurry = true, true
