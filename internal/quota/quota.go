@@ -1,15 +1,18 @@
 // Package quota limits how much disk one sandbox workspace may use while the
-// sandbox runs. Where the workspace's filesystem enforces project quotas
-// (XFS mounted with prjquota, ext4 made with -O quota,project and mounted
-// with prjquota) the workspace gets a project id of its own and a block hard
-// limit: writes beyond it fail with EDQUOT inside the sandbox. Elsewhere the
-// limit is enforced by a watcher in the process that owns the sandbox: it
-// re-measures the workspace when the kernel reports a write to it (and once
-// a second regardless) and reports the overrun so the owner stops the
-// sandbox.
+// sandbox runs: bytes and files. Where the workspace's filesystem enforces
+// project quotas (XFS mounted with prjquota, ext4 made with -O quota,project
+// and mounted with prjquota) the workspace gets a project id of its own and
+// hard limits: writes beyond them fail with EDQUOT inside the sandbox.
+// Elsewhere the limit is watched by the process that owns the sandbox: a
+// running total from write notifications (fanotify on the sandbox's mount
+// of the workspace), the bytes the sandbox's processes dirtied and the
+// filesystem's free inodes, confirmed by walking the workspace, and a walk
+// once a second regardless; an overrun is reported to the owner, which
+// stops the sandbox.
 //
-// It does not decide the limit (that is the policy's resources.disk) and it
-// does not stop sandboxes itself (the caller's onExceed does).
+// It does not decide the limit (that is the policy's resources.disk or the
+// default here) and it does not stop sandboxes itself (the caller's kill
+// does).
 package quota
 
 import (

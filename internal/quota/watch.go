@@ -44,12 +44,13 @@ func (l *Limit) Stats() WatchStats {
 
 // Watch timing. Between walks the watcher keeps a running total: the last
 // walk's result plus the growth of every file a write notification names
-// (one fstat per notification). When that total passes the limit the
-// workspace is walked at once (at most every MinGap or the last walk's
-// duration, whichever is longer: at most half a CPU while an agent churns
-// files at its limit); otherwise once per Backstop, at most every 49 walk
-// durations (2% of a CPU), which also finds what notifications do not
-// report (writes through a shared mapping, directory growth, deletions).
+// (one fstat per notification), and every PollIO the bytes the sandbox's
+// processes dirtied and the inodes the filesystem lost. When an estimate
+// passes the limit the workspace is walked at once (at most every MinGap or
+// the last walk's CPU time, whichever is longer: at most half a CPU while
+// an agent churns files at its limit); otherwise once per Backstop, at most
+// every 49 walks' CPU time (2% of a CPU), which also finds what the
+// estimates miss (directory growth, deletions).
 const (
 	MinGap   = time.Millisecond
 	Backstop = time.Second
