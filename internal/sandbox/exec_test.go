@@ -371,3 +371,28 @@ func procCPUTicks(b *testing.B, pid int) int64 {
 	}
 	return sum
 }
+
+// TestExecConcurrent: commands started at the same time each get their
+// own streams and their own exit status (the reaper hands each its own).
+func TestExecConcurrent(t *testing.T) {
+	needSandbox(t)
+	p, _ := startIdle(t)
+	const n = 8
+	var wg sync.WaitGroup
+	results := make([]execOutcome, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			results[i] = execIn(ctx, t, p, ExecRequest{Argv: sh(fmt.Sprintf("read x; echo \"%d $x\"; exit %d", i, 10+i))}, fmt.Sprintf("in%d\n", i))
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.err != nil || r.code != 10+i || r.stdout != fmt.Sprintf("%d in%d\n", i, i) {
+			t.Errorf("command %d: code %d err %v stdout %q", i, r.code, r.err, r.stdout)
+		}
+	}
+}
