@@ -465,7 +465,10 @@ func fileHandle(info []byte) (unix.FileHandle, bool) {
 	return unix.FileHandle{}, false
 }
 
-// ioCounter follows the bytes a cgroup's processes dirtied.
+// ioCounter follows the bytes a cgroup's processes dirtied. Both files are
+// opened afresh each time: a descriptor of /proc/PID/io opened before the
+// process's execve does not follow it, and cgroup v1 keeps serving an open
+// cgroup.procs the list it had when opened.
 type ioCounter struct {
 	last int64
 	buf  []byte
@@ -478,14 +481,30 @@ type ioCounter struct {
 // the new base, so the bytes come back when the parent reaps it: counted
 // twice rather than not at all.
 func (c *ioCounter) read(procs string) int64 {
-	b, err := os.ReadFile(procs)
+	if c.buf == nil {
+		c.buf = make([]byte, 4096)
+	}
+	fd, err := unix.Open(procs, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0
 	}
+	// Read it all: with a high pids limit the list outgrows one read.
+	n := 0
+	for {
+		if n == len(c.buf) {
+			c.buf = append(c.buf, make([]byte, len(c.buf))...)
+		}
+		m, err := unix.Read(fd, c.buf[n:])
+		if err != nil || m <= 0 {
+			break
+		}
+		n += m
+	}
+	unix.Close(fd)
 	var sum int64
-	for _, f := range bytes.Fields(b) {
-		if n, ok := c.writeBytes(string(f)); ok {
-			sum += n
+	for _, f := range bytes.Fields(c.buf[:n]) {
+		if v, ok := writeBytes(f); ok {
+			sum += v
 		}
 	}
 	d := sum - c.last
@@ -494,17 +513,20 @@ func (c *ioCounter) read(procs string) int64 {
 }
 
 // writeBytes reads write_bytes from /proc/PID/io.
-func (c *ioCounter) writeBytes(pid string) (int64, bool) {
-	f, err := os.Open("/proc/" + pid + "/io")
+func writeBytes(pid []byte) (int64, bool) {
+	var path [64]byte
+	p := append(append(append(path[:0], "/proc/"...), pid...), "/io"...)
+	fd, err := unix.Open(string(p), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, false
 	}
-	defer f.Close()
-	if c.buf == nil {
-		c.buf = make([]byte, 512)
+	defer unix.Close(fd)
+	var buf [512]byte
+	n, err := unix.Read(fd, buf[:])
+	if err != nil || n <= 0 {
+		return 0, false
 	}
-	n, _ := f.Read(c.buf)
-	_, rest, ok := bytes.Cut(c.buf[:n], []byte("\nwrite_bytes: "))
+	_, rest, ok := bytes.Cut(buf[:n], []byte("\nwrite_bytes: "))
 	if !ok {
 		return 0, false
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"os"
+	"strconv"
 	"testing"
 	"unsafe"
 
@@ -111,5 +113,32 @@ func TestQuotaFSXattrIoctl(t *testing.T) {
 	// (FS_IOC_FSSETXATTR's number and size).
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocFSSetXattr, uintptr(unsafe.Pointer(&a))); e != 0 {
 		t.Errorf("FS_IOC_FSSETXATTR with the current values: %v", e)
+	}
+}
+
+// TestQuotaIOCounter checks the dirtied-bytes count follows a process's
+// writes (this test process writing a file and syncing it) across reads of
+// a cgroup.procs-style list, and does not count a pid that is gone.
+func TestQuotaIOCounter(t *testing.T) {
+	dir := t.TempDir()
+	procs := dir + "/cgroup.procs"
+	if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())+"\n999999999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var c ioCounter
+	c.read(procs)
+	f, err := os.Create(dir + "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.read(procs); got < 1<<20 {
+		t.Errorf("dirtied %d bytes after writing 1 MiB, want at least 1 MiB", got)
+	}
+	if got := c.read(procs); got > 64<<10 {
+		t.Errorf("dirtied %d bytes with no write, want about 0", got)
 	}
 }
