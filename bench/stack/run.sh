@@ -51,6 +51,16 @@ memory() {
 	done
 	echo "$((rss / 1024)) MiB RSS, $((pss / 1024)) MiB PSS"
 }
+# CPU time (clock ticks, utime + stime) of the given live processes
+cpu_ticks() {
+	t=0
+	for p in "$@"; do
+		f=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null) || continue
+		set -- $f
+		t=$((t + ${12} + ${13}))
+	done
+	echo "$t"
+}
 ready() {
 	out=$("$bin" status --state "$state" --json 2>/dev/null) || return 1
 	[ "$(echo "$out" | grep -c '"health": "ok"')" -ge 2 ]
@@ -65,14 +75,17 @@ until ready; do sleep 0.005; done
 echo "up to ready: $(($(now_ms) - t0)) ms"
 
 # 2. sandbox create to the command running (it writes a file first thing).
+sup=$("$bin" status --state "$state" --json | sed -n 's/^  "pid": *\([0-9]*\).*/\1/p')
+comps=$(pids | grep -vx "$sup" | tr '\n' ' ')
+cpu0=$(cpu_ticks $comps)
 : >"$work/creates"
 i=0
 while [ "$i" -lt "$creates" ]; do
 	name="b$i"
 	ws="$state/sandboxes/$name/workspace/started"
 	t0=$(now_ms)
-	# The CLI returns after the components were handed the new listener set
-	# (a restart); the command may run before that, so poll alongside.
+	# The CLI returns after the running components answered the hand-over
+	# of the new listeners; the command may run before that, so poll alongside.
 	"$bin" sandbox create "$name" --state "$state" -- /bin/sh -c ': >/sandbox/started; exec sleep 600' >/dev/null &
 	until [ -e "$ws" ]; do sleep 0.001; done
 	echo $(($(now_ms) - t0)) >>"$work/creates"
@@ -82,7 +95,10 @@ while [ "$i" -lt "$creates" ]; do
 	i=$((i + 1))
 done
 echo "sandbox create to command running: median $(median <"$work/creates") ms over $creates (min $(sort -n "$work/creates" | head -1), max $(sort -n "$work/creates" | tail -1))"
-echo "sandbox create CLI returned (components restarted with the new listeners): median $(median <"$work/create-cli") ms"
+echo "sandbox create CLI returned (components were handed the new listeners): median $(median <"$work/create-cli") ms"
+alive=0
+for p in $comps; do [ -e /proc/"$p" ] && alive=$((alive + 1)); done
+echo "router + policy engine CPU per create + delete: $((($(cpu_ticks $comps) - cpu0) * 1000 / $(getconf CLK_TCK) / creates)) ms (same processes throughout: $alive of 2 alive)"
 
 # 3. memory, idle (one idle sandbox), then under load: a sandbox calling the
 # router and the proxy in a loop for 10 s.

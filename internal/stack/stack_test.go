@@ -810,8 +810,8 @@ func TestCreateAndDeleteSandboxes(t *testing.T) {
 	if code != 201 || !strings.Contains(body, `"source": "created"`) {
 		t.Fatalf("create: %d %s", code, body)
 	}
-	// The new sandbox is served, and the components (restarted with the new
-	// listener set) still serve the old one.
+	// The new sandbox is served, and the components (handed its listeners
+	// while running) still serve the old one.
 	servedBy(t, state, "extra", created)
 	servedBy(t, state, "base", created)
 	if code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: "extra", Definition: "sandboxes:\n  extra: {}\n"}); code != 409 {
