@@ -14,7 +14,9 @@ import (
 	"github.com/clawcage/clawcage/internal/config"
 	"github.com/clawcage/clawcage/internal/egress"
 	"github.com/clawcage/clawcage/internal/egress/egresstest"
+	"github.com/clawcage/clawcage/internal/kernel"
 	"github.com/clawcage/clawcage/internal/netns"
+	"github.com/clawcage/clawcage/internal/stack"
 )
 
 // supervisorEnd drives a component's control channel as the supervisor
@@ -209,5 +211,38 @@ func TestPolicyEngineHotAdd(t *testing.T) {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, logs.String())
 		}
+	}
+}
+
+func TestPrintKernelInStatus(t *testing.T) {
+	full := &stack.KernelView{Enforceable: false, Problem: "landlock: \x1b[2Jmissing"}
+	full.Kernel, full.Arch, full.LandlockABI = "6.18.44", "x86_64", 7
+	full.Cgroups.Version = "hybrid"
+	full.Cgroups.Controllers = map[string]string{"memory": "v1:/sys/fs/cgroup/memory", "pids": "v2:/sys/fs/cgroup/unified"}
+	full.Features = []kernel.Feature{{Name: "landlock", OK: true, Required: true}, {Name: "nftables", OK: false}}
+	tests := []struct {
+		name string
+		kv   *stack.KernelView
+		want []string
+	}{
+		{"pending probe says so", &stack.KernelView{Pending: true}, []string{"still being probed"}},
+		{"features, controllers and an escaped verdict", full, []string{
+			"kernel 6.18.44 (x86_64), Landlock ABI 7, cgroups hybrid [memory=v1 pids=v2]",
+			"features: landlock ok, nftables absent",
+			`SANDBOXES CANNOT BE ENFORCED: landlock: \x1b[2Jmissing`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			printKernel(&b, tt.kv)
+			for _, w := range tt.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, b.String())
+				}
+			}
+			if strings.Contains(b.String(), "\x1b") {
+				t.Errorf("raw escape in output %q", b.String())
+			}
+		})
 	}
 }

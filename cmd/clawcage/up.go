@@ -203,9 +203,14 @@ func printStatus(w io.Writer, st *supervisor.StatusResponse, sbs []stack.Sandbox
 
 // printKernel writes one line of kernel facts and one of feature states.
 func printKernel(w io.Writer, kv *stack.KernelView) {
+	if kv.Pending {
+		fmt.Fprintln(w, "kernel features: still being probed (the stack has just started; ask again)")
+		return
+	}
 	ctl := make([]string, 0, len(kv.Cgroups.Controllers))
 	for c, v := range kv.Cgroups.Controllers {
-		ctl = append(ctl, c+"="+v)
+		ver, _, _ := strings.Cut(v, ":") // "v1:/sys/fs/cgroup/memory"
+		ctl = append(ctl, c+"="+ver)
 	}
 	sort.Strings(ctl)
 	fmt.Fprintf(w, "kernel %s (%s), Landlock ABI %d, cgroups %s [%s]\n", orUnknown(kv.Kernel), orUnknown(kv.Arch),

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 )
 
@@ -17,11 +18,17 @@ type presetDiscovery struct {
 // startPresetDiscovery runs discover (merged with the explicit
 // parameters, which win) and then save, and only then reports the result:
 // whoever waits for it finds the policy engine's copy already written.
-func startPresetDiscovery(ctx context.Context, discover func(context.Context) (map[string]string, error), explicit map[string]string,
+// It begins when start is closed.
+func startPresetDiscovery(ctx context.Context, start <-chan struct{}, discover func(context.Context) (map[string]string, error), explicit map[string]string,
 	log *slog.Logger, save func(map[string]string) error) *presetDiscovery {
 	d := &presetDiscovery{done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
+		select {
+		case <-start:
+		case <-ctx.Done():
+			return
+		}
 		p := presetParams(ctx, discover, explicit, log)
 		if ctx.Err() != nil {
 			return
@@ -38,6 +45,9 @@ func startPresetDiscovery(ctx context.Context, discover func(context.Context) (m
 func (d *presetDiscovery) wait(ctx context.Context) (map[string]string, error) {
 	select {
 	case <-d.done:
+		if d.params == nil {
+			return nil, errors.New("preset parameter discovery was cancelled")
+		}
 		return d.params, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

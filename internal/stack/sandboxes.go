@@ -42,6 +42,13 @@ type runner struct {
 	comps    []*component
 	presets  *presetDiscovery // preset parameters, as the policy engine gets them
 
+	// settled is closed once every component has reported ready (or after
+	// settleTimeout): background work that would slow their start waits.
+	settled    chan struct{}
+	settleOnce sync.Once
+	readyMu    sync.Mutex
+	ready      map[string]bool
+
 	opMu sync.Mutex // serialises create and delete
 
 	mu       sync.Mutex
@@ -226,10 +233,23 @@ func (r *runner) componentCmd(c *component) func() (*exec.Cmd, error) {
 		go l.read(func() {
 			r.log.Info("component ready", "component", c.name, "sandboxes", len(names))
 			r.sup.CheckHealth(c.name)
+			r.readyMu.Lock()
+			r.ready[c.name] = true
+			all := len(r.ready) == len(r.comps)
+			r.readyMu.Unlock()
+			if all {
+				r.settle()
+			}
 		})
 		return cmd, nil
 	}
 }
+
+// settleTimeout bounds how long background work waits for the components.
+const settleTimeout = 3 * time.Second
+
+// settle releases the work waiting for the components' start.
+func (r *runner) settle() { r.settleOnce.Do(func() { close(r.settled) }) }
 
 // closeControlFile closes the supervisor's copy of the child's end of the
 // control channel once the child has it (or failed to start), so the

@@ -259,7 +259,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	pol.args = []string{"--preset-params", paramsPath}
 	discCtx, discStop := context.WithCancel(ctx)
 	defer discStop()
-	disc := startPresetDiscovery(discCtx, opts.DiscoverPresetParams, cfg.PresetParams, log, saveParams)
+	// The discovery's client commands compete with the components' start
+	// for the CPU: unless a sandbox needs the result first (below), it
+	// starts once the components are up.
+	startDisc := make(chan struct{})
+	disc := startPresetDiscovery(discCtx, startDisc, opts.DiscoverPresetParams, cfg.PresetParams, log, saveParams)
 
 	// Sandboxes: the configuration's, plus those created with
 	// `clawcage sandbox create` (persisted under <state>/sandboxes).
@@ -281,7 +285,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer spawner.Close() // after the supervisor has stopped every child
 
 	r := &runner{opts: opts, state: state, exe: exe, cfgBytes: cfgBytes, cfg: cfg, log: log, sup: sup, presets: disc,
-		comps: comps, defs: map[string][]byte{}, nets: map[string]*sandboxNet{}, releases: map[string]func(){}}
+		comps: comps, defs: map[string][]byte{}, nets: map[string]*sandboxNet{}, releases: map[string]func(){},
+		settled: make(chan struct{}), ready: map[string]bool{}}
+	settleTimer := time.AfterFunc(settleTimeout, r.settle)
+	defer settleTimer.Stop()
 	defer r.closeAll()
 	for name, d := range defs {
 		r.defs[name] = d.raw
@@ -318,9 +325,18 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if usesPresets(presets...) {
 		// The policy engine compiles these presets at start: it must find
 		// the discovered parameters in its file.
+		close(startDisc)
 		if _, err := disc.wait(ctx); err != nil {
 			return err
 		}
+	} else {
+		go func() {
+			select {
+			case <-r.settled:
+			case <-discCtx.Done():
+			}
+			close(startDisc)
+		}()
 	}
 	for _, name := range sortedNames(all) {
 		if _, _, err := r.addSandbox(ctx, name, all[name]); err != nil {
@@ -336,7 +352,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		stop()
 	}))
 	r.routes(ctl, runCtx)
-	ctl.Handle("GET /v1/kernel", newKernelProbe(runCtx, opts.KernelProbe).handler())
+	ctl.Handle("GET /v1/kernel", newKernelProbe(runCtx, r.settled, opts.KernelProbe).handler())
 
 	// The control socket outlives the children: it disappears only once
 	// everything has stopped, which is what `clawcage down` waits for.

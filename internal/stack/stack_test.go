@@ -1063,10 +1063,21 @@ func TestKernelInStatus(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "clawcage.yaml")
 	os.WriteFile(cfgPath, nil, 0o600)
 	startStack(t, bin, cfgPath, state)
-	code, body := control(t, state, "GET", "/v1/kernel", nil)
 	var kv KernelView
-	if err := json.Unmarshal([]byte(body), &kv); code != 200 || err != nil {
-		t.Fatalf("GET /v1/kernel: %d %s %v", code, body, err)
+	var body string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var code int
+		code, body = control(t, state, "GET", "/v1/kernel", nil)
+		kv = KernelView{}
+		if err := json.Unmarshal([]byte(body), &kv); code != 200 || err != nil {
+			t.Fatalf("GET /v1/kernel: %d %s %v", code, body, err)
+		}
+		if !kv.Pending {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kernel probe still pending: %s", body)
+		}
 	}
 	want := []string{"landlock", "seccomp", "userns", "netns", "cgroup-memory", "cgroup-pids", "nftables"}
 	got := map[string]bool{}
