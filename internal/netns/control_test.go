@@ -135,9 +135,11 @@ func TestControlAddRemove(t *testing.T) {
 			}
 		})
 	}
+	h.mu.Lock()
 	if len(h.removed) != 1 || h.removed[0] != "sb1" {
 		t.Errorf("removed %v", h.removed)
 	}
+	h.mu.Unlock()
 	// The supervisor going away ends ServeControl with an error (the
 	// component exits and is restarted); ending ctx ends it quietly.
 	sup.Close()
