@@ -265,8 +265,10 @@ func closeControlFile(cmd *exec.Cmd, _ error) {
 // addSandbox creates the sandbox's namespace and listeners and registers it
 // with the supervisor (started at once if the supervisor runs). It returns
 // the running component instances that still need the sandbox's listeners
-// (handOver); instances started later inherit them.
-func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox) (*sandboxNet, map[*component]*link, error) {
+// (handOver); instances started later inherit them. ready, if set, is
+// waited for before the listeners are registered (the components'
+// configuration copies, written meanwhile).
+func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox, ready func() error) (*sandboxNet, map[*component]*link, error) {
 	restart, err := supervisor.ParseRestartPolicy(sb.Restart)
 	if sb.Restart == "" {
 		restart, err = supervisor.RestartAlways, nil
@@ -307,6 +309,12 @@ func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox)
 			return fail(fmt.Errorf("sandbox %s: %w", name, err))
 		}
 		spec.UIDBase, release = base, rel
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			release()
+			return fail(err)
+		}
 	}
 	// The listeners are registered before the sandbox starts: a component
 	// (re)started from now on inherits them, and the caller hands them to
@@ -464,13 +472,16 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 		}
 	}
 	// The components read the sandbox's settings from their copy of the
-	// configuration: it is rewritten before they get the listeners.
-	if err := r.writeComponentConfigs(); err != nil {
-		undo()
-		return http.StatusInternalServerError, err
-	}
-	sn, links, err := r.addSandbox(ctx, req.Name, sb)
+	// configuration: it is rewritten (while the namespace is made) before
+	// they can get the listeners.
+	written := make(chan error, 1)
+	go func() { written <- r.writeComponentConfigs() }()
+	var once sync.Once
+	var werr error
+	waitWritten := func() error { once.Do(func() { werr = <-written }); return werr }
+	sn, links, err := r.addSandbox(ctx, req.Name, sb, waitWritten)
 	if err != nil {
+		waitWritten() // before undo writes them again
 		undo()
 		return http.StatusInternalServerError, err
 	}

@@ -339,7 +339,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}()
 	}
 	for _, name := range sortedNames(all) {
-		if _, _, err := r.addSandbox(ctx, name, all[name]); err != nil {
+		if _, _, err := r.addSandbox(ctx, name, all[name], nil); err != nil {
 			return err
 		}
 	}
