@@ -183,18 +183,19 @@ func printStatus(w io.Writer, st *supervisor.StatusResponse, sbs []stack.Sandbox
 	if len(sbs) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SANDBOX\tSTATE\tPIDS\tMEMORY PEAK\tOOM KILLS\tNETNS")
+		fmt.Fprintln(tw, "SANDBOX\tSTATE\tPIDS\tMEMORY\tMEMORY PEAK\tOOM KILLS\tNETNS")
 		for _, s := range sbs {
-			state, pids, mem, oom := "-", "-", "-", "-"
+			state, pids, mem, peak, oom := "-", "-", "-", "-", "-"
 			if s.Status != nil {
 				state = s.Status.State
 			}
 			if s.Stats != nil {
 				pids = fmt.Sprint(s.Stats.Pids)
-				mem = fmt.Sprintf("%.1f MiB", float64(s.Stats.MemoryPeak)/(1<<20))
+				mem = fmt.Sprintf("%.1f MiB", float64(s.Stats.MemoryCurrent)/(1<<20))
+				peak = fmt.Sprintf("%.1f MiB", float64(s.Stats.MemoryPeak)/(1<<20))
 				oom = fmt.Sprint(s.Stats.OOMKills)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", journal.Escape(s.Name), state, pids, mem, oom, journal.Escape(s.NetNS))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", journal.Escape(s.Name), state, pids, mem, peak, oom, journal.Escape(s.NetNS))
 		}
 		return tw.Flush()
 	}

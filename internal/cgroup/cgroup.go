@@ -49,6 +49,9 @@ type Stats struct {
 	OOMKills int64
 	// MemoryPeak is the highest memory use in bytes.
 	MemoryPeak int64
+	// MemoryCurrent is the memory use in bytes now (memory.current on v2,
+	// memory.usage_in_bytes on v1; page cache included).
+	MemoryCurrent int64
 	// Pids is the number of tasks in the group now.
 	Pids int64
 }
@@ -305,11 +308,17 @@ func (g *Group) Stats() (Stats, error) {
 		if st.MemoryPeak, err = readInt(filepath.Join(g.dirs["memory"], "memory.peak")); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return st, err
 		}
+		if st.MemoryCurrent, err = readInt(filepath.Join(g.dirs["memory"], "memory.current")); err != nil {
+			return st, err
+		}
 	} else {
 		if st.OOMKills, err = keyedValue(filepath.Join(g.dirs["memory"], "memory.oom_control"), "oom_kill"); err != nil {
 			return st, err
 		}
 		if st.MemoryPeak, err = readInt(filepath.Join(g.dirs["memory"], "memory.max_usage_in_bytes")); err != nil {
+			return st, err
+		}
+		if st.MemoryCurrent, err = readInt(filepath.Join(g.dirs["memory"], "memory.usage_in_bytes")); err != nil {
 			return st, err
 		}
 	}

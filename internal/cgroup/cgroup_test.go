@@ -183,6 +183,11 @@ func TestGroupLimitsAndDestroy(t *testing.T) {
 	if err != nil || st.Pids != 1 {
 		t.Errorf("Stats = %+v, %v; want 1 pid", st, err)
 	}
+	// The sleeper's pages are charged to the group: current use is above
+	// zero and never above the peak.
+	if st.MemoryCurrent <= 0 || (st.MemoryPeak > 0 && st.MemoryCurrent > st.MemoryPeak) {
+		t.Errorf("Stats = %+v: want 0 < MemoryCurrent <= MemoryPeak", st)
+	}
 
 	if err := g.Destroy(); err != nil {
 		t.Fatalf("Destroy: %v", err)
