@@ -186,12 +186,18 @@ func execTTY(ctx context.Context, stateDir, name string, req stack.ExecRequest, 
 	}
 
 	winch := make(chan os.Signal, 1)
+	winchDone := make(chan struct{})
 	signal.Notify(winch, syscall.SIGWINCH)
-	defer signal.Stop(winch)
 	go func() {
+		defer close(winchDone)
 		for range winch {
 			pty.InheritSize(in, master) // the kernel signals the pty's foreground group
 		}
+	}()
+	defer func() { // before master is closed
+		signal.Stop(winch)
+		close(winch)
+		<-winchDone
 	}()
 	go io.Copy(master, in) // ends with the process (a blocked terminal read)
 	copied := make(chan struct{})
