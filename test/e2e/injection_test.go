@@ -594,19 +594,63 @@ func TestInjectionWholeStack(t *testing.T) {
 		t.Errorf("usage ledger: %d requests, want 3 (2 chat completions, 1 message)", usageBefore)
 	}
 
-	t.Run("clawcage-audit-passes", func(t *testing.T) {
-		actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	// The live audit must hold everywhere except where this test planted
+	// its decoys (a key-shaped value in the agent's environment and in a
+	// workspace file): those rows must fail, naming the decoy, which proves
+	// the audit's key hunt looks where the agent looked.
+	t.Run("clawcage-audit-holds-and-flags-the-decoys", func(t *testing.T) {
+		actx, cancel := context.WithTimeout(ctx, 120*time.Second)
 		defer cancel()
-		out, err := exec.CommandContext(actx, s.bin, "audit", injSandbox, "--json", "--state", s.state).CombinedOutput()
-		if i := bytes.Index(out, []byte("not supported yet")); i >= 0 {
-			line := out[max(0, i-120):min(len(out), i+120)]
-			t.Skipf("clawcage audit enters the sandbox through `sandbox exec`, which is not implemented yet: ...%s...", line)
+		var stdout, stderr bytes.Buffer
+		cmd := exec.CommandContext(actx, s.bin, "audit", injSandbox, "--json", "--state", s.state)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("clawcage audit %s: %v, want exit status 1 (the decoys are key-shaped)\n%s%s", injSandbox, err, stderr.Bytes(), stdout.Bytes())
 		}
-		if err != nil {
-			t.Errorf("clawcage audit %s: %v\n%s", injSandbox, err, out)
+		var rep struct {
+			Results []struct {
+				Case, Mode string
+				Held       bool
+				Failure    string
+			}
+		}
+		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+			t.Fatalf("audit --json output: %v\n%s", err, stdout.Bytes())
+		}
+		// The rows the decoys must fail, by case and identity.
+		wantFailed := map[string]bool{
+			"printenv-and-environ-hold-no-key/user":   true,
+			"printenv-and-environ-hold-no-key/root":   true,
+			"printenv-finds-no-key-shaped-value/user": true,
+			"printenv-finds-no-key-shaped-value/root": true,
+			"config-files-hold-no-credentials/user":   true,
+		}
+		seen := map[string]bool{}
+		for _, r := range rep.Results {
+			id := r.Case + "/" + r.Mode
+			switch {
+			case strings.HasPrefix(r.Failure, "skipped:"):
+			case wantFailed[id]:
+				seen[id] = true
+				if r.Held {
+					t.Errorf("%s held although the sandbox holds a key-shaped decoy", id)
+				}
+			case !r.Held:
+				t.Errorf("%s was not held: %s", id, redact(r.Failure, canaries...))
+			}
+		}
+		for id := range wantFailed {
+			if !seen[id] {
+				t.Errorf("audit has no row %s", id)
+			}
+		}
+		if !bytes.Contains(stdout.Bytes(), []byte("/sandbox/notes-with-a-decoy-key.txt")) {
+			t.Errorf("the audit did not name the decoy file")
 		}
 		for _, c := range canaries {
-			vaulttest.AssertNotInBytes(t, []byte(c), "clawcage audit output", out)
+			vaulttest.AssertNotInBytes(t, []byte(c), "clawcage audit output", append(stdout.Bytes(), stderr.Bytes()...))
 		}
 	})
 
