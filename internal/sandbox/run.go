@@ -84,7 +84,14 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	if os.Geteuid() != 0 {
 		return nil, errors.New("sandboxes need root: the host side maps a private uid range, creates cgroups and network namespaces (run as root)")
 	}
-	if err := CheckKernel(); err != nil {
+	// Landlock and seccomp are checked here (one syscall each; PID 1
+	// fails closed on them too). User namespaces are not: the clone of
+	// PID 1 fails without them, and only then is the reason looked up
+	// (reading a sysctl file at every start costs more than the clone).
+	if _, err := LandlockABI(); err != nil {
+		return nil, err
+	}
+	if err := CheckSeccomp(); err != nil {
 		return nil, err
 	}
 	uids, err := uidRangeFor(&spec)
@@ -116,9 +123,18 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		return nil, err
 	}
 
-	if err := cgroup.RemoveStale(staleRunGroup); err != nil {
-		p.log.Warn("remove stale sandbox cgroups", "reason", err)
-	}
+	// The leftovers of `sandbox run`s killed before their cleanup are
+	// removed off the start path, while PID 1 starts, and before Wait
+	// returns. The sweep never touches this sandbox's group: its name holds
+	// this process's pid, which is alive.
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		if err := cgroup.RemoveStale(staleRunGroup); err != nil {
+			p.log.Warn("remove stale sandbox cgroups", "reason", err)
+		}
+	}()
+	p.defer_(func() error { <-swept; return nil })
 	cgName := "clawcage-" + name
 	if spec.Cgroup != "" {
 		cgName = spec.Cgroup
@@ -215,6 +231,9 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	exited := make(chan struct{})
 	p.defer_(func() error { close(exited); return nil })
 	if err := startInNetns(cmd, &spec, exited); err != nil {
+		if uerr := pid1.CheckUserNamespaces(); uerr != nil {
+			return nil, uerr
+		}
 		return nil, err
 	}
 	p.diskStarted(cmd.Process)

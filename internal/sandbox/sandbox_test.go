@@ -163,6 +163,9 @@ func TestSandboxMountTable(t *testing.T) {
 		"sys", "bus", "fs", "irq"} {
 		allowed["/proc/"+f] = true
 	}
+	// The host's CA bundle, bound read-only: that one file of the host.
+	const caBundle = "/etc/ssl/certs/ca-certificates.crt"
+	allowed[caBundle] = true
 	required := []string{"/", "/usr", "/proc", "/dev", "/dev/null", "/dev/pts", "/tmp", "/sandbox", ro, "/proc/sys"}
 	seen := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
@@ -172,6 +175,14 @@ func TestSandboxMountTable(t *testing.T) {
 		}
 		mp, opts := f[4], f[5]
 		seen[mp] = opts
+		if mp == caBundle {
+			if fi, err := os.Stat(f[3]); err != nil || !fi.Mode().IsRegular() {
+				t.Errorf("%s binds host %q, want the host's regular CA bundle file (stat: %v)", mp, f[3], err)
+			}
+			if !strings.HasPrefix(opts, "ro,nosuid,nodev") {
+				t.Errorf("%s is mounted %q, want ro,nosuid,nodev", mp, opts)
+			}
+		}
 		if !allowed[mp] {
 			t.Errorf("unexpected mount %q in the sandbox: %s", mp, line)
 		}
@@ -819,5 +830,42 @@ func TestSpecCgroup(t *testing.T) {
 	r = runBox(t, Spec{Cgroup: "bad/name", Command: []string{"/bin/true"}})
 	if r.err == nil || !strings.Contains(r.err.Error(), `cgroup name "bad/name"`) {
 		t.Errorf("bad cgroup name: code %d, err %v", r.code, r.err)
+	}
+}
+
+// TestSandboxCABundleReadOnly checks that the host's CA bundle, bound into
+// the sandbox's /etc, cannot be written, truncated or replaced from inside,
+// as the sandbox user or as root inside.
+func TestSandboxCABundleReadOnly(t *testing.T) {
+	needSandbox(t)
+	const ca = "/etc/ssl/certs/ca-certificates.crt"
+	before, err := os.ReadFile(ca)
+	if err != nil {
+		t.Skipf("no host CA bundle at %s: %v", ca, err)
+	}
+	tests := []struct {
+		name string
+		root bool
+		sh   string
+	}{
+		{"append as the sandbox user", false, "echo planted >> " + ca},
+		{"append as root inside", true, "echo planted >> " + ca},
+		{"truncate as root inside", true, ": > " + ca},
+		{"remove as root inside", true, "rm -f " + ca + " && test ! -e " + ca},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runBox(t, Spec{Command: []string{"/bin/sh", "-c", tc.sh}, Root: tc.root})
+			if r.err != nil {
+				t.Fatalf("Run: %v (stderr %q)", r.err, r.stderr)
+			}
+			if r.code == 0 {
+				t.Errorf("%q succeeded inside the sandbox, want it refused", tc.sh)
+			}
+			after, err := os.ReadFile(ca)
+			if err != nil || !bytes.Equal(after, before) {
+				t.Fatalf("host CA bundle changed (read err %v)", err)
+			}
+		})
 	}
 }

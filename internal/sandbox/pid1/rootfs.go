@@ -29,7 +29,8 @@ var systemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "
 var etcCopies = []string{"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime"}
 
 // caBundles are the host CA bundle locations, most common first; the first
-// one found is copied to /etc/ssl/certs/ca-certificates.crt.
+// one found is bound read-only (or copied, see attachCABundle) to
+// /etc/ssl/certs/ca-certificates.crt.
 var caBundles = []string{
 	"/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Alpine
 	"/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
@@ -174,7 +175,7 @@ func generateEtc(c *Config) error {
 		if _, err := os.Stat(oldRoot + b); err != nil {
 			continue
 		}
-		if err := copyHostFile(oldRoot+b, etc+"/ssl/certs/ca-certificates.crt"); err != nil {
+		if err := attachCABundle(oldRoot+b, etc+"/ssl/certs/ca-certificates.crt"); err != nil {
 			return err
 		}
 		if err := os.Symlink("certs/ca-certificates.crt", etc+"/ssl/cert.pem"); err != nil {
@@ -183,6 +184,21 @@ func generateEtc(c *Config) error {
 		break
 	}
 	return nil
+}
+
+// attachCABundle makes the host's CA bundle src appear at dst. A regular
+// file is bound read-only (nosuid, nodev): that file alone, no directory of
+// the host, and no copy of its 200+ KB at every start. Anything else (a
+// symlink into a directory the sandbox does not have) is copied as before.
+func attachCABundle(src, dst string) error {
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().IsRegular() {
+		return bindMount(src, dst, true)
+	}
+	return copyHostFile(src, dst)
 }
 
 // copyHostFile copies src to dst if src exists; a symlink is recreated.
