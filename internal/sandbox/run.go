@@ -94,6 +94,16 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	if err := CheckSeccomp(); err != nil {
 		return nil, err
 	}
+	exited := make(chan struct{})
+	p.defer_(func() error { close(exited); return nil })
+	nt := newNetnsThread(&spec, exited)
+	started := false
+	p.defer_(func() error {
+		if !started {
+			nt.abandon()
+		}
+		return nil
+	})
 	uids, err := uidRangeFor(&spec)
 	if err != nil {
 		return nil, err
@@ -228,9 +238,8 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	}
 	p.cmd = cmd
 
-	exited := make(chan struct{})
-	p.defer_(func() error { close(exited); return nil })
-	if err := startInNetns(cmd, &spec, exited); err != nil {
+	started = true
+	if err := nt.start(cmd); err != nil {
 		if uerr := pid1.CheckUserNamespaces(); uerr != nil {
 			return nil, uerr
 		}
@@ -443,28 +452,39 @@ func prepareWorkspace(dir string, owner int) (string, func(), error) {
 	return real, noop, nil
 }
 
-// startInNetns starts cmd from a thread that is in the sandbox's network
-// namespace: a new one holding only lo (brought up), or spec's. Either way
-// the namespace belongs to the initial user namespace, so root inside the
-// sandbox has no CAP_NET_ADMIN over it. The work runs on a goroutine of its
-// own, locked to its thread, that returns the thread to the host namespace
-// and holds it until exited is closed; if the return fails the thread is
-// retired (and with it, through Pdeathsig, the half-started sandbox).
-func startInNetns(cmd *exec.Cmd, spec *Spec, exited <-chan struct{}) error {
-	errc := make(chan error, 1)
+// netnsThread is the thread PID 1 is started from: it is in the sandbox's
+// network namespace, a new one holding only lo (brought up), or spec's.
+// Either way the namespace belongs to the initial user namespace, so root
+// inside the sandbox has no CAP_NET_ADMIN over it. The thread is started
+// (and locked) when Start begins; handed the command, it enters the
+// namespace, starts PID 1 and stays locked until the sandbox has exited:
+// PR_SET_PDEATHSIG fires when this *thread* exits, so no other goroutine
+// may retire it meanwhile. It never returns to the host's namespace (one
+// setns less): the runtime retires it afterwards. (Entering the namespace
+// early, in parallel with the rest of the host side, measured 4 ms slower
+// on 2 cores.)
+type netnsThread struct {
+	cmds chan *exec.Cmd // the command to start; closed: none (Start failed)
+	errc chan error
+}
+
+// newNetnsThread starts the thread; exactly one of start or abandon must
+// follow, then exited must be closed once the sandbox has been reaped.
+func newNetnsThread(spec *Spec, exited <-chan struct{}) *netnsThread {
+	t := &netnsThread{cmds: make(chan *exec.Cmd, 1), errc: make(chan error, 1)}
+	netns, netnsFile := spec.NetNS, spec.NetNSFile
 	pid1.OnLockedThread(func() bool {
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- &SetupError{Step: "open host network namespace", Err: err}
-			return true
+		cmd, ok := <-t.cmds
+		if !ok {
+			return false
 		}
-		defer orig.Close()
+		var err error
 		switch {
-		case spec.NetNSFile != nil:
-			err = joinNetns(int(spec.NetNSFile.Fd()))
-		case spec.NetNS != "":
+		case netnsFile != nil:
+			err = joinNetns(int(netnsFile.Fd()))
+		case netns != "":
 			var f *os.File
-			if f, err = os.Open(spec.NetNS); err == nil {
+			if f, err = os.Open(netns); err == nil {
 				err = joinNetns(int(f.Fd()))
 				f.Close()
 			} else {
@@ -478,26 +498,25 @@ func startInNetns(cmd *exec.Cmd, spec *Spec, exited <-chan struct{}) error {
 				err = &SetupError{Step: "start sandbox-init", Err: serr}
 			}
 		}
-		if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr != nil {
-			// Retire the thread; its Pdeathsig kills the sandbox.
-			if err == nil {
-				cmd.Process.Kill()
-				cmd.Wait()
-			}
-			errc <- &SetupError{Step: "return to host network namespace", Err: serr}
-			return false
-		}
-		errc <- err
+		t.errc <- err
 		if err == nil {
-			// PR_SET_PDEATHSIG fires when this *thread* exits, so it stays
-			// locked (no other goroutine can retire it) until the sandbox
-			// has exited.
 			<-exited
 		}
-		return true
+		return false
 	})
-	return <-errc
+	return t
 }
+
+// start starts cmd from the thread and returns its error or the
+// namespace's.
+func (t *netnsThread) start(cmd *exec.Cmd) error {
+	t.cmds <- cmd
+	close(t.cmds)
+	return <-t.errc
+}
+
+// abandon ends the thread without starting anything.
+func (t *netnsThread) abandon() { close(t.cmds) }
 
 func joinNetns(fd int) error {
 	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
