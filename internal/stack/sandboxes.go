@@ -422,6 +422,7 @@ type CreateRequest struct {
 
 // createSandbox validates, persists and starts a new sandbox.
 func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, error) {
+	t0 := time.Now()
 	r.opMu.Lock()
 	defer r.opMu.Unlock()
 	if r.opts.SandboxStart == nil {
@@ -474,12 +475,14 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 	// The components read the sandbox's settings from their copy of the
 	// configuration: it is rewritten (while the namespace is made) before
 	// they can get the listeners.
+	tDef := time.Now()
 	written := make(chan error, 1)
 	go func() { written <- r.writeComponentConfigs() }()
 	var once sync.Once
 	var werr error
 	waitWritten := func() error { once.Do(func() { werr = <-written }); return werr }
 	sn, links, err := r.addSandbox(ctx, req.Name, sb, waitWritten)
+	tAdded := time.Now()
 	if err != nil {
 		waitWritten() // before undo writes them again
 		undo()
@@ -489,6 +492,10 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 		return http.StatusInternalServerError, fmt.Errorf("sandbox %s was created, but %w; its requests are refused until that is fixed (clawcage logs)", req.Name, err)
 	}
 	r.log.Info("sandbox created", "sandbox", req.Name)
+	// Where the request's time went (the sandbox's own start runs in the
+	// supervisor's child loop from "started" on, parallel to the hand-over).
+	r.log.Debug("sandbox create timing", "sandbox", req.Name, "duration", time.Since(t0),
+		"validate", tDef.Sub(t0), "network_and_start", tAdded.Sub(tDef), "hand_over", time.Since(tAdded))
 	return http.StatusCreated, nil
 }
 
