@@ -267,7 +267,8 @@ func closeControlFile(cmd *exec.Cmd, _ error) {
 // the running component instances that still need the sandbox's listeners
 // (handOver); instances started later inherit them. ready, if set, is
 // waited for before the listeners are registered (the components'
-// configuration copies, written meanwhile).
+// configuration copies, written meanwhile); the sandbox itself does not need
+// them, so it is started first, and stopped again if ready fails.
 func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox, ready func() error) (*sandboxNet, map[*component]*link, error) {
 	restart, err := supervisor.ParseRestartPolicy(sb.Restart)
 	if sb.Restart == "" {
@@ -310,29 +311,10 @@ func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox,
 		}
 		spec.UIDBase, release = base, rel
 	}
-	if ready != nil {
-		if err := ready(); err != nil {
-			release()
-			return fail(err)
-		}
-	}
-	// The listeners are registered before the sandbox starts: a component
-	// (re)started from now on inherits them, and the caller hands them to
-	// the running instances.
-	links := map[*component]*link{}
-	r.mu.Lock()
-	r.nets[name] = sn
-	r.releases[name] = release
-	for _, c := range r.comps {
-		if l := c.link; l != nil && !l.has[name] {
-			l.has[name] = true
-			links[c] = l
-		}
-	}
-	r.mu.Unlock()
 	startSandbox := r.opts.SandboxStart
+	child := "sandbox/" + name
 	err = r.sup.Add(supervisor.Spec{
-		Name: "sandbox/" + name,
+		Name: child,
 		StartProcess: func(stdout, stderr io.Writer) (supervisor.Process, error) {
 			p, err := startSandbox(spec, stdout, stderr)
 			sn.mu.Lock()
@@ -346,16 +328,34 @@ func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox,
 		LogAttrs:    []any{"component", "sandbox", "sandbox", name},
 	})
 	if err != nil {
-		r.mu.Lock()
-		delete(r.nets, name)
-		delete(r.releases, name)
-		for _, l := range links {
-			delete(l.has, name)
-		}
-		r.mu.Unlock()
 		release()
 		return fail(err)
 	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			// Stopped before the namespace it runs in is deleted.
+			if rerr := r.sup.Remove(ctx, child); rerr != nil {
+				r.log.Error("stop the sandbox", "sandbox", name, "err", rerr)
+			}
+			release()
+			return fail(err)
+		}
+	}
+	// The listeners are registered once the configuration copies hold the
+	// sandbox: a component (re)started from now on inherits them, and the
+	// caller hands them to the running instances. Until then connections
+	// wait in the listeners' backlog.
+	links := map[*component]*link{}
+	r.mu.Lock()
+	r.nets[name] = sn
+	r.releases[name] = release
+	for _, c := range r.comps {
+		if l := c.link; l != nil && !l.has[name] {
+			l.has[name] = true
+			links[c] = l
+		}
+	}
+	r.mu.Unlock()
 	r.log.Info("sandbox network ready", "sandbox", name, "netns", sn.ns.Path(), "router", RouterAddr, "proxy", ProxyAddr)
 	return sn, links, nil
 }

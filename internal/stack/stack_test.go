@@ -1163,3 +1163,62 @@ func TestPresetDiscoveryInBackground(t *testing.T) {
 	}
 	servedBy(t, state, "npm1", time.Time{})
 }
+
+// The sandbox starts while the components' configuration copies are
+// rewritten; if they cannot be written, the create fails closed: the started
+// sandbox is stopped, its namespace and definition removed, and its name is
+// free again.
+func TestCreateStopsSandboxWhenConfigCopiesFail(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates namespaces and runs components under their own uids")
+	}
+	bin := helperBinary(t)
+	state := filepath.Join(t.TempDir(), "state")
+	cfgPath := filepath.Join(t.TempDir(), "clawcage.yaml")
+	os.WriteFile(cfgPath, []byte("sandboxes:\n  base: {}\n"), 0o600)
+	stop := startStack(t, bin, cfgPath, state)
+	defer stop()
+
+	// The router's copy becomes a non-empty directory: the rename fails.
+	routerCfg := filepath.Join(state, "router", "clawcage.yaml")
+	saved, err := os.ReadFile(routerCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(routerCfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(routerCfg, "blocker"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: "extra", Definition: "sandboxes:\n  extra: {}\n"})
+	if code != 500 || !strings.Contains(body, "write "+routerCfg) {
+		t.Fatalf("create with an unwritable configuration copy: %d %s, want 500 naming %s", code, body, routerCfg)
+	}
+	_, body = control(t, state, "GET", "/v1/status", nil)
+	if strings.Contains(body, "sandbox/extra") {
+		t.Errorf("the sandbox is still supervised after the failed create: %s", body)
+	}
+	_, body = control(t, state, "GET", "/v1/sandboxes", nil)
+	if strings.Contains(body, `"extra"`) {
+		t.Errorf("the sandbox is still listed after the failed create: %s", body)
+	}
+	for _, p := range []string{filepath.Join(state, "netns", "extra"), filepath.Join(state, "sandboxes", "extra", DefinitionFile)} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s remains after the failed create: %v", p, err)
+		}
+	}
+
+	// With the copy writable again the same name is created and served.
+	if err := os.RemoveAll(routerCfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(routerCfg, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	created := time.Now()
+	if code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: "extra", Definition: "sandboxes:\n  extra: {}\n"}); code != 201 {
+		t.Fatalf("create after the fix: %d %s", code, body)
+	}
+	servedBy(t, state, "extra", created)
+}
