@@ -237,7 +237,7 @@ func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir, cfgPath, pre
 		}
 		return serve(sandbox), nil
 	}
-	set.unload = func(sandbox string) { eng.RemoveSandbox(sandbox) }
+	set.unload = func(sandbox string) { eng.RemoveSandbox(ctx, sandbox) }
 	for _, l := range lns {
 		if err := broken[l.sandbox]; err != nil {
 			set.startRefusing(l.sandbox, l.ln, err)

@@ -450,6 +450,30 @@ func (s *Store) RemoveGrant(ctx context.Context, id string) error {
 	return nil
 }
 
+// ForgetSandbox deletes every grant and queue entry of sandbox (it was
+// deleted: a sandbox created later under the same name starts with none).
+// It returns how many grants and entries it removed.
+func (s *Store) ForgetSandbox(ctx context.Context, sandbox string) (grants, entries int64, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("forget sandbox %q: %w", sandbox, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM grants WHERE sandbox = ?`, sandbox)
+	if err != nil {
+		return 0, 0, fmt.Errorf("forget sandbox %q: grants: %w", sandbox, err)
+	}
+	grants, _ = res.RowsAffected()
+	if res, err = tx.ExecContext(ctx, `DELETE FROM queue WHERE sandbox = ?`, sandbox); err != nil {
+		return 0, 0, fmt.Errorf("forget sandbox %q: queue: %w", sandbox, err)
+	}
+	entries, _ = res.RowsAffected()
+	if err := tx.Commit(); err != nil {
+		return 0, 0, fmt.Errorf("forget sandbox %q: %w", sandbox, err)
+	}
+	return grants, entries, nil
+}
+
 // Path returns the database file's path.
 func (s *Store) Path() string { return s.path }
 

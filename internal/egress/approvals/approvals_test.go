@@ -147,3 +147,35 @@ func TestGrantsRoundTrip(t *testing.T) {
 		t.Fatalf("removing twice: %v", err)
 	}
 }
+
+func TestForgetSandboxRemovesOnlyItsRows(t *testing.T) {
+	s, _ := open(t, Options{})
+	ctx := context.Background()
+	for _, sb := range []string{"gone", "kept"} {
+		if _, err := s.RecordDenial(ctx, Denial{Sandbox: sb, Host: "pending.example", Port: 443}); err != nil {
+			t.Fatal(err)
+		}
+		g := Grant{ID: NewID(), Sandbox: sb, Kind: KindHost, Host: "x.example", Port: 443, Mode: ModeAlways, Created: time.Now().UTC()}
+		if err := s.AddGrant(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grants, entries, err := s.ForgetSandbox(ctx, "gone")
+	if err != nil || grants != 1 || entries != 1 {
+		t.Fatalf("ForgetSandbox = %d grants, %d entries, %v; want 1, 1, nil", grants, entries, err)
+	}
+	gs, err := s.Grants(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gs) != 1 || gs[0].Sandbox != "kept" {
+		t.Errorf("grants left: %+v, want only sandbox kept's", gs)
+	}
+	q, err := s.Queue(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q) != 1 || q[0].Sandbox != "kept" {
+		t.Errorf("queue left: %+v, want only sandbox kept's", q)
+	}
+}

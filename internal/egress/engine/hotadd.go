@@ -60,10 +60,12 @@ func (e *Engine) AddSandbox(ctx context.Context, name string, p policy.Policy) e
 }
 
 // RemoveSandbox forgets a sandbox (deleted with `clawcage sandbox delete`):
-// its policy, grants in memory and single-use approvals go, and the proxy
-// stops serving it, closing its connections and tunnels. It returns how
-// many tunnels were closed. Persisted approvals stay in the database.
-func (e *Engine) RemoveSandbox(name string) int {
+// its policy, grants and single-use approvals go, in memory and in the
+// database (with its pending queue entries), so a sandbox created later
+// under the same name starts with nothing approved; the proxy stops
+// serving it, closing its connections and tunnels. It returns how many
+// tunnels were closed.
+func (e *Engine) RemoveSandbox(ctx context.Context, name string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.setPolicies(func(ps map[string]policy.Policy) { delete(ps, name) })
@@ -74,7 +76,11 @@ func (e *Engine) RemoveSandbox(name string) int {
 		}
 	}
 	n := e.proxy.RemoveSandbox(name)
-	e.log.Info("sandbox removed", "component", "policy", "sandbox", name, "closed_tunnels", n)
+	grants, entries, err := e.store.ForgetSandbox(ctx, name)
+	if err != nil {
+		e.log.Error("sandbox removed, but its stored approvals were not", "component", "policy", "sandbox", name, "err", err)
+	}
+	e.log.Info("sandbox removed", "component", "policy", "sandbox", name, "closed_tunnels", n, "approvals_removed", grants, "queue_entries_removed", entries)
 	return n
 }
 

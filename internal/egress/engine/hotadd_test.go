@@ -14,9 +14,10 @@ import (
 )
 
 // TestAddRemoveSandboxAtRunTime: a sandbox added while the engine serves
-// another gets its own policy (and its persisted approvals), a policy
-// that does not compile changes nothing, and removal closes its listener
-// and tunnels while the other sandbox keeps working.
+// another gets its own policy, a policy that does not compile changes
+// nothing, removal deletes its approvals (a sandbox created again under
+// the name starts with none) and closes its listener and tunnels while the
+// other sandbox keeps working.
 func TestAddRemoveSandboxAtRunTime(t *testing.T) {
 	up := egresstest.StartTLSEcho(t)
 	res := egresstest.NewResolver()
@@ -27,8 +28,8 @@ func TestAddRemoveSandboxAtRunTime(t *testing.T) {
 	s := startEngine(t, t.TempDir(), allowLo, res, clk)
 	ctx := context.Background()
 
-	// A grant for "new" made while it exists, then forgotten in memory:
-	// the approval is persisted and comes back with AddSandbox.
+	// A grant for "new" made while it exists, then the sandbox deleted:
+	// the approval must not come back with a new sandbox of that name.
 	parse := func(y string) policy.Policy {
 		p, err := policy.Parse([]byte(y), "new.yaml")
 		if err != nil {
@@ -48,7 +49,7 @@ func TestAddRemoveSandboxAtRunTime(t *testing.T) {
 	if _, err := s.eng.Allow(ctx, "new", "api.example.com", up.Port(), ModeAlways, 0); err != nil {
 		t.Fatal(err)
 	}
-	s.eng.RemoveSandbox("new")
+	s.eng.RemoveSandbox(ctx, "new")
 	if _, err := s.eng.Allow(ctx, "new", "api.example.com", up.Port(), ModeAlways, 0); err == nil || !strings.Contains(err.Error(), "not configured") {
 		t.Fatalf("grant for a removed sandbox: %v", err)
 	}
@@ -59,7 +60,7 @@ func TestAddRemoveSandboxAtRunTime(t *testing.T) {
 		wantErr string
 	}{
 		{"policy that does not compile is refused", policy.Policy{Presets: []string{"no-such-preset"}}, "no-such-preset"},
-		{"policy with its persisted approval", loOnly, ""},
+		{"same name again after deletion", loOnly, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,7 +78,22 @@ func TestAddRemoveSandboxAtRunTime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if m := s.eng.Proxy().Matcher("new"); m.DecideName("api.example.com", up.Port(), "", "").Allow {
+				t.Fatal("the deleted sandbox's approval came back with a new sandbox of the same name")
+			}
+			grants, err := s.eng.store.Grants(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, g := range grants {
+				if g.Sandbox == "new" {
+					t.Fatalf("grant %+v of the deleted sandbox still stored", g)
+				}
+			}
 		})
+	}
+	if _, err := s.eng.Allow(ctx, "new", "api.example.com", up.Port(), ModeAlways, 0); err != nil {
+		t.Fatal(err)
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -97,7 +113,7 @@ func TestAddRemoveSandboxAtRunTime(t *testing.T) {
 	if r := egresstest.Connect(t, newProxy, "api.example.com:2"); r.Status != 403 {
 		t.Fatalf("added sandbox reached a port its policy does not allow: %d", r.Status)
 	}
-	if n := s.eng.RemoveSandbox("new"); n != 1 {
+	if n := s.eng.RemoveSandbox(ctx, "new"); n != 1 {
 		t.Errorf("RemoveSandbox closed %d tunnels, want 1", n)
 	}
 	wg.Wait()
