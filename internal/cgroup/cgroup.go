@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/clawcage/clawcage/internal/mountinfo"
 	"math"
 	"os"
 	"path/filepath"
@@ -103,7 +104,7 @@ func New(ctx context.Context, name string, l Limits) (*Group, error) {
 	if l.Memory < 0 || l.Pids < 0 || l.CPU < 0 || math.IsNaN(l.CPU) || math.IsInf(l.CPU, 0) {
 		return nil, fmt.Errorf("cgroup %s: negative or invalid limit %+v", name, l)
 	}
-	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("cgroup: read mountinfo: %w", err)
 	}
@@ -112,7 +113,7 @@ func New(ctx context.Context, name string, l Limits) (*Group, error) {
 		return nil, fmt.Errorf("cgroup: read /proc/self/cgroup: %w", err)
 	}
 	need := needed(l)
-	h, err := detect(string(mountinfo), string(self), readControllers, need)
+	h, err := detect(string(mounts), string(self), readControllers, need)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +174,7 @@ func mkGroupDir(dir string) error {
 // killed before they could call Destroy. A group with processes in it is
 // never removed.
 func RemoveStale(isStale func(name string) bool) error {
-	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("cgroup: read mountinfo: %w", err)
 	}
@@ -181,10 +182,10 @@ func RemoveStale(isStale func(name string) bool) error {
 	if err != nil {
 		return fmt.Errorf("cgroup: read /proc/self/cgroup: %w", err)
 	}
-	h, err := detect(string(mountinfo), string(self), readControllers, controllers)
+	h, err := detect(string(mounts), string(self), readControllers, controllers)
 	if err != nil {
 		// No cpu controller: groups never used one.
-		if h, err = detect(string(mountinfo), string(self), readControllers, controllers[:2]); err != nil {
+		if h, err = detect(string(mounts), string(self), readControllers, controllers[:2]); err != nil {
 			return err
 		}
 	}
@@ -393,17 +394,17 @@ type hierarchy struct {
 // detect picks v2 when a cgroup2 mount offers every needed controller,
 // else v1 when every needed controller has a v1 hierarchy, else fails
 // naming what is missing. readCtl reads a v2 mount's cgroup.controllers.
-func detect(mountinfo, selfCgroup string, readCtl func(mount string) ([]string, error), need []string) (*hierarchy, error) {
+func detect(mountTable, selfCgroup string, readCtl func(mount string) ([]string, error), need []string) (*hierarchy, error) {
 	type v1mount struct{ root, point string }
 	var v2Mounts []string
 	v1 := map[string]v1mount{}
-	for _, line := range strings.Split(mountinfo, "\n") {
+	for _, line := range strings.Split(mountTable, "\n") {
 		f := strings.Fields(line)
 		sep := slices.Index(f, "-")
 		if sep < 5 || len(f) < sep+4 {
 			continue
 		}
-		root, point, fstype, super := unescape(f[3]), unescape(f[4]), f[sep+1], f[sep+3]
+		root, point, fstype, super := mountinfo.Unescape(f[3]), mountinfo.Unescape(f[4]), f[sep+1], f[sep+3]
 		switch fstype {
 		case "cgroup2":
 			v2Mounts = append(v2Mounts, point)
@@ -560,25 +561,6 @@ func keyedValue(path, key string) (int64, error) {
 		}
 	}
 	return 0, sc.Err()
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for space, ...).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func validName(s string) bool {

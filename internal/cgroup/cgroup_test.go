@@ -89,10 +89,7 @@ func TestDetect(t *testing.T) {
 	}
 }
 
-func TestUnescapeAndQuota(t *testing.T) {
-	if got := unescape(`/a\040b\134c\`); got != `/a b\c\` {
-		t.Errorf("unescape: %q", got)
-	}
+func TestCPUQuota(t *testing.T) {
 	for _, tc := range []struct {
 		cpus float64
 		want int64

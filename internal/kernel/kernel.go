@@ -13,6 +13,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"github.com/clawcage/clawcage/internal/mountinfo"
 	"strings"
 )
 
@@ -110,7 +111,7 @@ func parseMounts(mounts string, readV2Controllers func(mountpoint string) (strin
 		if len(fields) < 4 {
 			continue
 		}
-		mp, fstype, opts := unescapeMount(fields[1]), fields[2], fields[3]
+		mp, fstype, opts := mountinfo.Unescape(fields[1]), fields[2], fields[3]
 		switch fstype {
 		case "cgroup":
 			for _, o := range strings.Split(opts, ",") {
@@ -152,34 +153,6 @@ func parseMounts(mounts string, readV2Controllers func(mountpoint string) (strin
 		cg.Version = "none"
 	}
 	return cg
-}
-
-// unescapeMount undoes the octal escapes (\040 for space) of /proc/mounts.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // cgroupFeature reports whether controller is available and how to get it.

@@ -19,6 +19,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/clawcage/clawcage/internal/mountinfo"
 	"log/slog"
 	"os"
 	"strconv"
@@ -177,7 +178,7 @@ func mountPointIn(sc *bufio.Scanner, path string, major, minor uint32) string {
 		if len(fields) < 5 || fields[2] != want {
 			continue
 		}
-		mp := unescapeMount(fields[4])
+		mp := mountinfo.Unescape(fields[4])
 		if (path == mp || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > len(best) {
 			best = mp
 		}
@@ -186,25 +187,6 @@ func mountPointIn(sc *bufio.Scanner, path string, major, minor uint32) string {
 		return "?"
 	}
 	return best
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // ExceededError reports a workspace found over its limit (or that could not
