@@ -249,33 +249,7 @@ func startInjectionStack(t *testing.T, ctx context.Context, provider, anthropic 
 		t.Fatal(err)
 	}
 
-	s.up = exec.CommandContext(ctx, s.bin, "up", "--config", cfgPath, "--state", s.state)
-	s.up.Stdout, s.up.Stderr = s.upOut, s.upOut
-	s.up.Cancel = func() error { return s.up.Process.Signal(syscall.SIGTERM) }
-	s.up.WaitDelay = 15 * time.Second
-	if err := s.up.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.upDone <- s.up.Wait() }()
-	t.Cleanup(func() { // on failure: stop the stack before the temp dirs go
-		if s.stopped {
-			return
-		}
-		if t.Failed() {
-			s.diagnose(t)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := s.cli(ctx, nil, "down"); err != nil {
-			_ = s.up.Process.Signal(syscall.SIGTERM)
-		}
-		select {
-		case <-s.upDone:
-		case <-ctx.Done():
-			_ = s.up.Process.Kill()
-			<-s.upDone
-		}
-	})
+	s.startUp(t, cfgPath, func() { s.diagnose(t) })
 
 	// Ready: both components answer their health checks, the sandbox runs
 	// and the agent has announced itself.
@@ -757,6 +731,40 @@ func TestInjectionWholeStack(t *testing.T) {
 }
 
 // kill9 kill -9s a running component and returns its pid.
+// startUp starts `clawcage up` with the configuration at cfgPath and stops
+// it when the test ends (`clawcage down`, else SIGTERM, else SIGKILL),
+// before the test's temporary directories are removed. onFail runs first
+// when the test failed (to show what the stack saw).
+func (s *injStack) startUp(t *testing.T, cfgPath string, onFail func()) {
+	t.Helper()
+	s.up = exec.Command(s.bin, "up", "--config", cfgPath, "--state", s.state)
+	s.up.Stdout, s.up.Stderr = s.upOut, s.upOut
+	s.up.WaitDelay = 15 * time.Second
+	if err := s.up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.upDone <- s.up.Wait() }()
+	t.Cleanup(func() {
+		if s.stopped {
+			return
+		}
+		if t.Failed() && onFail != nil {
+			onFail()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := s.cli(ctx, nil, "down"); err != nil {
+			_ = s.up.Process.Signal(syscall.SIGTERM)
+		}
+		select {
+		case <-s.upDone:
+		case <-ctx.Done():
+			_ = s.up.Process.Kill()
+			<-s.upDone
+		}
+	})
+}
+
 func (s *injStack) kill9(t testing.TB, ctx context.Context, name string) int {
 	t.Helper()
 	st, err := s.status(ctx)

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -223,28 +222,7 @@ func startLiveStack(t *testing.T, ctx context.Context) *liveStack {
 	if err := os.WriteFile(cfgPath, y, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.up = exec.Command(s.bin, "up", "--config", cfgPath, "--state", s.state)
-	s.up.Stdout, s.up.Stderr = s.upOut, s.upOut
-	if err := s.up.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.upDone <- s.up.Wait() }()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("clawcage up output:\n%s", tail(s.upOut.String(), 6000))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := s.cli(ctx, nil, "down"); err != nil {
-			_ = s.up.Process.Signal(syscall.SIGTERM)
-		}
-		select {
-		case <-s.upDone:
-		case <-ctx.Done():
-			_ = s.up.Process.Kill()
-			<-s.upDone
-		}
-	})
+	s.startUp(t, cfgPath, func() { t.Logf("clawcage up output:\n%s", tail(s.upOut.String(), 6000)) })
 	s.waitFor(t, ctx, "stack ready", 30*time.Second, func() error {
 		select {
 		case err := <-s.upDone:
