@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/clawcage/clawcage/internal/sandbox/sandboxtest"
 	"io"
 	"net"
 	"os"
@@ -20,23 +21,7 @@ import (
 
 // execProbe makes one system call from inside the sandbox and prints "ok"
 // or the errno's name.
-const execProbe = `import ctypes, errno, sys
-libc = ctypes.CDLL(None, use_errno=True)
-what = sys.argv[1]
-if what == "mount":
-    r = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)
-elif what == "unshare-user":
-    r = libc.unshare(0x10000000)
-elif what == "ptrace-pid1":
-    r = libc.ptrace(16, 1, None, None)
-elif what == "tiocsti":
-    import fcntl, termios
-    try:
-        fcntl.ioctl(0, termios.TIOCSTI, b"x")
-        r = 0
-    except OSError as e:
-        print(errno.errorcode[e.errno]); sys.exit(0)
-print("ok" if r == 0 else errno.errorcode[ctypes.get_errno()])`
+const execProbe = sandboxtest.SyscallProbe
 
 // execOutcome is what a command run with Process.Exec did.
 type execOutcome struct {

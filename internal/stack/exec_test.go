@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/clawcage/clawcage/internal/sandbox/sandboxtest"
 	"io"
 	"net"
 	"net/http"
@@ -54,23 +55,7 @@ func realSandbox(ctx context.Context) func(s SandboxSpec, stdout, stderr io.Writ
 
 // execProbe makes one system call inside the sandbox and prints "ok" or
 // the errno's name.
-const execProbe = `import ctypes, errno, sys
-libc = ctypes.CDLL(None, use_errno=True)
-what = sys.argv[1]
-if what == "mount":
-    r = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)
-elif what == "unshare-user":
-    r = libc.unshare(0x10000000)
-elif what == "ptrace-pid1":
-    r = libc.ptrace(16, 1, None, None)
-elif what == "tiocsti":
-    import fcntl, termios
-    try:
-        fcntl.ioctl(0, termios.TIOCSTI, b"x")
-        r = 0
-    except OSError as e:
-        print(errno.errorcode[e.errno]); sys.exit(0)
-print("ok" if r == 0 else errno.errorcode[ctypes.get_errno()])`
+const execProbe = sandboxtest.SyscallProbe
 
 // liveStack runs a stack (stand-in components, real sandboxes) with the
 // sandboxes "exec-live" (idles after recording its cgroup) and "exec-dead" (exits at
