@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/clawcage/clawcage/internal/cgroup"
 	"github.com/clawcage/clawcage/internal/sandbox/pid1"
+	"github.com/clawcage/clawcage/internal/sandbox/seccomp"
 )
 
 // Run runs spec.Command in a new sandbox and returns its exit code (128+n
@@ -159,18 +159,6 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		return nil, err
 	}
 
-	// The leftovers of `sandbox run`s killed before their cleanup are
-	// removed off the start path, while PID 1 starts, and before Wait
-	// returns. The sweep never touches this sandbox's group: its name holds
-	// this process's pid, which is alive.
-	swept := make(chan struct{})
-	go func() {
-		defer close(swept)
-		if err := cgroup.RemoveStale(staleRunGroup); err != nil {
-			p.log.Warn("remove stale sandbox cgroups", "reason", err)
-		}
-	}()
-	p.defer_(func() error { <-swept; return nil })
 	res := <-cgc
 	cgJoined = true
 	if res.err != nil {
@@ -190,9 +178,6 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		return nil, err
 	}
 	defer closeFiles(bindFiles)
-	if err := p.watchDisk(bindFiles[0]); err != nil {
-		return nil, err
-	}
 
 	execEnd, err := p.openExecChannel()
 	if err != nil {
@@ -200,7 +185,14 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	}
 	defer execEnd.Close()
 
+	// PID 1 installs the filter and the ruleset the host computed for this
+	// kernel (its C start-up has neither compiler nor go-landlock).
+	filter, err := seccomp.Filter()
+	if err != nil {
+		return nil, &SetupError{Step: "compile seccomp filter", Err: err}
+	}
 	cfg := pid1.Config{
+		Seccomp:   filter,
 		ExecFD:    pid1.FirstBindFD + len(bindFiles), // after the binds in ExtraFiles
 		Binds:     binds,
 		ReadOnly:  r.roPaths,
@@ -217,7 +209,10 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 
 		FileSizeLimit: p.fileSizeLimit(),
 	}
-	cfgBytes, err := json.Marshal(cfg)
+	if cfg.Landlock, err = pid1.PlanLandlock(&cfg); err != nil {
+		return nil, err
+	}
+	cfgBytes, err := cfg.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("encode sandbox config: %w", err)
 	}
@@ -272,11 +267,20 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	p.diskStarted(cmd.Process)
 	cfgR.Close()
 	repW.Close()
-	closeFiles(bindFiles)
 	p.log.Debug("sandbox init started", "pid", cmd.Process.Pid, "uid_base", uids.Base)
 
 	// Nothing inside runs before the config arrives, so the init (and every
-	// process it starts) is in the cgroup before any command code runs.
+	// process it starts) is in the cgroup, and the workspace's watcher
+	// (started here, after the clone: its threads starting and writing
+	// memory while the clone's copy of this process waits for its id maps
+	// cost a copy-on-write fault each) is running before any command code
+	// runs.
+	if err := p.watchDisk(bindFiles[0]); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, &SetupError{Step: "watch workspace", Err: err}
+	}
+	closeFiles(bindFiles)
 	if err := cg.AddProcess(cmd.Process.Pid); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -288,6 +292,20 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		return nil, &SetupError{Step: "send config", Err: err}
 	}
 	cfgW.Close()
+
+	// The leftovers of `sandbox run`s killed before their cleanup are
+	// removed while PID 1 starts (not earlier: the same copy-on-write
+	// faults), in the hierarchies the group was created in, and before
+	// Wait returns. The sweep never touches this sandbox's group: its name
+	// holds this process's pid, which is alive.
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		if err := cg.RemoveStale(staleRunGroup); err != nil {
+			p.log.Warn("remove stale sandbox cgroups", "reason", err)
+		}
+	}()
+	p.defer_(func() error { <-swept; return nil })
 
 	p.repCh = make(chan repResult, 1)
 	go func() {

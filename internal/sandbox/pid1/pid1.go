@@ -43,6 +43,9 @@ const (
 // such, before the packages that sort after this one are initialized.
 func init() {
 	if len(os.Args) == 2 && os.Args[1] == Command {
+		if pid, config, ok := cinitResumed(); ok {
+			resume(pid, config)
+		}
 		Main()
 	}
 }

@@ -12,7 +12,7 @@ import (
 // read end at 3, the report pipe's write end at 4, then one detached mount
 // per BindSpec from FirstBindFD on.
 const (
-	configFD = 3 // read end: one JSON Config, then EOF
+	configFD = 3 // read end: one encoded Config (codec.go), then EOF
 	reportFD = 4 // write end: at most one JSON report on failure
 )
 
@@ -26,39 +26,46 @@ const (
 	ExitNotFound = 127
 )
 
-// Config is everything sandbox-init needs; the host
-// has resolved and validated it.
+// Config is everything sandbox-init needs; the host has resolved and
+// validated it. It travels in the binary encoding of codec.go.
 type Config struct {
 	// Binds are detached mounts the host opened (open_tree) and passed as
 	// file descriptors: the workspace first, then the extra paths.
-	Binds     []BindSpec `json:"binds"`
-	ReadOnly  []string   `json:"read_only,omitempty"`
-	ReadWrite []string   `json:"read_write,omitempty"`
-	Hosts     []string   `json:"hosts,omitempty"`
-	TmpSize   int64      `json:"tmp_size"`
-	UID       int        `json:"uid"`
-	Command   []string   `json:"command"`
-	Env       []string   `json:"env"`
-	Connect   []uint16   `json:"connect,omitempty"`
-	Bind      []uint16   `json:"bind,omitempty"`
-	UIDBase   uint32     `json:"uid_base"`
-	Ctty      bool       `json:"ctty,omitempty"`
+	Binds     []BindSpec
+	ReadOnly  []string
+	ReadWrite []string
+	Hosts     []string
+	TmpSize   int64
+	UID       int
+	Command   []string
+	Env       []string
+	Connect   []uint16
+	Bind      []uint16
+	UIDBase   uint32
+	Ctty      bool
 	// FileSizeLimit, if positive, is RLIMIT_FSIZE for PID 1 and everything
 	// it starts (SIGXFSZ ignored: EFBIG instead).
-	FileSizeLimit int64 `json:"file_size_limit,omitempty"`
+	FileSizeLimit int64
 	// ExecFD, if positive, is PID 1's end of the exec channel (see
 	// execproto.go): the host asks it to start commands in the sandbox.
-	ExecFD int `json:"exec_fd,omitempty"`
+	ExecFD int
+	// Landlock is the ruleset PID 1 applies (PlanLandlock); nil means
+	// PID 1 computes it itself (the Go implementation only).
+	Landlock *LandlockPlan
+	// Seccomp is the compiled seccomp filter (struct sock_filter[], from
+	// seccomp.Filter) PID 1's C start-up installs; the Go implementation
+	// compiles the same filter itself.
+	Seccomp []byte
 }
 
 // BindSpec is one detached mount passed to sandbox-init.
 type BindSpec struct {
 	// Target is the mount point inside the sandbox.
-	Target string `json:"target"`
+	Target string
 	// Dir says whether the source is a directory (else a file).
-	Dir bool `json:"dir"`
+	Dir bool
 	// FD is the mount's file descriptor in sandbox-init.
-	FD int `json:"fd"`
+	FD int
 }
 
 // FirstBindFD is the descriptor of the first bind in sandbox-init.
@@ -78,15 +85,11 @@ type Report struct {
 func readConfig() (*Config, error) {
 	f := os.NewFile(configFD, "config")
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	b, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	var c Config
-	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("decode config (%d bytes): %w", len(b), err)
-	}
-	return &c, nil
+	return DecodeConfig(b)
 }
 
 // fail reports err from step to the host over reportFD and exits with code.
