@@ -89,6 +89,9 @@ type Group struct {
 	// dirs maps a controller to the group's directory; on v2 every
 	// controller maps to the same directory.
 	dirs map[string]string
+	// bases are the clawcage directories of every hierarchy New found
+	// (the needed controllers' and cpu's, if mounted), for RemoveStale.
+	bases []string
 }
 
 // New creates the group name with limits l. It fails, naming the missing
@@ -117,7 +120,7 @@ func New(ctx context.Context, name string, l Limits) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Group{name: name, version: h.version, dirs: map[string]string{}}
+	g := &Group{name: name, version: h.version, dirs: map[string]string{}, bases: h.bases()}
 	if h.version == V2 {
 		if err := enableV2(h.v2Mount, filepath.Join(h.v2Mount, "clawcage"), need); err != nil {
 			return nil, err
@@ -189,13 +192,18 @@ func RemoveStale(isStale func(name string) bool) error {
 			return err
 		}
 	}
-	bases := []string{filepath.Join(h.v2Mount, "clawcage")}
-	if h.version == V1 {
-		bases = bases[:0]
-		for _, dir := range h.v1Dirs {
-			bases = append(bases, filepath.Join(dir, "clawcage"))
-		}
-	}
+	return removeStaleIn(h.bases(), isStale, "")
+}
+
+// RemoveStale is the package's RemoveStale in the hierarchies New found for
+// g, without reading the mount table again; it never touches g itself.
+func (g *Group) RemoveStale(isStale func(name string) bool) error {
+	return removeStaleIn(g.bases, isStale, g.name)
+}
+
+// removeStaleIn removes the empty groups under bases whose name isStale
+// says is stale, except skip.
+func removeStaleIn(bases []string, isStale func(name string) bool, skip string) error {
 	var errs []error
 	for _, base := range bases {
 		ents, err := os.ReadDir(base)
@@ -204,7 +212,7 @@ func RemoveStale(isStale func(name string) bool) error {
 		}
 		for _, e := range ents {
 			dir := filepath.Join(base, e.Name())
-			if !e.IsDir() || !isStale(e.Name()) || len(procs(dir)) > 0 {
+			if !e.IsDir() || e.Name() == skip || !isStale(e.Name()) || len(procs(dir)) > 0 {
 				continue
 			}
 			if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.EBUSY) {
@@ -387,8 +395,23 @@ type hierarchy struct {
 	version Version
 	v2Mount string
 	// v1Dirs maps a controller to our own cgroup's directory in its v1
-	// hierarchy.
+	// hierarchy: the needed ones, and the others of controllers that
+	// are mounted.
 	v1Dirs map[string]string
+}
+
+// bases returns the clawcage directories groups are created in.
+func (h *hierarchy) bases() []string {
+	if h.version == V2 {
+		return []string{filepath.Join(h.v2Mount, "clawcage")}
+	}
+	var bases []string
+	for _, c := range controllers {
+		if dir, ok := h.v1Dirs[c]; ok {
+			bases = append(bases, filepath.Join(dir, "clawcage"))
+		}
+	}
+	return bases
 }
 
 // detect picks v2 when a cgroup2 mount offers every needed controller,
@@ -410,7 +433,7 @@ func detect(mountTable, selfCgroup string, readCtl func(mount string) ([]string,
 			v2Mounts = append(v2Mounts, point)
 		case "cgroup":
 			for _, opt := range strings.Split(super, ",") {
-				if slices.Contains(need, opt) {
+				if slices.Contains(controllers, opt) {
 					if _, dup := v1[opt]; !dup {
 						v1[opt] = v1mount{root, point}
 					}
@@ -446,10 +469,12 @@ func detect(mountTable, selfCgroup string, readCtl func(mount string) ([]string,
 	}
 	h := &hierarchy{version: V1, v1Dirs: map[string]string{}}
 	var missing []string
-	for _, c := range need {
+	for _, c := range controllers {
 		m, ok := v1[c]
 		if !ok {
-			missing = append(missing, c)
+			if slices.Contains(need, c) {
+				missing = append(missing, c)
+			}
 			continue
 		}
 		rel := own[c]

@@ -62,6 +62,8 @@ func TestDetect(t *testing.T) {
 		{"pure v2 with all controllers", mountsV2, "0::/user.slice/x\n", map[string][]string{"/sys/fs/cgroup": {"cpuset", "cpu", "io", "memory", "pids"}}, controllers, &hierarchy{version: V2, v2Mount: "/sys/fs/cgroup"}, ""},
 		{"hybrid: v2 mount without controllers falls back to v1 under our own cgroups", mountsHybrid, selfHybrid, map[string][]string{"/sys/fs/cgroup/unified": {"hugetlb"}}, controllers,
 			&hierarchy{version: V1, v1Dirs: map[string]string{"memory": "/sys/fs/cgroup/memory/process_api/abc", "pids": "/sys/fs/cgroup/pids", "cpu": "/sys/fs/cgroup/cpu"}}, ""},
+		{"v1 without a CPU limit still finds cpu's hierarchy (swept for stale groups)", mountsHybrid, selfHybrid, nil, controllers[:2],
+			&hierarchy{version: V1, v1Dirs: map[string]string{"memory": "/sys/fs/cgroup/memory/process_api/abc", "pids": "/sys/fs/cgroup/pids", "cpu": "/sys/fs/cgroup/cpu"}}, ""},
 		{"v1 co-mounted cpu,cpuacct and a mount rooted below /", mountsCoMounted, selfCoMounted, nil, controllers,
 			&hierarchy{version: V1, v1Dirs: map[string]string{"memory": "/sys/fs/cgroup/memory/inner", "pids": "/sys/fs/cgroup/pids", "cpu": "/sys/fs/cgroup/cpu,cpuacct/user.slice"}}, ""},
 		{"v2 lacking pids and no v1", mountsV2, "0::/\n", map[string][]string{"/sys/fs/cgroup": {"cpu", "memory"}}, controllers, nil, "does not offer the pids controller"},
@@ -265,6 +267,37 @@ func TestGroupNameReuse(t *testing.T) {
 	for _, c := range controllers {
 		if _, err := os.Stat(g2.Dir(c)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("RemoveStale left the empty %s group: %v", c, err)
+		}
+	}
+}
+
+// TestGroupRemoveStale: a group's RemoveStale removes the empty stale
+// groups in every hierarchy (cpu's too, used by groups with a CPU limit)
+// and never the group itself, even when isStale names it.
+func TestGroupRemoveStale(t *testing.T) {
+	needRoot(t)
+	live, stale := testName(t)+"-live", testName(t)+"-stale"
+	old, err := New(context.Background(), stale, Limits{Pids: 8, CPU: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Destroy()
+	g, err := New(context.Background(), live, Limits{Pids: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Destroy()
+	if err := g.RemoveStale(func(n string) bool { return n == stale || n == live }); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range controllers {
+		if _, err := os.Stat(old.Dir(c)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the stale group's %s directory %s is still there: %v", c, old.Dir(c), err)
+		}
+	}
+	for _, c := range []string{"memory", "pids"} {
+		if _, err := os.Stat(g.Dir(c)); err != nil {
+			t.Errorf("RemoveStale removed the group itself (%s): %v", c, err)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,8 +47,15 @@ const DefaultFileGrowth int64 = 1 << 20
 type Limit struct {
 	opts    Options
 	support Support
-	used    int64 // at Apply
-	files   int64 // files and directories at Apply
+	// mount fills support.Mount on first use (Support, the log line,
+	// errors): reading the mount table costs more than the rest of Apply
+	// for a small workspace, and a default limit's log line is at debug
+	// level.
+	mount sync.Once
+	path  string // the workspace's path when opened, for the lookup
+	dev   uint64
+	used  int64 // at Apply
+	files int64 // files and directories at Apply
 	// fileLimit is the file count limit (0: none).
 	fileLimit int64
 	dirFD     int
@@ -56,10 +64,25 @@ type Limit struct {
 	mu     sync.Mutex
 	stop   chan struct{} // closed by Close: the watcher ends
 	closed bool
-	wg     sync.WaitGroup
 	m      *measurer
 	stats  WatchStats
 	tally  tally
+
+	// act is held while the watcher stops the sandbox (kill, onExceed);
+	// quiet, set by Close under it, says it must not any more.
+	act   sync.Mutex
+	quiet bool
+	// refs counts the users of dirFD: Close's and one per watcher
+	// goroutine; the last to let go closes it (Close does not wait for
+	// the watcher to wind down).
+	refs atomic.Int32
+}
+
+// release drops one reference to dirFD, closing it after the last.
+func (l *Limit) release() {
+	if l.refs.Add(-1) == 0 {
+		unix.Close(l.dirFD)
+	}
 }
 
 // Apply starts limiting opts.Dir to opts.Bytes. It refuses a workspace
@@ -78,14 +101,16 @@ func Apply(opts Options) (_ *Limit, err error) {
 		return nil, fmt.Errorf("workspace %s: %w", opts.Dir, err)
 	}
 	l := &Limit{opts: opts, dirFD: fd, log: logOrDiscard(opts.Log)}
+	l.refs.Store(1)
 	defer func() {
 		if err != nil {
 			unix.Close(fd)
 		}
 	}()
-	if l.support, err = detectFD(fd); err != nil {
+	if l.support, l.dev, err = detectFD(fd); err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", opts.Dir, err)
 	}
+	l.path = fdPath(fd)
 	w, err := newWalker(fd)
 	if err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", opts.Dir, err)
@@ -166,7 +191,10 @@ func Apply(opts Options) (_ *Limit, err error) {
 	if source == "default" {
 		level = slog.LevelDebug
 	}
-	l.log.Log(context.Background(), level, "workspace quota", "mode", l.support.String(), "limit", opts.Bytes, "limit_source", source, "used", l.used, "files", l.files, "file_limit", l.fileLimit, "project", projectAttr(l))
+	if !l.log.Enabled(context.Background(), level) {
+		return l, nil
+	}
+	l.log.Log(context.Background(), level, "workspace quota", "mode", l.Support().String(), "limit", opts.Bytes, "limit_source", source, "used", l.used, "files", l.files, "file_limit", l.fileLimit, "project", projectAttr(l))
 	return l, nil
 }
 
@@ -191,13 +219,16 @@ func (l *Limit) checkFree() error {
 	}
 	if free < need {
 		return fmt.Errorf("workspace %s: its disk limit of %d bytes (%d used) needs %d bytes free on %s at %s, which has %d: the sandbox could fill the host's disk; lower resources.disk or free space",
-			l.opts.Dir, l.opts.Bytes, l.used, need, l.support.FSType, l.support.Mount, free)
+			l.opts.Dir, l.opts.Bytes, l.used, need, l.support.FSType, l.Support().Mount, free)
 	}
 	return nil
 }
 
 // Support returns how the limit is enforced.
-func (l *Limit) Support() Support { return l.support }
+func (l *Limit) Support() Support {
+	l.mount.Do(func() { l.support.Mount = mountPoint(l.path, l.dev) })
+	return l.support
+}
 
 // Bytes returns the limit (the default's value when none was given).
 func (l *Limit) Bytes() int64 { return l.opts.Bytes }
@@ -217,7 +248,10 @@ func (l *Limit) FileSizeLimit() int64 {
 
 // Close stops the watcher and removes a project quota's limit (the files
 // keep their project id; the next sandbox with the workspace sets its own
-// limit). It waits for a running measurement to end.
+// limit). Once it returns the watcher calls neither kill nor onExceed; it
+// does not wait for the watcher's goroutines to wind down (a measurement
+// running meanwhile ends unreported, and its threads return to the
+// runtime's pool).
 func (l *Limit) Close() error {
 	l.mu.Lock()
 	stop, closed := l.stop, l.closed
@@ -226,14 +260,16 @@ func (l *Limit) Close() error {
 	if closed {
 		return nil
 	}
+	l.act.Lock()
+	l.quiet = true
+	l.act.Unlock()
 	if stop != nil {
 		close(stop)
 	}
-	l.wg.Wait()
 	var err error
 	if l.support.Mode == ModeProject {
 		err = setProjectLimit(l.dirFD, l.opts.ProjectID, 0, 0)
 	}
-	unix.Close(l.dirFD)
+	l.release()
 	return err
 }

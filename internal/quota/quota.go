@@ -75,7 +75,11 @@ func Detect(dir string) (Support, error) {
 		return Support{}, fmt.Errorf("detect workspace quota for %s: %w", dir, err)
 	}
 	defer unix.Close(fd)
-	return detectFD(fd)
+	s, dev, err := detectFD(fd)
+	if err == nil {
+		s.Mount = mountPoint(fdPath(fd), dev)
+	}
+	return s, err
 }
 
 // openDir opens dir (relative to at) as a directory, not following a
@@ -84,17 +88,19 @@ func openDir(at int, dir string) (int, error) {
 	return unix.Openat(at, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 }
 
-// detectFD is Detect on an open directory.
-func detectFD(fd int) (Support, error) {
+// detectFD is Detect on an open directory, except for Support.Mount (its
+// lookup reads the whole mount table): it returns the directory's device
+// for mountPoint.
+func detectFD(fd int) (Support, uint64, error) {
 	var sfs unix.Statfs_t
 	if err := unix.Fstatfs(fd, &sfs); err != nil {
-		return Support{}, fmt.Errorf("statfs: %w", err)
+		return Support{}, 0, fmt.Errorf("statfs: %w", err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return Support{}, fmt.Errorf("stat: %w", err)
+		return Support{}, 0, fmt.Errorf("stat: %w", err)
 	}
-	s := Support{Mode: ModeWatched, FSType: fsName(sfs.Type), Mount: mountPoint(fd, st.Dev)}
+	s := Support{Mode: ModeWatched, FSType: fsName(sfs.Type)}
 	flags, err := quotaFlags(fd)
 	switch {
 	case err != nil:
@@ -106,7 +112,7 @@ func detectFD(fd int) (Support, error) {
 	default:
 		s.Reason = "project quota is not enabled (" + enableHint(s.FSType) + ")"
 	}
-	return s, nil
+	return s, st.Dev, nil
 }
 
 func quotaErrReason(err error, fs string) string {
@@ -152,12 +158,20 @@ func fsName(magic int64) string {
 	return fmt.Sprintf("filesystem 0x%x", uint32(magic))
 }
 
-// mountPoint returns the mount point of the filesystem dev that contains
-// the open directory fd (the longest mount point of dev that is a prefix of
-// its path), or "?" if none is found.
-func mountPoint(fd int, dev uint64) string {
-	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+// fdPath returns the path of the open directory fd ("" if unknown).
+func fdPath(fd int) string {
+	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil {
+		return ""
+	}
+	return path
+}
+
+// mountPoint returns the mount point of the filesystem dev that contains
+// path (the longest mount point of dev that is a prefix of it), or "?" if
+// none is found.
+func mountPoint(path string, dev uint64) string {
+	if path == "" {
 		return "?"
 	}
 	f, err := os.Open("/proc/self/mountinfo")

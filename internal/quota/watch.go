@@ -123,14 +123,22 @@ func (l *Limit) Watch(mount *os.File, procs string, kill func(), onExceed func(*
 		}
 	}
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		if ev != nil {
+			ev.close()
+			ev.closeReader()
+		}
+		return fmt.Errorf("watch workspace %s: the limit is closed", l.opts.Dir)
+	}
 	l.stop = make(chan struct{})
 	stop := l.stop
 	l.mu.Unlock()
 	if ev != nil {
-		l.wg.Add(1)
+		l.refs.Add(1)
 		go l.readEvents(ev)
 	}
-	l.wg.Add(1)
+	l.refs.Add(1)
 	go l.watch(ev, procs, stop)
 	return nil
 }
@@ -188,34 +196,37 @@ func (l *Limit) measure(hurry bool) (done bool, wait time.Duration) {
 		m.signal = time.Time{}
 	}
 	l.mu.Unlock()
+	if err == nil {
+		return false, 0
+	}
+	m.done = true
+	// Closed meanwhile (the sandbox is gone): nothing to stop or report.
+	l.act.Lock()
+	defer l.act.Unlock()
+	if l.quiet {
+		return true, 0
+	}
+	m.kill()
+	l.reacted(start)
 	switch {
 	case errors.Is(err, errOverFiles):
-		m.done = true
-		m.kill()
-		l.reacted(start)
 		m.onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used, Files: w.entries, FileLimit: l.fileLimit})
 	case errors.Is(err, errOver):
-		m.done = true
-		m.kill()
-		l.reacted(start)
 		// The walk stopped at the limit: measure it all for the report.
 		w.stop = 0
 		w.run(l.dirFD)
 		m.onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used})
-	case err != nil:
-		m.done = true
-		m.kill()
-		l.reacted(start)
+	default:
 		m.onExceed(&ExceededError{Dir: l.opts.Dir, Limit: l.opts.Bytes, Used: w.used, Err: err})
 	}
-	return m.done, 0
+	return true, 0
 }
 
 // watch runs the periodic walks and the dirtied-bytes poll until stop is
 // closed or the limit is found exceeded.
 func (l *Limit) watch(ev *events, procs string, stop <-chan struct{}) {
-	defer l.wg.Done()
-	urgentThread()
+	defer l.release()
+	defer urgentThread()()
 	if ev != nil {
 		defer ev.close()
 	}
@@ -303,6 +314,13 @@ type events struct {
 // read fails.
 func (e *events) close() { unix.Close(e.wake[1]) }
 
+// closeReader closes what readEvents would (when it is not started).
+func (e *events) closeReader() {
+	unix.Close(e.fd)
+	unix.Close(e.root)
+	unix.Close(e.wake[0])
+}
+
 // markMount returns a fanotify group reporting FAN_MODIFY on the mount of
 // mount.
 func markMount(mount *os.File) (*events, error) {
@@ -338,13 +356,9 @@ func markMount(mount *os.File) (*events, error) {
 // total passes the limit, until the group is closed or the limit is found
 // exceeded.
 func (l *Limit) readEvents(ev *events) {
-	defer l.wg.Done()
-	defer func() {
-		unix.Close(ev.fd)
-		unix.Close(ev.root)
-		unix.Close(ev.wake[0])
-	}()
-	realtimeThread()
+	defer l.release()
+	defer ev.closeReader()
+	defer realtimeThread()()
 	buf := make([]byte, 16<<10)
 	fds := []unix.PollFd{{Fd: int32(ev.fd), Events: unix.POLLIN}, {Fd: int32(ev.wake[0]), Events: unix.POLLIN}}
 	var due time.Time // a walk is due then (zero: none pending)
@@ -535,14 +549,31 @@ func writeBytes(pid []byte) (int64, bool) {
 	return v, err == nil
 }
 
-// urgentThread locks the calling goroutine to its thread, for good (the
-// thread ends with the goroutine), and raises the thread's priority (nice
-// -10): on a loaded host the watcher must run soon after the writes it
-// watches, or what the sandbox writes meanwhile is the overshoot. Failing
-// to raise it (no CAP_SYS_NICE) only makes that slower.
-func urgentThread() {
+// urgentThread locks the calling goroutine to its thread and raises the
+// thread's priority (nice -10): on a loaded host the watcher must run soon
+// after the writes it watches, or what the sandbox writes meanwhile is the
+// overshoot. Failing to raise it (no CAP_SYS_NICE) only makes that slower.
+// The returned function, called when the goroutine is done, restores the
+// thread's scheduling and unlocks it, so the runtime reuses the thread for
+// the next watcher instead of creating one (a start of a sandbox); if the
+// scheduling cannot be restored the thread stays locked and ends with the
+// goroutine.
+func urgentThread() (restore func()) {
 	runtime.LockOSThread()
+	old, err := unix.SchedGetAttr(0, 0)
 	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10)
+	return func() { restoreThread(old, err) }
+}
+
+// restoreThread sets the calling thread's scheduling back to old and
+// unlocks it from its goroutine, unless old could not be read (getErr) or
+// set: then the thread stays locked and ends with the goroutine, never
+// running other goroutines with raised priority.
+func restoreThread(old *unix.SchedAttr, getErr error) {
+	if getErr != nil || unix.SchedSetAttr(0, old, 0) != nil {
+		return
+	}
+	runtime.UnlockOSThread()
 }
 
 // threadCPU returns the CPU time the calling thread has used.
@@ -580,14 +611,17 @@ func (l *Limit) reacted(walk time.Time) {
 // the kernel has an event for it, before the writer's next writes, whatever
 // the load. Its work per wake-up is bounded (one batch of events, at most
 // one walk, spaced by its CPU time) and the kernel's real-time throttling
-// caps it anyway. Without CAP_SYS_NICE it falls back to nice -10.
-func realtimeThread() {
+// caps it anyway. Without CAP_SYS_NICE it falls back to nice -10. The
+// returned function is urgentThread's.
+func realtimeThread() (restore func()) {
 	runtime.LockOSThread()
+	old, err := unix.SchedGetAttr(0, 0)
 	// Reset on fork: nothing this thread might start inherits it.
 	attr := unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1, Flags: unix.SCHED_FLAG_RESET_ON_FORK}
 	if unix.SchedSetAttr(0, &attr, 0) != nil {
 		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10)
 	}
+	return func() { restoreThread(old, err) }
 }
 
 // freeInodes returns the free inodes of the workspace's filesystem, or -1.

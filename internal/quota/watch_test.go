@@ -6,7 +6,11 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -140,5 +144,137 @@ func TestQuotaIOCounter(t *testing.T) {
 	}
 	if got := c.read(procs); got > 64<<10 {
 		t.Errorf("dirtied %d bytes with no write, want about 0", got)
+	}
+}
+
+// TestQuotaCloseQuiets checks that once Close has returned (it does not
+// wait for the watcher to wind down) a workspace growing past its limit
+// is neither killed nor reported, and that the watcher's threads, whose
+// priority it raised, go back to normal scheduling (they are handed back
+// to the runtime for reuse, or end).
+func TestQuotaCloseQuiets(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("fanotify mount marks and raising thread priority need root")
+	}
+	const limit = 1 << 20
+	tests := []struct {
+		name     string
+		viaMount bool
+	}{
+		{"write through the mount after Close", true},
+		{"write found by the periodic measurement after Close", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, err := Apply(Options{Dir: dir, Bytes: limit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Support().Mode != ModeWatched {
+				l.Close()
+				t.Skipf("%s: not a watched filesystem", l.Support())
+			}
+			tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mount := os.NewFile(uintptr(tree), "tree")
+			defer mount.Close()
+			var mu sync.Mutex
+			var kills, reports int
+			if err := l.Watch(mount, "", func() { mu.Lock(); kills++; mu.Unlock() }, func(*ExceededError) { mu.Lock(); reports++; mu.Unlock() }); err != nil {
+				t.Fatal(err)
+			}
+			// The watcher's threads run at raised priority (which the
+			// check below must be able to see).
+			for deadline := time.Now().Add(2 * time.Second); len(raisedThreads(t)) < 2; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the watcher's threads are not at raised priority: %v", raisedThreads(t))
+				}
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.viaMount {
+				fd, err := unix.Openat(tree, "f", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+				if err != nil {
+					t.Fatal(err)
+				}
+				unix.Write(fd, make([]byte, 2*limit))
+				unix.Close(fd)
+			} else {
+				write(t, dir+"/f", 2*limit)
+			}
+			time.Sleep(Backstop + 500*time.Millisecond)
+			mu.Lock()
+			defer mu.Unlock()
+			if kills != 0 || reports != 0 {
+				t.Errorf("after Close: %d kills, %d reports, want none", kills, reports)
+			}
+			if raised := raisedThreads(t); len(raised) > 0 {
+				t.Errorf("threads still at raised priority after Close: %v", raised)
+			}
+		})
+	}
+}
+
+// raisedThreads lists this process's threads with a real-time policy or a
+// negative nice value ("tid policy nice").
+func raisedThreads(t *testing.T) []string {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
+		if err != nil {
+			continue // ended meanwhile
+		}
+		// Fields after the command (in parentheses): state is field 3;
+		// nice is 19, policy 41.
+		_, rest, ok := strings.Cut(string(b), ") ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 39 {
+			t.Fatalf("/proc/self/task/%s/stat: %q", task.Name(), b)
+		}
+		nice, policy := f[19-3], f[41-3]
+		if policy != "0" || strings.HasPrefix(nice, "-") {
+			out = append(out, task.Name()+" policy "+policy+" nice "+nice)
+		}
+	}
+	return out
+}
+
+// TestQuotaMeasureAfterClose checks a measurement that was running when
+// Close returned (here: started after it) finds the workspace over its
+// limit and neither kills nor reports.
+func TestQuotaMeasureAfterClose(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Apply(Options{Dir: dir, Bytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Support().Mode != ModeWatched {
+		l.Close()
+		t.Skipf("%s: not a watched filesystem", l.Support())
+	}
+	var kills, reports atomic.Int32
+	if err := l.Watch(nil, "", func() { kills.Add(1) }, func(*ExceededError) { reports.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	l.refs.Add(1) // the measurement's hold on the workspace descriptor
+	defer l.release()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir+"/f", 2<<20)
+	if done, _ := l.measure(true); !done {
+		t.Fatal("the measurement did not find the workspace over its limit")
+	}
+	if kills.Load() != 0 || reports.Load() != 0 {
+		t.Errorf("after Close: %d kills, %d reports, want none", kills.Load(), reports.Load())
 	}
 }
