@@ -159,18 +159,6 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		return nil, err
 	}
 
-	// The leftovers of `sandbox run`s killed before their cleanup are
-	// removed off the start path, while PID 1 starts, and before Wait
-	// returns. The sweep never touches this sandbox's group: its name holds
-	// this process's pid, which is alive.
-	swept := make(chan struct{})
-	go func() {
-		defer close(swept)
-		if err := cgroup.RemoveStale(staleRunGroup); err != nil {
-			p.log.Warn("remove stale sandbox cgroups", "reason", err)
-		}
-	}()
-	p.defer_(func() error { <-swept; return nil })
 	res := <-cgc
 	cgJoined = true
 	if res.err != nil {
@@ -190,9 +178,6 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		return nil, err
 	}
 	defer closeFiles(bindFiles)
-	if err := p.watchDisk(bindFiles[0]); err != nil {
-		return nil, err
-	}
 
 	execEnd, err := p.openExecChannel()
 	if err != nil {
@@ -282,11 +267,20 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	p.diskStarted(cmd.Process)
 	cfgR.Close()
 	repW.Close()
-	closeFiles(bindFiles)
 	p.log.Debug("sandbox init started", "pid", cmd.Process.Pid, "uid_base", uids.Base)
 
 	// Nothing inside runs before the config arrives, so the init (and every
-	// process it starts) is in the cgroup before any command code runs.
+	// process it starts) is in the cgroup, and the workspace's watcher
+	// (started here, after the clone: its threads starting and writing
+	// memory while the clone's copy of this process waits for its id maps
+	// cost a copy-on-write fault each) is running before any command code
+	// runs.
+	if err := p.watchDisk(bindFiles[0]); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, &SetupError{Step: "watch workspace", Err: err}
+	}
+	closeFiles(bindFiles)
 	if err := cg.AddProcess(cmd.Process.Pid); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -298,6 +292,20 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 		return nil, &SetupError{Step: "send config", Err: err}
 	}
 	cfgW.Close()
+
+	// The leftovers of `sandbox run`s killed before their cleanup are
+	// removed while PID 1 starts (not earlier: the same copy-on-write
+	// faults), in the hierarchies the group was created in, and before
+	// Wait returns. The sweep never touches this sandbox's group: its name
+	// holds this process's pid, which is alive.
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		if err := cg.RemoveStale(staleRunGroup); err != nil {
+			p.log.Warn("remove stale sandbox cgroups", "reason", err)
+		}
+	}()
+	p.defer_(func() error { <-swept; return nil })
 
 	p.repCh = make(chan repResult, 1)
 	go func() {
