@@ -36,7 +36,15 @@ func main() {
 	rounds := flag.Int("rounds", 10, "rounds the setups are interleaved over")
 	size := flag.Int64("bytes", 256<<20, "bytes per throughput run")
 	runs := flag.Int("runs", 5, "throughput runs per target")
+	loop := flag.String("loop", "", "only run the setup loop against `PROXY` (\"direct\" for none) to the upstream of -to, -n times, then print p50 (for perf/strace on a proxy)")
+	to := flag.String("to", "", "upstream address for -loop (an egress-bench -upstream)")
 	flag.Parse()
+	if *loop != "" {
+		if err := loopSetups(*loop, *to, *n); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *relay != "" {
 		log.Fatal(serveRelay(*relay))
 	}
@@ -376,6 +384,25 @@ func setup(proxy, upstream string) (time.Duration, error) {
 		return 0, fmt.Errorf("echo: %q %v", b, err)
 	}
 	return time.Since(t0), nil
+}
+
+// loopSetups runs n setups through proxy ("direct": none) to upstream
+// and prints their p50, p90 and the wall time.
+func loopSetups(proxy, upstream string, n int) error {
+	if proxy == "direct" {
+		proxy = ""
+	}
+	s := make([]time.Duration, 0, n)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		d, err := setup(proxy, upstream)
+		if err != nil {
+			return err
+		}
+		s = append(s, d)
+	}
+	fmt.Printf("%d setups in %s: p50 %s p90 %s\n", n, time.Since(t0).Round(time.Millisecond), us(pct(s, 50)), us(pct(s, 90)))
+	return nil
 }
 
 func throughput(proxy, upstream string, size int64) (float64, error) {

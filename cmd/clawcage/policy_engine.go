@@ -195,7 +195,7 @@ func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir, cfgPath, pre
 		lns = append(lns, served{name, ln})
 	}
 	for _, s := range specs {
-		ln, err := net.Listen("tcp", s.addr)
+		ln, err := egress.Listen(ctx, s.addr)
 		if err != nil {
 			admin.Close()
 			for _, l := range lns {

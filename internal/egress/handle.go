@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clawcage/clawcage/internal/hostport"
@@ -226,6 +227,7 @@ func (p *Proxy) handle(ctx context.Context, s *sandboxState, cc *connCloser, br 
 		return false
 	}
 	defer up.Close()
+	p.keepAlive(up)
 	return p.forward(c, br, up, req, o, clientKeep) && !tun.isClosed()
 }
 
@@ -292,6 +294,8 @@ func (p *Proxy) tunnel(c net.Conn, br *bufio.Reader, up net.Conn, o *outcome, d 
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
 		return
 	}
+	// While the 200 travels to the client and its first bytes come back.
+	p.keepAlive(up)
 	if !d.Addr.IsValid() {
 		// A name tunnel must open with a ClientHello naming that name.
 		c.SetReadDeadline(time.Now().Add(p.opts.HeaderTimeout))
@@ -345,17 +349,28 @@ func relay(dst, src net.Conn) {
 	copyBufs.Put(bp)
 }
 
-// splice copies both ways until both directions end, propagating half-closes.
+// splice copies both ways until both directions end, propagating the
+// half-close of the direction that ends first. The caller closes both
+// connections when splice returns, so the direction that ends last sends
+// no shutdown(2) of its own: its close(2) follows at once and ends the
+// stream with the same FIN (everything sent before was read to EOF or
+// failed, so nothing unread turns the close into a reset that the
+// shutdown would not have).
 func splice(a, b net.Conn) {
+	var ended atomic.Int32
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		relay(b, a)
-		closeWrite(b)
+		if ended.Add(1) == 1 {
+			closeWrite(b)
+		}
 	}()
 	relay(a, b)
-	closeWrite(a)
+	if ended.Add(1) == 1 {
+		closeWrite(a)
+	}
 	wg.Wait()
 }
 

@@ -169,17 +169,37 @@ func New(opts Options) *Proxy {
 	if opts.Dial == nil {
 		p.dialer = &net.Dialer{
 			Timeout: opts.DialTimeout,
-			// Tunnels have no idle timeout, so a dead upstream is found
-			// by keepalive: probes after 60 s idle, then at the system's
-			// interval and count (75 s × 9 on Linux). Leaving those two
-			// at the system values saves two setsockopt(2) calls per
-			// connection.
-			KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: -1, Count: -1},
+			// Keepalive is switched on by upstreamKeepAlive once the
+			// client has its answer (the two setsockopt(2) calls are
+			// then off the path the client waits on), not by the dial.
+			KeepAlive: -1,
 		}
 	}
 	size := opts.MaxHeaderBytes + 4096
 	p.readers.New = func() any { return bufio.NewReaderSize(nil, size) }
 	return p
+}
+
+// upstreamKeepAlive is the keepalive of every upstream connection the
+// proxy dials itself. Tunnels have no idle timeout, so a dead upstream is
+// found by keepalive: probes after 60 s idle, then at the system's
+// interval and count (75 s × 9 on Linux); leaving those two at the system
+// values saves two setsockopt(2) calls per connection.
+var upstreamKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: -1, Count: -1}
+
+// keepAlive switches keepalive on for an upstream connection of the
+// default dialer (a custom Options.Dial configures its own). Called before
+// any byte of the client's is relayed to up: after the 200 of a tunnel,
+// before a plain request is sent.
+func (p *Proxy) keepAlive(up net.Conn) {
+	if p.dialer == nil {
+		return
+	}
+	if tc, ok := up.(*net.TCPConn); ok {
+		// As the dialer did: a failure leaves the connection usable,
+		// only without probes.
+		_ = tc.SetKeepAliveConfig(upstreamKeepAlive)
+	}
 }
 
 func (p *Proxy) state(sandbox string, create bool) *sandboxState {
@@ -342,6 +362,25 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, sandbox string) erro
 			p.serveConn(ctx, s, c)
 		}()
 	}
+}
+
+// Listen opens a TCP listener for a sandbox's clients (to pass to Serve).
+// On a loopback address the accepted connections get no TCP keepalive: a
+// client on the same machine that dies has its socket closed by the
+// kernel, so probes would find nothing, and the four setsockopt(2) calls
+// Go makes per accepted connection to configure them sit on the path every
+// request waits on. On any other address Go's default keepalive (15 s)
+// stays, because tunnels have no idle timeout and a vanished remote
+// client is only found by probes. (A listener from net.FileListener, e.g.
+// one inherited from the supervisor, always has Go's default.)
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if a, err := netip.ParseAddr(host); err == nil && a.Unmap().IsLoopback() {
+			lc.KeepAlive = -1
+		}
+	}
+	return lc.Listen(ctx, "tcp", addr) // its error names the address
 }
 
 // temporaryAcceptError reports accept errors worth retrying after a pause
