@@ -46,3 +46,6 @@ func cDecode(b []byte) error {
 
 // haveCInit says PID 1 starts in C in this build.
 const haveCInit = true
+
+// HaveCInit says whether this build starts PID 1 in C (cinit.c).
+const HaveCInit = haveCInit

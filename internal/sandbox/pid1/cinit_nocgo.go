@@ -11,3 +11,6 @@ func cDecode([]byte) error { return errors.New("built without cgo") }
 
 // haveCInit says PID 1 starts in C in this build.
 const haveCInit = false
+
+// HaveCInit says whether this build starts PID 1 in C (cinit.c).
+const HaveCInit = haveCInit
