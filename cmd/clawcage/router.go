@@ -60,7 +60,11 @@ type routerListener struct {
 
 func runRouter(ctx context.Context, stateDir, cfgPath string, listens, listenFDs []string) error {
 	setRouterProcs()
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "router")
+	// Log lines are written in batches off the request path (LogWriter);
+	// the deferred Close writes the last ones, on every return.
+	logOut := router.NewLogWriter(os.Stderr, 0)
+	defer logOut.Close()
+	log := slog.New(slog.NewJSONHandler(logOut, nil)).With("component", "router")
 	// Hygiene before anything touches a key.
 	if runas.Supervised() {
 		if err := runas.HardenSelf(); err != nil {

@@ -384,7 +384,8 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener, sandbox string) err
 		case <-done:
 		}
 	}()
-	err := srv.Serve(ln)
+	// Sandbox connections read and write with raw syscalls (quietConn).
+	err := srv.Serve(quietListener{ln})
 	close(done)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/sys/unix"
@@ -238,6 +239,7 @@ func (t *leanTransport) conn(ctx context.Context, addr string) (*leanConn, bool,
 	if err != nil {
 		return nil, false, err
 	}
+	nc = quiet(nc) // raw read(2)/write(2): no sysmon wake-up per exchange
 	return &leanConn{addr: addr, nc: nc, br: bufio.NewReaderSize(nc, leanBufSize), bw: bufio.NewWriterSize(nc, leanBufSize)}, false, nil
 }
 
@@ -308,8 +310,10 @@ func alive(nc net.Conn) bool {
 	ok = false
 	var buf [1]byte
 	cerr := rc.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		ok = err == unix.EAGAIN || err == unix.EWOULDBLOCK
+		// A raw syscall like quietConn's: MSG_DONTWAIT never blocks, and
+		// an ordinary one would wake sysmon (see quietConn).
+		_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		ok = errno == unix.EAGAIN || errno == unix.EWOULDBLOCK
 		return true
 	})
 	return cerr == nil && ok

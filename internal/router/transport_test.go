@@ -380,3 +380,57 @@ func TestLeanTransportRefusesAndDelegates(t *testing.T) {
 		}
 	})
 }
+
+// writeCounter counts Write calls on a connection.
+type writeCounter struct {
+	net.Conn
+	writes atomic.Int32
+}
+
+func (c *writeCounter) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// The request head and an upstream body built by newBodyReader leave in
+// one write(2): any other body type makes net/http flush the head first
+// (a second syscall and a second wake-up of the provider).
+func TestLeanTransportWritesHeadAndBodyTogether(t *testing.T) {
+	srv := newRawServer(t, serveOK("ok", ""))
+	var conns []*writeCounter
+	var mu sync.Mutex
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	tr := newLeanTransport(nil, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		wc := &writeCounter{Conn: c}
+		mu.Lock()
+		conns = append(conns, wc)
+		mu.Unlock()
+		return wc, nil
+	}, 8, time.Minute)
+	defer tr.CloseIdleConnections()
+	for _, size := range []int{1, 1 << 10, 10 << 10} {
+		body := []byte(strings.Repeat("b", size))
+		req, _ := http.NewRequest(http.MethodPost, srv.url()+"/v1/chat/completions", nil)
+		req.Body, req.ContentLength = newBodyReader(body), int64(len(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, resp); got != "ok" {
+			t.Fatalf("body %q", got)
+		}
+		mu.Lock()
+		if len(conns) != 1 {
+			t.Fatalf("%d connections dialled, want 1 reused", len(conns))
+		}
+		if n := conns[0].writes.Swap(0); n != 1 {
+			t.Fatalf("%d-byte body: request sent in %d writes, want 1", size, n)
+		}
+		mu.Unlock()
+	}
+}
