@@ -13,12 +13,14 @@ import (
 )
 
 // execServer starts commands in the running sandbox on the host's request
-// (see execproto.go). The commands are forked by the same locked, confined
-// thread that started the sandbox's own command (serveForks), so they carry
-// the very same Landlock domain, seccomp filter, cgroup namespace, empty
-// capability bounding set, securebits and no_new_privs, not a copy of them:
-// they may signal the command and reach its abstract sockets exactly as the
-// command's own children could, and nothing more.
+// (see execproto.go). The commands carry the very same Landlock domain,
+// seccomp filter, cgroup namespace, empty capability bounding set,
+// securebits and no_new_privs as the sandbox's own command, not a copy of
+// them: they may signal the command and reach its abstract sockets exactly
+// as the command's own children could, and nothing more. In the Go
+// implementation they are forked by the locked, confined thread that
+// started the command (serveForks on that thread); after the C start-up
+// the whole process is confined and serveForks runs on any thread.
 type execServer struct {
 	c     *Config
 	fd    int // PID 1's end of the exec channel
