@@ -225,7 +225,7 @@ static void prefix(const char *p)
 	memcpy(emsg, tmp, sizeof emsg);
 }
 
-static char report[16384];
+static char report[64 << 10]; /* 6 × the longest escaped emsg, and more */
 static size_t reportlen;
 
 static void rput(const char *s, size_t n)
@@ -541,8 +541,9 @@ static int readconfig(void)
 	for (size_t i = 0; i < cfg.nbinds; i++) {
 		if (cfg.binds[i].fd < FIRST_BIND_FD || cfg.binds[i].fd == cfg.exec_fd)
 			return seterr("decode config (%zu bytes): bind %s: fd %d", cfglen, cfg.binds[i].target, cfg.binds[i].fd);
-		if (cfg.binds[i].target[0] != '/')
-			return seterr("decode config (%zu bytes): bind target %s: not absolute", cfglen, cfg.binds[i].target);
+		const char *t = cfg.binds[i].target;
+		if (t[0] != '/' || strstr(t, "/../") || (strlen(t) >= 3 && strcmp(t + strlen(t) - 3, "/..") == 0))
+			return seterr("decode config (%zu bytes): bind target %s: not an absolute path without ..", cfglen, t);
 	}
 	return 0;
 }
