@@ -20,6 +20,7 @@ import (
 	"github.com/clawcage/clawcage/internal/journal"
 	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/stack"
+	"github.com/clawcage/clawcage/internal/stack/createcmd"
 	"github.com/clawcage/clawcage/internal/supervisor"
 )
 
@@ -37,6 +38,11 @@ type sandboxCreateOptions struct {
 	restart    string
 }
 
+// newSandboxCreateCmd is `clawcage sandbox create`. Package createcmd
+// usually does the work from its init function (see its package comment),
+// parsing these same flags, which createcmd.Flags lists; this command runs
+// when it declines: a --policy file, --help, a malformed command line, an
+// error to explain, or a control socket it could not connect to.
 func newSandboxCreateCmd(g *globalOptions) *cobra.Command {
 	o := &sandboxCreateOptions{}
 	cmd := &cobra.Command{
@@ -77,8 +83,13 @@ re-created at every clawcage up.`,
 }
 
 // buildDefinition writes the sandbox as a clawcage.yaml fragment; the
-// supervisor validates it again (with line numbers in this text).
+// supervisor validates it again (with line numbers in this text). Without a
+// policy file it is createcmd.Definition's text, the same the fast path
+// sends.
 func buildDefinition(name string, command []string, o *sandboxCreateOptions) ([]byte, error) {
+	if o.policyFile == "" {
+		return createcmd.Definition(name, command, o.env, o.restart, o.presets)
+	}
 	str := func(v string) *yaml.Node {
 		return &yaml.Node{Kind: yaml.ScalarNode, Value: v, Style: yaml.DoubleQuotedStyle}
 	}

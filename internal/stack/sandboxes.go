@@ -21,6 +21,7 @@ import (
 	"github.com/clawcage/clawcage/internal/netns"
 	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/runas"
+	"github.com/clawcage/clawcage/internal/stack/createcmd"
 	"github.com/clawcage/clawcage/internal/supervisor"
 )
 
@@ -413,12 +414,10 @@ func (r *runner) tellComponents(links map[*component]*link, req func(*component,
 	return errors.Join(errs...)
 }
 
-// CreateRequest is the body of POST /v1/sandboxes.
-type CreateRequest struct {
-	Name string `json:"name"`
-	// Definition is a clawcage.yaml fragment defining only this sandbox.
-	Definition string `json:"definition"`
-}
+// CreateRequest is the body of POST /v1/sandboxes. It is defined in
+// package createcmd, the fast path of `clawcage sandbox create`, which must
+// not import this package.
+type CreateRequest = createcmd.Request
 
 // createSandbox validates, persists and starts a new sandbox.
 func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, error) {

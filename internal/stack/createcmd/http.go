@@ -1,0 +1,276 @@
+package createcmd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxBody is how much of an answer is read (as the cobra command does).
+const maxBody = 4 << 20
+
+// errNotSent reports that the request could not be written: the server has
+// not acted on it, so the caller may leave the command to the cobra path.
+var errNotSent = errors.New("request not sent")
+
+// dialUnix connects a stream socket to the Unix socket at path and returns
+// it as a pollable (non-blocking) file, so reads and writes take deadlines.
+func dialUnix(path string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	for {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == nil {
+		err = unix.SetNonblock(fd, true)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("connect %s: %w", path, err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// response is what roundTrip read: the status, and the body or the error
+// that cut it short.
+type response struct {
+	code    int
+	status  string // "201 Created", as net/http's Response.Status
+	body    []byte // at most maxBody bytes
+	bodyErr error
+}
+
+// roundTrip writes one HTTP/1.1 request (Connection: close) to c and reads
+// the answer, until deadline or until cancel is closed. Errors are worded as
+// net/http's client words them for the cobra command, whose messages the
+// fast path repeats: `Post "http://clawcage/PATH": ...`.
+func roundTrip(c *os.File, method, path string, body []byte, deadline time.Time, cancel <-chan struct{}) (*response, error) {
+	var canceled atomic.Bool
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-cancel:
+			canceled.Store(true)
+			c.SetDeadline(time.Unix(1, 0)) // wakes a blocked read or write
+		case <-stop:
+		}
+	}()
+	if err := c.SetDeadline(deadline); err != nil {
+		return nil, errNotSent // not pollable: let the cobra command do it
+	}
+	req := method + " " + path + " HTTP/1.1\r\nHost: clawcage\r\nUser-Agent: clawcage\r\n" +
+		"Content-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) +
+		"\r\nConnection: close\r\n\r\n"
+	if _, err := c.Write(append([]byte(req), body...)); err != nil {
+		// Not all of it reached the server: an incomplete request is not
+		// acted on.
+		return nil, errNotSent
+	}
+	// A transport error, as the client reports it.
+	urlErr := func(err error) error {
+		switch {
+		case canceled.Load():
+			err = errors.New("context canceled")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			err = errors.New("context deadline exceeded (Client.Timeout exceeded while awaiting headers)")
+		}
+		return fmt.Errorf("%s %q: %w", method[:1]+strings.ToLower(method[1:]), "http://clawcage"+path, err)
+	}
+	bodyErr := func(err error) error {
+		switch {
+		case canceled.Load():
+			return errors.New("context canceled")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return errors.New("context deadline exceeded (Client.Timeout or context cancellation while reading body)")
+		case errors.Is(err, io.EOF):
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	br := bufio.NewReader(c)
+	resp, chunked, length, err := readHead(br)
+	if err != nil {
+		return nil, urlErr(err)
+	}
+	if resp.code == 204 || resp.code == 304 {
+		return resp, nil
+	}
+	var r io.Reader = br
+	switch {
+	case chunked:
+		r = &chunkedReader{r: br}
+	case length >= 0:
+		r = io.LimitReader(br, length)
+	}
+	resp.body, err = io.ReadAll(io.LimitReader(r, maxBody))
+	if err != nil {
+		resp.bodyErr = bodyErr(err)
+	} else if !chunked && length >= 0 && int64(len(resp.body)) < min(length, maxBody) {
+		resp.bodyErr = io.ErrUnexpectedEOF
+	}
+	return resp, nil
+}
+
+// readHead reads the status line and the header of the final answer
+// (skipping 1xx interim answers) and returns how the body is framed:
+// chunked, a Content-Length, or (-1) until the connection closes.
+func readHead(br *bufio.Reader) (resp *response, chunked bool, length int64, err error) {
+	for {
+		line, err := readLine(br)
+		if err != nil {
+			return nil, false, 0, err
+		}
+		proto, status, ok := strings.Cut(line, " ")
+		if !ok || !strings.HasPrefix(proto, "HTTP/1.") {
+			return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed HTTP response %q", line)
+		}
+		codeText, _, _ := strings.Cut(status, " ")
+		code, err := strconv.Atoi(codeText)
+		if err != nil || len(codeText) != 3 || code < 100 {
+			return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed HTTP status code %q", codeText)
+		}
+		resp = &response{code: code, status: status}
+		chunked, length = false, -1
+		for {
+			h, err := readLine(br)
+			if err != nil {
+				return nil, false, 0, err
+			}
+			if h == "" {
+				break
+			}
+			k, v, ok := strings.Cut(h, ":")
+			if !ok {
+				return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed MIME header line: %s", h)
+			}
+			v = strings.TrimSpace(v)
+			switch {
+			case strings.EqualFold(k, "Transfer-Encoding"):
+				chunked = strings.EqualFold(v, "chunked")
+			case strings.EqualFold(k, "Content-Length"):
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 0 {
+					return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: bad Content-Length %q", v)
+				}
+				length = n
+			}
+		}
+		if code >= 200 || code == 101 {
+			return resp, chunked, length, nil
+		}
+	}
+}
+
+// maxLine bounds a status, header or chunk-size line.
+const maxLine = 64 << 10
+
+// readLine reads one CRLF- (or LF-) terminated line without its end.
+func readLine(br *bufio.Reader) (string, error) {
+	var sb strings.Builder
+	for {
+		part, isPrefix, err := br.ReadLine()
+		if err != nil {
+			return "", err
+		}
+		sb.Write(part)
+		if sb.Len() > maxLine {
+			return "", errors.New("header line too long")
+		}
+		if !isPrefix {
+			return sb.String(), nil
+		}
+	}
+}
+
+// chunkedReader decodes an HTTP/1.1 chunked body (trailers are read and
+// dropped).
+type chunkedReader struct {
+	r    *bufio.Reader
+	left int64 // bytes left in the current chunk
+	done bool
+}
+
+func (cr *chunkedReader) Read(p []byte) (int, error) {
+	if cr.done {
+		return 0, io.EOF
+	}
+	if cr.left == 0 {
+		line, err := readLine(cr.r)
+		if err != nil {
+			return 0, err
+		}
+		size, _, _ := strings.Cut(line, ";")
+		n, err := parseChunkSize(strings.TrimRight(size, " \t"))
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			for { // trailer
+				l, err := readLine(cr.r)
+				if err != nil {
+					return 0, err
+				}
+				if l == "" {
+					break
+				}
+			}
+			cr.done = true
+			return 0, io.EOF
+		}
+		cr.left = n
+	}
+	if int64(len(p)) > cr.left {
+		p = p[:cr.left]
+	}
+	n, err := cr.r.Read(p)
+	cr.left -= int64(n)
+	if cr.left == 0 && err == nil {
+		var crlf [2]byte
+		if _, err := io.ReadFull(cr.r, crlf[:]); err != nil || string(crlf[:]) != "\r\n" {
+			return n, errors.New("malformed chunked encoding")
+		}
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// parseChunkSize parses a chunk's hexadecimal size, with net/http's errors.
+func parseChunkSize(v string) (int64, error) {
+	if v == "" {
+		return 0, errors.New("empty hex number for chunk length")
+	}
+	var n int64
+	for i, b := range []byte(v) {
+		switch {
+		case '0' <= b && b <= '9':
+			b -= '0'
+		case 'a' <= b && b <= 'f':
+			b = b - 'a' + 10
+		case 'A' <= b && b <= 'F':
+			b = b - 'A' + 10
+		default:
+			return 0, errors.New("invalid byte in chunk length")
+		}
+		if i == 15 {
+			return 0, errors.New("http chunk length too large")
+		}
+		n = n<<4 | int64(b)
+	}
+	return n, nil
+}
