@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -37,8 +38,15 @@ func main() {
 	size := flag.Int64("bytes", 256<<20, "bytes per throughput run")
 	runs := flag.Int("runs", 5, "throughput runs per target")
 	loop := flag.String("loop", "", "only run the setup loop against `PROXY` (\"direct\" for none) to the upstream of -to, -n times, then print p50 (for perf/strace on a proxy)")
-	to := flag.String("to", "", "upstream address for -loop (an egress-bench -upstream)")
+	to := flag.String("to", "", "upstream address for -loop and -ab (an egress-bench -upstream)")
+	ab := flag.String("ab", "", "A/B proxies that are already running, `NAME=PID@ADDR,...` (the first is the reference): -rounds rounds of -n/-rounds setups through each in turn (-rounds 0: -n setups, one per target in turn), to the upstream of -to; per target the medians over rounds of CPU/conn, switches/conn and p50, and of the per-round difference to the reference")
 	flag.Parse()
+	if *ab != "" {
+		if err := runAB(*ab, *to, *n, *rounds); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *loop != "" {
 		if err := loopSetups(*loop, *to, *n); err != nil {
 			log.Fatal(err)
@@ -384,6 +392,113 @@ func setup(proxy, upstream string) (time.Duration, error) {
 		return 0, fmt.Errorf("echo: %q %v", b, err)
 	}
 	return time.Since(t0), nil
+}
+
+// runAB measures proxies that run elsewhere (e.g. two builds and the
+// relay started by hand) in interleaved rounds; differences are paired by
+// round, so load that comes and goes hits every target alike.
+func runAB(spec, upstream string, n, rounds int) error {
+	type abTarget struct {
+		name, addr string
+		cmd        *exec.Cmd // only Process.Pid is used
+		cpu, sw    []float64 // per round, per setup
+		p50        []float64
+	}
+	var ts []*abTarget
+	for _, f := range strings.Split(spec, ",") {
+		name, rest, ok1 := strings.Cut(f, "=")
+		pid, addr, ok2 := strings.Cut(rest, "@")
+		p, err := strconv.Atoi(pid)
+		if !ok1 || !ok2 || err != nil {
+			return fmt.Errorf("-ab %q: want NAME=PID@ADDR", f)
+		}
+		ts = append(ts, &abTarget{name: name, addr: addr, cmd: &exec.Cmd{Process: &os.Process{Pid: p}}})
+	}
+	per := max(n/max(rounds, 1), 1)
+	for _, t := range ts {
+		for i := 0; i < 50; i++ {
+			if _, err := setup(t.addr, upstream); err != nil {
+				return fmt.Errorf("%s warm-up: %w", t.name, err)
+			}
+		}
+	}
+	if rounds == 0 {
+		// One setup per target in turn: every target meets the same
+		// load within milliseconds. A visit's CPU and switches run from
+		// the start of its setup to the start of the target's next one
+		// (the connection's teardown included); medians over visits.
+		type mark struct {
+			cpu time.Duration
+			sw  int64
+		}
+		last := make([]mark, len(ts))
+		lat := make([][]time.Duration, len(ts))
+		for i := 0; i <= n; i++ {
+			for j, t := range ts {
+				c, sw := procCPU(t.cmd)
+				if i > 0 {
+					t.cpu = append(t.cpu, float64(c-last[j].cpu)/1e3)
+					t.sw = append(t.sw, float64(sw-last[j].sw))
+				}
+				last[j] = mark{c, sw}
+				if i == n {
+					continue
+				}
+				d, err := setup(t.addr, upstream)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.name, err)
+				}
+				lat[j] = append(lat[j], d)
+			}
+		}
+		ref := ts[0]
+		fmt.Printf("%d setups per target, one per target in turn (µs; CPU: median per connection; sw: mean)\n", n)
+		fmt.Printf("%-14s %9s %9s %9s %9s %9s %9s %9s\n", "target", "p25", "p50", "Δp50", "CPU/conn", "ΔCPU", "sw/conn", "Δsw")
+		mean := func(s []float64) float64 {
+			var x float64
+			for _, v := range s {
+				x += v
+			}
+			return x / float64(len(s))
+		}
+		for j, t := range ts {
+			fmt.Printf("%-14s %9.1f %9.1f %+9.1f %9.1f %+9.1f %9.2f %+9.2f\n", t.name, float64(pct(lat[j], 25))/1e3, float64(pct(lat[j], 50))/1e3,
+				float64(pct(lat[j], 50)-pct(lat[0], 50))/1e3, median(t.cpu), median(t.cpu)-median(ref.cpu), mean(t.sw), mean(t.sw)-mean(ref.sw))
+		}
+		return nil
+	}
+	for r := 0; r < rounds; r++ {
+		for _, t := range ts {
+			c0, n0 := procCPU(t.cmd)
+			s := make([]time.Duration, 0, per)
+			for i := 0; i < per; i++ {
+				d, err := setup(t.addr, upstream)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.name, err)
+				}
+				s = append(s, d)
+			}
+			c1, n1 := procCPU(t.cmd)
+			t.cpu = append(t.cpu, float64(c1-c0)/1e3/float64(per))
+			t.sw = append(t.sw, float64(n1-n0)/float64(per))
+			t.p50 = append(t.p50, float64(pct(s, 50))/1e3)
+		}
+	}
+	diff := func(a, b []float64) []float64 {
+		d := make([]float64, len(a))
+		for i := range a {
+			d[i] = a[i] - b[i]
+		}
+		return d
+	}
+	ref := ts[0]
+	fmt.Printf("%d rounds of %d setups per target; medians over rounds (µs); Δ = paired per-round difference to %s\n", rounds, per, ref.name)
+	fmt.Printf("%-14s %9s %9s %9s %9s %9s %9s\n", "target", "p50", "Δp50", "CPU/conn", "ΔCPU", "sw/conn", "Δsw")
+	for _, t := range ts {
+		fmt.Printf("%-14s %9.1f %+9.1f %9.1f %+9.1f %9.2f %+9.2f\n", t.name, median(t.p50), median(diff(t.p50, ref.p50)),
+			median(t.cpu), median(diff(t.cpu, ref.cpu)), median(t.sw), median(diff(t.sw, ref.sw)))
+	}
+	return nil
 }
 
 // loopSetups runs n setups through proxy ("direct": none) to upstream

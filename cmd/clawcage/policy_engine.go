@@ -135,7 +135,7 @@ func presetParams(ctx context.Context, cfg *config.Config, file string) (map[str
 // they are then. A sandbox whose policy does not compile is answered with
 // refusals (never an open proxy) and the others are served.
 func runPolicyEngine(ctx context.Context, logw io.Writer, stateDir, cfgPath, presetFile string, cfg *config.Config, specs []listenSpec, lim egress.Options, params map[string]string, ctl *net.UnixConn) error {
-	// Decision lines are written in batches (one write(2) per ≤ 20 ms);
+	// Decision lines are written by logbuf's goroutine, off the request;
 	// closed last, after every listener has stopped: nothing is lost.
 	lw := logbuf.New(logw)
 	defer lw.Close()

@@ -1,21 +1,29 @@
 // Package logbuf is an io.Writer for high-rate log lines (the egress
 // proxy's decision line per request): Write copies the line into a buffer
 // and returns, and one goroutine writes the buffer to the underlying
-// writer a short linger after the first line of a batch, so a burst of
-// requests costs one write(2) instead of one per line. Close writes
-// everything still buffered; nothing is lost on a clean shutdown. It is
-// not a logger and does not reorder or split lines.
+// writer, so the request never waits for the log's write(2) and lines
+// logged together cost one write. Close writes everything still buffered;
+// nothing is lost on a clean shutdown. It is not a logger and does not
+// reorder or split lines.
+//
+// By default (New) there is no linger: the writing goroutine runs as soon
+// as the scheduler gets to it, after letting the goroutines that are
+// ready to run go first (lines they log join the batch). A linger timer
+// (NewSize) batches more under a steady stream, but every isolated line
+// then costs a wake-up of an idle process when the timer fires, which on
+// a small host is far dearer than the write it saves.
 package logbuf
 
 import (
 	"io"
+	"runtime"
 	"sync"
 	"time"
 )
 
 // Defaults for New.
 const (
-	DefaultLinger = 20 * time.Millisecond
+	DefaultLinger = 0 // write as soon as the writing goroutine runs
 	DefaultSize   = 256 << 10
 )
 
@@ -43,13 +51,15 @@ type Writer struct {
 	exited chan struct{}
 }
 
-// New returns a Writer that flushes to w DefaultLinger after the first
-// buffered line, at once when DefaultSize bytes are buffered.
+// New returns a Writer that writes to w without a linger (see the
+// package documentation) and at once when DefaultSize bytes are buffered.
 func New(w io.Writer) *Writer { return NewSize(w, DefaultLinger, DefaultSize) }
 
-// NewSize is New with the linger and the size that triggers an immediate
-// flush. Writers block while 4×size bytes wait (a stalled destination
-// slows the logging side down instead of growing memory without bound).
+// NewSize is New with the linger (how long after the first line of a
+// batch it is written; 0: no timer, as soon as the writing goroutine runs)
+// and the size that triggers an immediate flush. Writers block while
+// 4×size bytes wait (a stalled destination slows the logging side down
+// instead of growing memory without bound).
 func NewSize(w io.Writer, linger time.Duration, size int) *Writer {
 	lw := &Writer{
 		w: w, linger: linger, size: size,
@@ -104,7 +114,11 @@ func (w *Writer) run() {
 		case <-w.quit:
 			return
 		}
-		if !now {
+		if !now && w.linger <= 0 {
+			// Goroutines already runnable (other requests finishing)
+			// run first and their lines join this write.
+			runtime.Gosched()
+		} else if !now {
 			t.Reset(w.linger)
 			select {
 			case <-t.C:

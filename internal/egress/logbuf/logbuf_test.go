@@ -85,6 +85,8 @@ func TestLingerAndSizeFlush(t *testing.T) {
 		line   string
 	}{
 		{"linger elapses", 10 * time.Millisecond, 1 << 20, "short line\n"},
+		{"no linger: written without a timer", 0, 1 << 20, "short line\n"},
+		{"default (New): written without Flush or Close", DefaultLinger, DefaultSize, "short line\n"},
 		{"size reached flushes without waiting for the linger", time.Hour, 16, "a line longer than sixteen bytes\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,4 +118,39 @@ func TestFlush(t *testing.T) {
 		t.Fatalf("after Flush: %q", out)
 	}
 	w.Flush() // nothing buffered: returns at once
+}
+
+func TestNoLingerKeepsLinesWholeAndInOrder(t *testing.T) {
+	s := &sink{}
+	w := New(s)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				fmt.Fprintf(w, "{\"g\":%d,\"i\":%d}\n", g, i)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, n := s.snapshot()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 2000 || n > 2000 {
+		t.Fatalf("%d lines in %d writes, want 2000 lines in at most 2000", len(lines), n)
+	}
+	next := map[int]int{}
+	for _, l := range lines {
+		var g, i int
+		if _, err := fmt.Sscanf(l, "{\"g\":%d,\"i\":%d}", &g, &i); err != nil {
+			t.Fatalf("torn line %q: %v", l, err)
+		}
+		if i != next[g] {
+			t.Fatalf("writer %d: line %d after %d (reordered)", g, i, next[g]-1)
+		}
+		next[g]++
+	}
 }
