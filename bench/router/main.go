@@ -250,6 +250,7 @@ func runRate(c *http.Client, p target, body []byte, stream bool, rate int, dur t
 	ok := make([]bool, total)
 	var errs atomic.Int64
 	var peak atomic.Int64
+	var firstErr atomic.Pointer[error]
 	stop := make(chan struct{})
 	go func() {
 		t := time.NewTicker(100 * time.Millisecond)
@@ -278,6 +279,7 @@ func runRate(c *http.Client, p target, body []byte, stream bool, rate int, dur t
 			d, err := once(c, p, body, stream)
 			if err != nil {
 				errs.Add(1)
+				firstErr.CompareAndSwap(nil, &err)
 				return
 			}
 			lat[i], ok[i] = d, true
@@ -286,6 +288,9 @@ func runRate(c *http.Client, p target, body []byte, stream bool, rate int, dur t
 	wg.Wait()
 	close(stop)
 	r := result{errors: int(errs.Load()), rssKiB: peak.Load()}
+	if e := firstErr.Load(); e != nil {
+		r.firstErr = *e
+	}
 	for i := range lat {
 		if ok[i] {
 			r.lat = append(r.lat, lat[i])

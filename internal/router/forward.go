@@ -614,6 +614,13 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q *req
 		}
 		nr, rerr = resp.Body.Read(buf)
 	}
+	if res.outcome == served && resp.ContentLength >= 0 && !sse && flusher != nil {
+		// The client has the whole declared body after this write, before
+		// the metrics, log line and usage row of finish; net/http would
+		// otherwise send the tail only when the handler returns. (A
+		// chunked response still ends when the handler returns.)
+		flusher.Flush()
+	}
 	res.meter.finish()
 	return res
 }
