@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -44,7 +45,8 @@ type NetNS struct {
 func (n *NetNS) Name() string { return n.name }
 
 // Path returns the bind mount that keeps the namespace alive; it can be
-// opened and passed to setns(2) (for example by the sandbox's init).
+// opened and passed to setns(2) (for example by the sandbox's init). It is
+// empty for a namespace made by CreateUnpinned until Pin.
 func (n *NetNS) Path() string { return n.path }
 
 // Fd returns the open namespace file descriptor. It stays valid until Close.
@@ -114,6 +116,73 @@ func Create(ctx context.Context, stateDir, name string) (*NetNS, error) {
 		return nil, err
 	}
 	return ns, nil
+}
+
+// CreateUnpinned makes a new network namespace like Create, but keeps it
+// alive only by the returned NetNS's file descriptor: nothing is mounted, so
+// the kernel frees it when the descriptor is closed or the process ends,
+// even by SIGKILL. Pin gives it a name and a mount. A supervisor keeps one
+// ready this way (with its listeners) so that creating a sandbox does not
+// wait for a namespace; an unused one leaves nothing behind.
+func CreateUnpinned(ctx context.Context) (*NetNS, error) {
+	if err := checkInitialUserNS(); err != nil {
+		return nil, fmt.Errorf("create network namespace: %w", err)
+	}
+	var f *os.File
+	err := onLockedThread(ctx, func() error {
+		// This thread leaves the host namespace for good; it exits when done.
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
+		}
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+		var err error
+		f, err = os.OpenFile("/proc/thread-self/ns/net", os.O_RDONLY|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create network namespace: %w", err)
+	}
+	if err := checkNetNSFile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("create network namespace: %w", err)
+	}
+	return &NetNS{name: "unpinned", f: f}, nil
+}
+
+// Pin bind-mounts a namespace made by CreateUnpinned at
+// <stateDir>/netns/<name> and renames it name: from then on it is like one
+// made by Create (Open finds it, Delete removes it). Pinning a name that
+// exists, or a namespace that is already pinned, is an error and changes
+// nothing.
+func (n *NetNS) Pin(stateDir, name string) error {
+	if n.path != "" {
+		return fmt.Errorf("network namespace %s is already pinned at %s", n.name, n.path)
+	}
+	if n.f == nil {
+		return errors.New("pin network namespace: it is closed")
+	}
+	path, err := nsPath(stateDir, name)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(Dir(stateDir), 0o700); err != nil {
+		return fmt.Errorf("create network namespace directory: %w", err)
+	}
+	mp, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return fmt.Errorf("pin network namespace %s: mount point: %w", name, err)
+	}
+	mp.Close()
+	src := "/proc/self/fd/" + strconv.Itoa(int(n.f.Fd()))
+	if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("pin network namespace %s: bind mount at %s: %w", name, path, err)
+	}
+	runtime.KeepAlive(n.f)
+	n.name, n.path = name, path
+	return nil
 }
 
 // Open re-opens a namespace created earlier (for example by a previous
@@ -225,6 +294,9 @@ func (n *NetNS) Close() error {
 // The kernel frees the namespace once no process, socket or mount uses it.
 func (n *NetNS) Delete() error {
 	err := n.Close()
+	if n.path == "" {
+		return err // never pinned: closing frees it
+	}
 	if uerr := unix.Unmount(n.path, unix.MNT_DETACH); uerr != nil && !errors.Is(uerr, unix.EINVAL) && !errors.Is(uerr, unix.ENOENT) {
 		return errors.Join(err, fmt.Errorf("unmount network namespace %s: %w", n.name, uerr))
 	}

@@ -63,6 +63,21 @@ func newNS(t *testing.T, ctx context.Context) *NetNS {
 	return ns
 }
 
+// newPinnedSpare makes a namespace as a supervisor's spare is made and then
+// given to a sandbox: CreateUnpinned, then Pin.
+func newPinnedSpare(t *testing.T, ctx context.Context) *NetNS {
+	t.Helper()
+	ns, err := CreateUnpinned(ctx)
+	if err != nil {
+		t.Fatalf("CreateUnpinned: %v", err)
+	}
+	t.Cleanup(func() { ns.Delete() })
+	if err := ns.Pin(t.TempDir(), "test"); err != nil {
+		t.Fatalf("Pin: %v", err)
+	}
+	return ns
+}
+
 // serveBanner accepts connections on ln and writes banner to each.
 func serveBanner(ln net.Listener, banner string) {
 	go func() {
@@ -276,10 +291,126 @@ func TestDeleteLeavesNothing(t *testing.T) {
 	}
 }
 
+// TestUnpinnedThenPinned follows a supervisor's spare namespace: made with
+// only lo (up) and a listener, held by its descriptor alone (nothing
+// mounted), then pinned under a sandbox's name, where Open finds the same
+// namespace and the listener made before; pinning twice or over an existing
+// name fails and changes nothing; Delete leaves nothing, and so does
+// closing a spare that was never pinned.
+func TestUnpinnedThenPinned(t *testing.T) {
+	needRoot(t)
+	ctx := testCtx(t)
+	state := t.TempDir()
+	mounts := func() int {
+		mi, _ := os.ReadFile("/proc/self/mountinfo")
+		return bytes.Count(mi, []byte(state))
+	}
+	ns, err := CreateUnpinned(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Delete()
+	if ns.Path() != "" || mounts() != 0 {
+		t.Fatalf("unpinned namespace has path %q, %d mounts", ns.Path(), mounts())
+	}
+	var ifs []net.Interface
+	ln, err := Listen(ctx, ns, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	serveBanner(ln, "spare")
+	if err := ns.Do(ctx, func() error { ifs, err = net.Interfaces(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if len(ifs) != 1 || ifs[0].Name != "lo" || ifs[0].Flags&net.FlagUp == 0 {
+		t.Fatalf("interfaces in the spare = %+v, want only lo, up", ifs)
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the spare's listener is reachable from the host namespace")
+	}
+
+	// A name that is taken stays as it was.
+	other, err := Create(ctx, state, "taken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Delete()
+	if err := ns.Pin(state, "taken"); err == nil || ns.Path() != "" {
+		t.Fatalf("Pin over an existing namespace: %v (path %q)", err, ns.Path())
+	}
+	if err := ns.Pin(state, "../x"); err == nil {
+		t.Fatalf("Pin with a bad name succeeded")
+	}
+
+	if err := ns.Pin(state, "sb"); err != nil {
+		t.Fatal(err)
+	}
+	if ns.Name() != "sb" || ns.Path() != filepath.Join(Dir(state), "sb") {
+		t.Fatalf("pinned as %q at %q", ns.Name(), ns.Path())
+	}
+	if err := ns.Pin(state, "sb2"); err == nil {
+		t.Fatalf("pinning twice succeeded")
+	}
+	var st1, st2 unix.Stat_t
+	unix.Fstat(int(ns.Fd()), &st1)
+	re, err := Open(state, "sb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Fstat(int(re.Fd()), &st2)
+	if st1.Ino != st2.Ino {
+		t.Fatalf("re-opened namespace inode %d, want the spare's %d", st2.Ino, st1.Ino)
+	}
+	c, err := Dial(ctx, re, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readBanner(t, c); got != "spare" {
+		t.Fatalf("got %q from the spare's listener", got)
+	}
+	re.Close()
+	if err := ns.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(Dir(state)); len(ents) != 0 || mounts() != 0 {
+		t.Errorf("left behind: %v, %d mounts", ents, mounts())
+	}
+
+	// A spare that is never pinned only needs closing.
+	unused, err := CreateUnpinned(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unused.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(Dir(state)); len(ents) != 0 || mounts() != 0 {
+		t.Errorf("left behind: %v, %d mounts", ents, mounts())
+	}
+}
+
 func TestUserNamespaceRootCannotConfigureNetwork(t *testing.T) {
 	needRoot(t)
 	ctx := testCtx(t)
-	ns := newNS(t, ctx)
+	for _, kind := range []string{"created", "pinned spare"} {
+		t.Run(kind, func(t *testing.T) {
+			ns := newNS(t, ctx)
+			if kind == "pinned spare" {
+				ns = newPinnedSpare(t, ctx)
+			}
+			userNSRootPowerless(t, ctx, ns)
+		})
+	}
+}
+
+// userNSRootPowerless checks that root in a new user namespace joined to ns
+// gets EPERM for every network configuration request, and host root does not.
+func userNSRootPowerless(t *testing.T, ctx context.Context, ns *NetNS) {
 
 	// The child must be able to execute the test binary as an unmapped host
 	// uid: copy it to a world-readable place.

@@ -52,6 +52,8 @@ type runner struct {
 
 	opMu sync.Mutex // serialises create and delete
 
+	spare spareNet // the next created sandbox's network, made in advance
+
 	mu       sync.Mutex
 	defs     map[string][]byte // created sandboxes: name -> definition file
 	nets     map[string]*sandboxNet
@@ -270,7 +272,9 @@ func closeControlFile(cmd *exec.Cmd, _ error) {
 // waited for before the listeners are registered (the components'
 // configuration copies, written meanwhile); the sandbox itself does not need
 // them, so it is started first, and stopped again if ready fails.
-func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox, ready func() error) (*sandboxNet, map[*component]*link, error) {
+//
+// useSpare takes the spare network (spare.go) if one is ready.
+func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox, useSpare bool, ready func() error) (*sandboxNet, map[*component]*link, error) {
 	restart, err := supervisor.ParseRestartPolicy(sb.Restart)
 	if sb.Restart == "" {
 		restart, err = supervisor.RestartAlways, nil
@@ -278,9 +282,15 @@ func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox,
 	if err != nil {
 		return nil, nil, fmt.Errorf("sandbox %s: %w", name, err)
 	}
-	sn, err := openSandboxNet(ctx, r.state, name, r.comps)
-	if err != nil {
-		return nil, nil, err
+	var sn *sandboxNet
+	if useSpare {
+		sn = r.spareFor(name)
+	}
+	fromSpare := sn != nil
+	if sn == nil {
+		if sn, err = openSandboxNet(ctx, r.state, name, r.comps); err != nil {
+			return nil, nil, err
+		}
 	}
 	spec := SandboxSpec{
 		Name: name, Config: sb, NetNS: sn.ns,
@@ -357,7 +367,7 @@ func (r *runner) addSandbox(ctx context.Context, name string, sb config.Sandbox,
 		}
 	}
 	r.mu.Unlock()
-	r.log.Info("sandbox network ready", "sandbox", name, "netns", sn.ns.Path(), "router", RouterAddr, "proxy", ProxyAddr)
+	r.log.Info("sandbox network ready", "sandbox", name, "netns", sn.ns.Path(), "router", RouterAddr, "proxy", ProxyAddr, "spare", fromSpare)
 	return sn, links, nil
 }
 
@@ -480,7 +490,10 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 	var once sync.Once
 	var werr error
 	waitWritten := func() error { once.Do(func() { werr = <-written }); return werr }
-	sn, links, err := r.addSandbox(ctx, req.Name, sb, waitWritten)
+	// The next create's network is made once this one has been answered
+	// (the sandbox's own start is mostly done by then).
+	defer r.fillSpare(ctx)
+	sn, links, err := r.addSandbox(ctx, req.Name, sb, true, waitWritten)
 	tAdded := time.Now()
 	if err != nil {
 		waitWritten() // before undo writes them again
@@ -650,6 +663,7 @@ func (r *runner) deleteNamespaces() {
 // closeAll closes listeners and releases uid slots (after the supervisor
 // has stopped every child).
 func (r *runner) closeAll() {
+	r.closeSpare()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, sn := range r.nets {

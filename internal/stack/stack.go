@@ -339,7 +339,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}()
 	}
 	for _, name := range sortedNames(all) {
-		if _, _, err := r.addSandbox(ctx, name, all[name], nil); err != nil {
+		if _, _, err := r.addSandbox(ctx, name, all[name], false, nil); err != nil {
 			return err
 		}
 	}
@@ -352,6 +352,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 		stop()
 	}))
 	r.routes(ctl, runCtx)
+	// The first created sandbox's network is made once the components are
+	// up (it would compete with their start).
+	go func() {
+		select {
+		case <-r.settled:
+			r.fillSpare(runCtx)
+		case <-runCtx.Done():
+		}
+	}()
 	ctl.Handle("GET /v1/kernel", newKernelProbe(runCtx, r.settled, opts.KernelProbe).handler())
 
 	// The control socket outlives the children: it disappears only once

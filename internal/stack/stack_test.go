@@ -2,6 +2,7 @@ package stack
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1221,4 +1222,122 @@ func TestCreateStopsSandboxWhenConfigCopiesFail(t *testing.T) {
 		t.Fatalf("create after the fix: %d %s", code, body)
 	}
 	servedBy(t, state, "extra", created)
+}
+
+// nsFDs lists the network namespaces this process holds open (the tests'
+// supervisor runs in it), by inode.
+func nsFDs(t *testing.T) map[string]bool {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "net:[") {
+			out[l] = true
+		}
+	}
+	return out
+}
+
+func nsInode(t *testing.T, state, name string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(state, "netns", name), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// TestCreateTakesSpareNetwork checks the spare sandbox network: made once
+// the stack is up and again after each create, taken by the next create
+// under its name (the sandbox is served on the listeners made in it, as
+// itself), never by two sandboxes, not used where a namespace of the name
+// was left behind, and gone, with nothing mounted or open, after the stack
+// stops.
+func TestCreateTakesSpareNetwork(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates namespaces and runs components under their own uids")
+	}
+	bin := helperBinary(t)
+	state := filepath.Join(t.TempDir(), "state")
+	cfgPath := filepath.Join(t.TempDir(), "clawcage.yaml")
+	os.WriteFile(cfgPath, nil, 0o600)
+	nsBefore := nsFDs(t)
+	stop := startStack(t, bin, cfgPath, state)
+	spares := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			seen := 0
+			for _, e := range journalLines(t, state) {
+				if e.Msg == "spare sandbox network ready" {
+					seen++
+				}
+			}
+			if seen >= n {
+				return
+			}
+		}
+		t.Fatalf("spare network %d never ready", n)
+	}
+	networkReady := func(name string) journal.Entry {
+		t.Helper()
+		return waitJournal(t, state, name+"'s network", func(e journal.Entry) bool {
+			return e.Sandbox == name && e.Msg == "sandbox network ready"
+		})
+	}
+	create := func(name string) {
+		t.Helper()
+		if code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: name, Definition: "sandboxes:\n  " + name + ": {}\n"}); code != 201 {
+			t.Fatalf("create %s: %d %s", name, code, body)
+		}
+	}
+
+	spares(1)
+	create("s1")
+	if e := networkReady("s1"); e.Attrs["spare"] != true {
+		t.Errorf("s1 did not take the spare network: %+v", e)
+	}
+	spares(2) // made again after the create
+	create("s2")
+	if e := networkReady("s2"); e.Attrs["spare"] != true {
+		t.Errorf("s2 did not take the new spare network: %+v", e)
+	}
+	if nsInode(t, state, "s1") == nsInode(t, state, "s2") {
+		t.Fatalf("s1 and s2 share a network namespace")
+	}
+	// Each is served as itself on the listeners made in its namespace.
+	servedBy(t, state, "s1", time.Time{})
+	servedBy(t, state, "s2", time.Time{})
+
+	// A namespace left behind under the name is re-opened, as before.
+	spares(3)
+	left, err := netns.Create(context.Background(), state, "s3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leftIno := nsInode(t, state, "s3")
+	left.Close()
+	create("s3")
+	if e := networkReady("s3"); e.Attrs["spare"] != false {
+		t.Errorf("s3 took the spare network over a namespace left behind: %+v", e)
+	}
+	if nsInode(t, state, "s3") != leftIno {
+		t.Errorf("s3 did not re-open the namespace left behind")
+	}
+	servedBy(t, state, "s3", time.Time{})
+
+	stop()
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(mi, []byte(state)) {
+		t.Errorf("mounts left under %s:\n%s", state, mi)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(state, "netns")); len(ents) != 0 {
+		t.Errorf("namespaces left: %v", ents)
+	}
+	for ns := range nsFDs(t) {
+		if !nsBefore[ns] {
+			t.Errorf("network namespace %s still open after the stack stopped", ns)
+		}
+	}
 }
