@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,11 +51,83 @@ func hasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// websocketUpgrade reports whether req asks to switch to WebSocket
-// (Connection: Upgrade and Upgrade: websocket). Other upgrades are not
-// relayed: their Upgrade header is dropped like any hop-by-hop header.
-func websocketUpgrade(req *http.Request) bool {
-	return req.Method == http.MethodGet && hasToken(req.Header, "Connection", "upgrade") && hasToken(req.Header, "Upgrade", "websocket")
+// requestedUpgrade returns the protocols req asks to switch to (the
+// Upgrade header of a request whose Connection lists "upgrade": websocket,
+// h2c, ...), normalised to "a, b", or "" for none. Protocols that are not
+// RFC 9110 tokens (name or name/version) void the upgrade: the request is
+// then forwarded as a plain one.
+func requestedUpgrade(req *http.Request) string {
+	if !hasToken(req.Header, "Connection", "upgrade") {
+		return ""
+	}
+	var protos []string
+	for _, v := range req.Header["Upgrade"] {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				continue
+			}
+			name, version, _ := strings.Cut(p, "/")
+			if !isToken(name) || (strings.Contains(p, "/") && !isToken(version)) {
+				return ""
+			}
+			protos = append(protos, p)
+		}
+	}
+	return strings.Join(protos, ", ")
+}
+
+// upgradeOptions returns the header fields an upgrade request lists in
+// Connection besides "upgrade" (HTTP2-Settings for h2c), with their
+// values: hop-by-hop, but meant for the server the upgrade is relayed to,
+// so they are sent on with it. The proxy's own hop-by-hop fields and the
+// framing fields it writes itself are never among them.
+func upgradeOptions(req *http.Request) http.Header {
+	var out http.Header
+	for _, v := range req.Header["Connection"] {
+		for _, name := range strings.Split(v, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if !isToken(name) || name == "Upgrade" || name == "Close" || slices.Contains(hopHeaders, name) || headerExclude[name] {
+				continue
+			}
+			if vals, ok := req.Header[name]; ok {
+				if out == nil {
+					out = http.Header{}
+				}
+				out[name] = vals
+			}
+		}
+	}
+	return out
+}
+
+// isToken reports whether s is an RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// chosenUpgrade returns the protocol a 101 switches to if it is one of
+// those requested ("" otherwise).
+func chosenUpgrade(resp *http.Response, requested string) string {
+	got := strings.TrimSpace(resp.Header.Get("Upgrade"))
+	if got == "" || strings.Contains(got, ",") {
+		return ""
+	}
+	for _, p := range strings.Split(requested, ",") {
+		if strings.EqualFold(strings.TrimSpace(p), got) {
+			return got
+		}
+	}
+	return ""
 }
 
 // hasBody reports whether req carries a body.
@@ -75,7 +149,7 @@ var headerExclude = map[string]bool{"Host": true, "Content-Length": true, "Trans
 
 // writeHead writes req's request line and header in origin form, framed
 // by the parsed length (never the client's raw framing headers).
-func writeHead(w io.Writer, req *http.Request, upgrade string) error {
+func writeHead(w io.Writer, req *http.Request, upgrade string, options http.Header) error {
 	b := headBufs.Get().(*bytes.Buffer)
 	defer func() { b.Reset(); headBufs.Put(b) }()
 	fmt.Fprintf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", req.Method, req.URL.RequestURI(), req.Host)
@@ -90,7 +164,14 @@ func writeHead(w io.Writer, req *http.Request, upgrade string) error {
 		b.WriteString("Transfer-Encoding: chunked\r\n")
 	}
 	if upgrade != "" {
-		b.WriteString("Connection: Upgrade\r\nUpgrade: " + upgrade + "\r\n")
+		b.WriteString("Connection: Upgrade")
+		for _, name := range slices.Sorted(maps.Keys(options)) {
+			b.WriteString(", " + name)
+		}
+		b.WriteString("\r\nUpgrade: " + upgrade + "\r\n")
+		if err := options.Write(b); err != nil {
+			return err
+		}
 	} else {
 		b.WriteString("Connection: close\r\n") // one upstream connection per request
 	}
@@ -141,14 +222,16 @@ func writeInterim(w io.Writer, resp *http.Response, extra string) error {
 
 // forward sends a plain request to up and relays the response. It
 // relays the upstream's 1xx answers (a "100 Continue" releases a body the
-// client held back) and, for a WebSocket upgrade the upstream accepts,
-// turns the connection into a tunnel until either side closes or the
-// rule is revoked (no idle timeout). It reports whether the client
-// connection may carry another request.
+// client held back) and, for an upgrade (WebSocket, h2c, ...) the
+// upstream accepts with one of the requested protocols, turns the
+// connection into a tunnel until either side closes or the rule is
+// revoked (no idle timeout). It reports whether the client connection may
+// carry another request.
 func (p *Proxy) forward(c net.Conn, br *bufio.Reader, up net.Conn, req *http.Request, o *outcome, clientKeep bool) bool {
-	upgrade := ""
-	if websocketUpgrade(req) {
-		upgrade = "websocket"
+	upgrade := requestedUpgrade(req)
+	var options http.Header
+	if upgrade != "" {
+		options = upgradeOptions(req)
 	}
 	removeHop(req.Header)
 	expect := expectsContinue(req)
@@ -159,7 +242,7 @@ func (p *Proxy) forward(c net.Conn, br *bufio.Reader, up net.Conn, req *http.Req
 		o.reason, o.detail = ReasonUnreachable, what+err.Error()
 		return p.refuse(c, o, http.StatusBadGateway, false)
 	}
-	if err := writeHead(up, req, upgrade); err != nil {
+	if err := writeHead(up, req, upgrade, options); err != nil {
 		return fail(err, "")
 	}
 	bodySent := !expect
@@ -213,11 +296,15 @@ func (p *Proxy) forward(c net.Conn, br *bufio.Reader, up net.Conn, req *http.Req
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		if upgrade == "" || !hasToken(resp.Header, "Upgrade", upgrade) {
+		chosen := chosenUpgrade(resp, upgrade)
+		if chosen == "" {
 			o.reason, o.detail = ReasonUnreachable, "the upstream switched protocols without being asked to"
+			if upgrade != "" {
+				o.detail = fmt.Sprintf("the upstream switched to %q, the request asked for %q", resp.Header.Get("Upgrade"), upgrade)
+			}
 			return p.refuse(c, o, http.StatusBadGateway, false)
 		}
-		p.relayUpgrade(c, br, up, ubr, resp, o, upgrade)
+		p.relayUpgrade(c, br, up, ubr, resp, o, chosen)
 		return false
 	}
 	o.allow, o.status = true, resp.StatusCode

@@ -428,3 +428,138 @@ func TestForwardReframesBodies(t *testing.T) {
 		}
 	})
 }
+
+// startUpgradeServer answers upgrades other than WebSocket on loopback:
+// /h2c switches to h2c when the request carries HTTP2-Settings (listed in
+// Connection), /other answers 101 with a protocol nobody asked for, and
+// anything without an Upgrade header gets 200 "plain". After a 101 it
+// echoes. Every request's headers are recorded.
+func startUpgradeServer(t *testing.T) (uint16, chan http.Header) {
+	t.Helper()
+	seen := make(chan http.Header, 10)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		if b, err := io.ReadAll(r.Body); err != nil || string(b) != "body" {
+			http.Error(w, fmt.Sprintf("body %q %v", b, err), http.StatusBadRequest)
+			return
+		}
+		proto := r.Header.Get("Upgrade")
+		switch {
+		case proto == "":
+			io.WriteString(w, "plain")
+			return
+		case r.URL.Path == "/h2c" && (proto != "h2c" || r.Header.Get("Http2-Settings") == "" || !hasToken(r.Header, "Connection", "HTTP2-Settings")):
+			http.Error(w, "h2c upgrade without HTTP2-Settings", http.StatusBadRequest)
+			return
+		case r.URL.Path == "/other":
+			proto = "something-else"
+		}
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", proto)
+		rw.Flush()
+		io.Copy(c, rw)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return netip.MustParseAddrPort(ln.Addr().String()).Port(), seen
+}
+
+// TestUpgradeOtherProtocols: upgrades other than WebSocket (h2c, ...) are
+// relayed like WebSocket ones, with the fields they list in Connection;
+// the proxy's own hop-by-hop fields never pass, a 101 to a protocol that
+// was not requested is a 502, and an Upgrade that is not a token list is
+// dropped (the request goes on as a plain one).
+func TestUpgradeOtherProtocols(t *testing.T) {
+	port, seen := startUpgradeServer(t)
+	h := startProxy(t, fmt.Sprintf("network:\n  - {name: lo, cidrs: [127.0.0.0/8], ports: [%[1]d]}\n  - {name: api, hosts: [api.example.com], ports: [%[1]d]}\n", port), Options{})
+	h.res.Set("api.example.com", "127.0.0.1")
+	req := func(path, extra string) string {
+		return fmt.Sprintf("POST http://api.example.com:%d%s HTTP/1.1\r\nHost: api.example.com:%d\r\nContent-Length: 4\r\n%s\r\nbody", port, path, port, extra)
+	}
+	for _, tc := range []struct {
+		name       string
+		raw        string
+		status     int
+		switchedTo string
+		check      func(http.Header) error
+	}{
+		{"h2c with HTTP2-Settings becomes a tunnel", req("/h2c", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"), 101, "h2c",
+			func(hd http.Header) error {
+				if hd.Get("Http2-Settings") != "AAMAAABkAAQAAP__" {
+					return fmt.Errorf("HTTP2-Settings not forwarded: %v", hd)
+				}
+				return nil
+			}},
+		{"proxy hop-by-hop and framing fields listed in Connection are not forwarded", req("/h2c", "Connection: Upgrade, HTTP2-Settings, Proxy-Authorization, Content-Length\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nProxy-Authorization: Basic c2VjcmV0\r\n"), 101, "h2c",
+			func(hd http.Header) error {
+				if hd.Get("Proxy-Authorization") != "" || strings.Contains(strings.ToLower(strings.Join(hd["Connection"], ",")), "proxy-authorization") {
+					return fmt.Errorf("proxy credentials forwarded: %v", hd)
+				}
+				return nil
+			}},
+		{"101 to a protocol not requested is a 502", req("/other", "Connection: Upgrade\r\nUpgrade: foo/2\r\n"), 502, "", nil},
+		{"Upgrade that is not a token list is dropped", req("/h2c", "Connection: Upgrade\r\nUpgrade: h2c, not a token\r\n"), 200, "",
+			func(hd http.Header) error {
+				if hd.Get("Upgrade") != "" {
+					return fmt.Errorf("invalid Upgrade forwarded: %v", hd)
+				}
+				return nil
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", h.addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, tc.raw)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodPost})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if tc.check != nil {
+				if err := tc.check(<-seen); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				<-seen
+			}
+			if tc.switchedTo == "" {
+				return
+			}
+			if got := resp.Header.Get("Upgrade"); got != tc.switchedTo || !hasToken(resp.Header, "Connection", "upgrade") {
+				t.Fatalf("101 with Upgrade %q Connection %q, want %q", got, resp.Header.Get("Connection"), tc.switchedTo)
+			}
+			if n := h.proxy.LiveTunnels("sb"); n != 1 {
+				t.Fatalf("live tunnels %d, want 1 (the upgraded connection)", n)
+			}
+			io.WriteString(c, "PRI * HTTP/2.0\r\n")
+			line, err := br.ReadString('\n')
+			if err != nil || line != "PRI * HTTP/2.0\r\n" {
+				t.Fatalf("echo through the upgraded connection: %q %v", line, err)
+			}
+			if !strings.Contains(h.logs.String(), `"detail":"`+tc.switchedTo+`"`) {
+				t.Errorf("no decision line with detail %q: %s", tc.switchedTo, h.logs.String())
+			}
+			c.Close()
+			for deadline := time.Now().Add(5 * time.Second); h.proxy.LiveTunnels("sb") != 0; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the upgraded connection is still live after the client closed")
+				}
+			}
+		})
+	}
+}
