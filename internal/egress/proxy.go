@@ -169,9 +169,9 @@ func New(opts Options) *Proxy {
 	if opts.Dial == nil {
 		p.dialer = &net.Dialer{
 			Timeout: opts.DialTimeout,
-			// Keepalive is switched on by upstreamKeepAlive once the
-			// client has its answer (the two setsockopt(2) calls are
-			// then off the path the client waits on), not by the dial.
+			// Keepalive is switched on by keepAlive once the client has
+			// its answer (the two setsockopt(2) calls are then off the
+			// path the client waits on), not by the dial.
 			KeepAlive: -1,
 		}
 	}
@@ -180,17 +180,13 @@ func New(opts Options) *Proxy {
 	return p
 }
 
-// upstreamKeepAlive is the keepalive of every upstream connection the
-// proxy dials itself. Tunnels have no idle timeout, so a dead upstream is
-// found by keepalive: probes after 60 s idle, then at the system's
-// interval and count (75 s × 9 on Linux); leaving those two at the system
-// values saves two setsockopt(2) calls per connection.
-var upstreamKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: -1, Count: -1}
-
 // keepAlive switches keepalive on for an upstream connection of the
 // default dialer (a custom Options.Dial configures its own). Called before
 // any byte of the client's is relayed to up: after the 200 of a tunnel,
-// before a plain request is sent.
+// before a plain request is sent. Tunnels have no idle timeout, so a dead
+// upstream is found by keepalive: probes after 60 s idle, then at the
+// system's interval and count (75 s × 9 on Linux); leaving those two at
+// the system values saves two setsockopt(2) calls per connection.
 func (p *Proxy) keepAlive(up net.Conn) {
 	if p.dialer == nil {
 		return
@@ -198,7 +194,7 @@ func (p *Proxy) keepAlive(up net.Conn) {
 	if tc, ok := up.(*net.TCPConn); ok {
 		// As the dialer did: a failure leaves the connection usable,
 		// only without probes.
-		_ = tc.SetKeepAliveConfig(upstreamKeepAlive)
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: -1, Count: -1})
 	}
 }
 
