@@ -62,7 +62,7 @@ func runRouter(ctx context.Context, stateDir, cfgPath string, listens, listenFDs
 	setRouterProcs()
 	// Log lines are written in batches off the request path (LogWriter);
 	// the deferred Close writes the last ones, on every return.
-	logOut := router.NewLogWriter(os.Stderr, 0)
+	logOut := router.NewLogWriter(os.Stderr, 100*time.Millisecond)
 	defer logOut.Close()
 	log := slog.New(slog.NewJSONHandler(logOut, nil)).With("component", "router")
 	// Hygiene before anything touches a key.
