@@ -39,7 +39,7 @@ func Run(ctx context.Context, spec Spec, stdio Stdio) (exitCode int, err error) 
 // Process is a started sandbox. Wait must be called to reap it and release
 // what it holds.
 type Process struct {
-	cmd     *exec.Cmd
+	cmd     *initProcess
 	cg      *cgroup.Group
 	ctx     context.Context
 	log     *slog.Logger
@@ -255,19 +255,19 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 			Pdeathsig:  syscall.SIGKILL,
 		},
 	}
-	p.cmd = cmd
-
 	started = true
-	if err := nt.start(cmd); err != nil {
+	init, err := nt.start(cmd)
+	if err != nil {
 		if uerr := pid1.CheckUserNamespaces(); uerr != nil {
 			return nil, uerr
 		}
 		return nil, err
 	}
-	p.diskStarted(cmd.Process)
+	p.cmd = init
+	p.diskStarted(init.Process)
 	cfgR.Close()
 	repW.Close()
-	p.log.Debug("sandbox init started", "pid", cmd.Process.Pid, "uid_base", uids.Base)
+	p.log.Debug("sandbox init started", "pid", init.Process.Pid, "uid_base", uids.Base)
 
 	// Nothing inside runs before the config arrives, so the init (and every
 	// process it starts) is in the cgroup, and the workspace's watcher
@@ -276,19 +276,19 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	// cost a copy-on-write fault each) is running before any command code
 	// runs.
 	if err := p.watchDisk(bindFiles[0]); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
+		init.Process.Kill()
+		init.Wait()
 		return nil, &SetupError{Step: "watch workspace", Err: err}
 	}
 	closeFiles(bindFiles)
-	if err := cg.AddProcess(cmd.Process.Pid); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
+	if err := cg.AddProcess(init.Process.Pid); err != nil {
+		init.Process.Kill()
+		init.Wait()
 		return nil, &SetupError{Step: "add sandbox to cgroup", Err: err}
 	}
 	if _, err := cfgW.Write(cfgBytes); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
+		init.Process.Kill()
+		init.Wait()
 		return nil, &SetupError{Step: "send config", Err: err}
 	}
 	cfgW.Close()
@@ -314,7 +314,7 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	}()
 	done := make(chan struct{})
 	p.defer_(func() error { close(done); return nil })
-	go forwardSignals(ctx, cmd.Process, stdio.Signals, spec.KillGrace, done)
+	go forwardSignals(ctx, init.Process, stdio.Signals, spec.KillGrace, done)
 	return p, nil
 }
 
@@ -508,6 +508,7 @@ func prepareWorkspace(dir string, owner int) (string, func(), error) {
 type netnsThread struct {
 	cmds chan *exec.Cmd // the command to start; closed: none (Start failed)
 	errc chan error
+	init *initProcess // the started command, once errc gave nil
 }
 
 // newNetnsThread starts the thread; exactly one of start or abandon must
@@ -536,7 +537,8 @@ func newNetnsThread(spec *Spec, exited <-chan struct{}) *netnsThread {
 			err = newNetns()
 		}
 		if err == nil {
-			if serr := cmd.Start(); serr != nil {
+			var serr error
+			if t.init, serr = startInit(cmd); serr != nil {
 				err = &SetupError{Step: "start sandbox-init", Err: serr}
 			}
 		}
@@ -549,12 +551,15 @@ func newNetnsThread(spec *Spec, exited <-chan struct{}) *netnsThread {
 	return t
 }
 
-// start starts cmd from the thread and returns its error or the
-// namespace's.
-func (t *netnsThread) start(cmd *exec.Cmd) error {
+// start starts cmd from the thread (startInit) and returns it, or its
+// error or the namespace's.
+func (t *netnsThread) start(cmd *exec.Cmd) (*initProcess, error) {
 	t.cmds <- cmd
 	close(t.cmds)
-	return <-t.errc
+	if err := <-t.errc; err != nil {
+		return nil, err
+	}
+	return t.init, nil
 }
 
 // abandon ends the thread without starting anything.

@@ -1,0 +1,199 @@
+package sandbox
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// spawnProbe prints what PID 1 sees at execve: credentials inside,
+// environment, directory, descriptors (fd 3 is a pipe), stdin; then it
+// waits for a line on fd 3 while the test looks at it from the host.
+const spawnProbe = `echo "ids $(id -u) $(id -g) groups [$(id -G)]"
+env | sort
+pwd
+ls /proc/self/fd | sort -n | tr '\n' ' '; echo
+echo to-stderr >&2
+cat
+read x <&3
+echo "got $x"`
+
+// initCmd is PID 1's command as run.go builds it, running script with
+// /bin/sh, fd 3 reading extra.
+func initCmd(t *testing.T, script string, extra *os.File, stdin *strings.Reader, out *bytes.Buffer) *exec.Cmd {
+	t.Helper()
+	return &exec.Cmd{
+		Path:       "/bin/sh",
+		Args:       []string{"sh", "-c", script},
+		Env:        []string{"GOMAXPROCS=2", "A=b c"},
+		Dir:        "/",
+		Stdin:      stdin,
+		Stdout:     out,
+		Stderr:     out,
+		ExtraFiles: []*os.File{extra},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:                 unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS,
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0x40000000 + 4095*UIDRangeSize, Size: UIDRangeSize}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0x40000000 + 4095*UIDRangeSize, Size: UIDRangeSize}},
+			GidMappingsEnableSetgroups: true,
+			Credential:                 &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}},
+			Setsid:                     true,
+			Pdeathsig:                  syscall.SIGKILL,
+		},
+	}
+}
+
+// TestSpawnLikeExecCmd starts the same PID 1 command with the vfork
+// spawner and with exec.Cmd.Start: everything the child observes, and
+// what the host sees of it, must be the same, and be what run.go asks for.
+func TestSpawnLikeExecCmd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("user namespaces with a mapped uid range need root")
+	}
+	if !haveSpawn {
+		t.Skip("built without cgo: PID 1 is started by exec.Cmd")
+	}
+	const host = "1342111744" // 0x40000000 + 4095*65536, initCmd's map
+	run := func(name string, start func(*exec.Cmd) (*initProcess, error)) (inside, outside string) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		var out bytes.Buffer
+		cmd := initCmd(t, spawnProbe, r, strings.NewReader("from-stdin\n"), &out)
+		if !spawnable(cmd) {
+			t.Fatalf("run.go's PID 1 command is not spawnable: %+v", cmd.SysProcAttr)
+		}
+		p, err := start(cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		outside = hostView(t, p.Process.Pid)
+		w.WriteString("go\n")
+		w.Close()
+		if err := p.Wait(); err != nil {
+			t.Fatalf("%s: wait: %v; output %q", name, err, out.String())
+		}
+		if p.ProcessState == nil || p.ProcessState.ExitCode() != 0 {
+			t.Fatalf("%s: state %v", name, p.ProcessState)
+		}
+		return out.String(), outside
+	}
+	spawnedIn, spawnedOut := run("spawn", spawnInit)
+	startedIn, startedOut := run("exec.Cmd", func(cmd *exec.Cmd) (*initProcess, error) {
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		return &initProcess{Process: cmd.Process, cmd: cmd}, nil
+	})
+	if spawnedIn != startedIn || spawnedOut != startedOut {
+		t.Errorf("spawned PID 1 sees\n%s%s\nexec.Cmd's sees\n%s%s", spawnedIn, spawnedOut, startedIn, startedOut)
+	}
+	for _, want := range []string{
+		"ids 0 0 groups [0]\n",
+		"A=b c\nGOMAXPROCS=2\nPWD=/\n/\n",
+		"\n0 1 2 3 ", // 0-3, then what sh and ls add
+		"to-stderr\nfrom-stdin\ngot go\n",
+	} {
+		if !strings.Contains(spawnedIn, want) {
+			t.Errorf("spawned PID 1's output lacks %q:\n%s", want, spawnedIn)
+		}
+	}
+	want := "uid " + host + " " + host + " " + host + " " + host + "\ngid " + host + " " + host + " " + host + " " + host +
+		"\ngroups []\nnspid 1\nsession leader true\nsigblk 0000000000000000\ncwd /\n"
+	if spawnedOut != want {
+		t.Errorf("host's view of the spawned PID 1:\n%s\nwant\n%s", spawnedOut, want)
+	}
+}
+
+// hostView describes process pid as the host sees it: host uids and gids,
+// groups, PID in its namespace, whether it leads its session, blocked
+// signals, directory.
+func hostView(t *testing.T, pid int) string {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/"
+	status, err := os.ReadFile(dir + "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := func(name string) []string {
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, name+":"); ok {
+				return strings.Fields(v)
+			}
+		}
+		t.Fatalf("%sstatus has no %s", dir, name)
+		return nil
+	}
+	stat, err := os.ReadFile(dir + "stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	session := strings.Fields(rest)[6-3]
+	cwd, err := os.Readlink(dir + "cwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nspid := field("NSpid")
+	return fmt.Sprintf("uid %s\ngid %s\ngroups %v\nnspid %s\nsession leader %v\nsigblk %s\ncwd %s\n",
+		strings.Join(field("Uid"), " "), strings.Join(field("Gid"), " "), field("Groups"), nspid[len(nspid)-1],
+		session == strconv.Itoa(pid), field("SigBlk")[0], cwd)
+}
+
+// TestSpawnFailures checks the spawner's failures are errors naming the
+// cause, and leave no child behind.
+func TestSpawnFailures(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("user namespaces with a mapped uid range need root")
+	}
+	if !haveSpawn {
+		t.Skip("built without cgo: PID 1 is started by exec.Cmd")
+	}
+	tests := []struct {
+		name  string
+		edit  func(*exec.Cmd)
+		want  string
+		errno syscall.Errno
+	}{
+		{"missing binary", func(c *exec.Cmd) { c.Path = "/nonexistent/init" }, "fork/exec execve /nonexistent/init", syscall.ENOENT},
+		{"missing directory", func(c *exec.Cmd) { c.Dir = "/nonexistent" }, "fork/exec chdir /bin/sh", syscall.ENOENT},
+		{"id map the kernel refuses", func(c *exec.Cmd) { c.SysProcAttr.UidMappings[0].Size = 0 }, "write id maps", syscall.EINVAL},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			defer r.Close()
+			var out bytes.Buffer
+			cmd := initCmd(t, "true", r, strings.NewReader(""), &out)
+			tc.edit(cmd)
+			p, err := spawnInit(cmd)
+			if err == nil {
+				p.Process.Kill()
+				p.Wait()
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !errors.Is(err, tc.errno) {
+				t.Errorf("err %q, want %q and %v", err, tc.want, tc.errno)
+			}
+			// The child was reaped: no child of ours is left.
+			if _, err := unix.Wait4(-1, nil, unix.WNOHANG, nil); !errors.Is(err, unix.ECHILD) {
+				t.Errorf("a child is left after the failure (wait4: %v)", err)
+			}
+		})
+	}
+}
