@@ -1,7 +1,8 @@
 #!/bin/bash
 # Side-by-side stack benchmark of several clawcage binaries in one
 # invocation (alternating, so machine load hits them alike): `up` to ready,
-# `sandbox create` to the command running and to the CLI's return, and the
+# `sandbox create` to the command running (seen by polling, and the file's
+# mtime, which has no polling lag) and to the CLI's return, and the
 # router's and policy engine's CPU per create + delete.
 # Usage (root): bench/stack/sidebyside.sh ROUNDS CREATES BIN...
 set -eu
@@ -52,7 +53,7 @@ for r in $(seq "$rounds"); do
 		sup=$("$bin" status --state "$S" --json | sed -n 's/^  "pid": *\([0-9]*\).*/\1/p')
 		comps=$("$bin" status --state "$S" --json | tr ',{' '\n\n' | sed -n 's/^ *"pid": *\([0-9]*\).*/\1/p' | grep -vx "$sup" | tr '\n' ' ')
 		c0=$(cpu_ticks $comps)
-		runs=() clis=()
+		runs=() mtimes=() clis=()
 		for n in $(seq "$creates"); do
 			ws="$S/sandboxes/b$n/workspace/started"
 			t0=$(now_ms)
@@ -60,6 +61,7 @@ for r in $(seq "$rounds"); do
 			cp=$!
 			until [ -e "$ws" ]; do sleep 0.001; done
 			runs+=($(($(now_ms) - t0)))
+			mtimes+=($(($(stat -c %.3Y "$ws" | tr -d .) - t0)))
 			wait $cp
 			clis+=($(($(now_ms) - t0)))
 			"$bin" sandbox delete "b$n" --state "$S" >/dev/null
@@ -68,7 +70,7 @@ for r in $(seq "$rounds"); do
 		for p in $comps; do [ -e /proc/"$p" ] && alive=$((alive + 1)); done
 		cpu="$((($(cpu_ticks $comps) - c0) * 1000 / hz / creates)) ms"
 		[ "$alive" = 2 ] || cpu="n/a (components were restarted)"
-		echo "$orig round $r: up to ready ${ready} ms, create to running median $(med "${runs[@]}") ms, CLI $(med "${clis[@]}") ms, router+policy CPU per create+delete $cpu, load $(cut -d' ' -f1 /proc/loadavg)"
+		echo "$orig round $r: up to ready ${ready} ms, create to running median $(med "${runs[@]}") ms (mtime $(med "${mtimes[@]}") ms), CLI $(med "${clis[@]}") ms, router+policy CPU per create+delete $cpu, load $(cut -d' ' -f1 /proc/loadavg)"
 		"$bin" down --state "$S" >/dev/null
 		wait
 	done

@@ -19,23 +19,27 @@
 //
 // For this to hold, the package's import tree must stay small and must not
 // reach net, net/netip, net/http, cobra or YAML (see package
-// internal/sandbox/runcmd, which does the same for `sandbox run`).
+// internal/sandbox/runcmd, which does the same for `sandbox run`). It goes
+// further: what decides when init runs is the last of its dependencies with
+// initialization work, and every package that is ready earlier and sorts
+// before it (protobuf, crypto, SQLite's, database/sql...) is initialized
+// first. So it imports no package whose initialization comes after
+// reflect's and os/signal's: not encoding/json, golang.org/x/sys/unix,
+// path/filepath, log/slog or internal/journal. Its JSON, its escaping of
+// what it prints and its socket calls are therefore written here, and tests
+// keep them equal to encoding/json's and journal.Escape.
 // TestFastPathInitOrder checks it with GODEBUG=inittrace=1.
 package createcmd
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
+	"path"
 	"syscall"
 	"time"
-
-	"github.com/clawcage/clawcage/internal/journal"
 )
 
 // init runs `sandbox create` when the process was started as such (see the
@@ -104,14 +108,14 @@ func ParseArgs(args []string) (a Args, ok bool) {
 			pos = append(pos, args[i+1:]...)
 			break
 		}
-		if !strings.HasPrefix(s, "-") || s == "-" {
+		if !hasPrefix(s, "-") || s == "-" {
 			pos = append(pos, s)
 			continue
 		}
-		if !strings.HasPrefix(s, "--") {
+		if !hasPrefix(s, "--") {
 			return Args{}, false // short flags (-h) are cobra's
 		}
-		name, value, hasValue := strings.Cut(s[2:], "=")
+		name, value, hasValue := cut(s[2:], "=")
 		if _, known := Flags[name]; !known || name == "policy" {
 			return Args{}, false
 		}
@@ -171,11 +175,11 @@ func Main(a Args, stdout, stderr io.Writer) (code int, done bool) {
 	if err != nil {
 		return 0, false
 	}
-	body, err := json.Marshal(Request{Name: a.Name, Definition: string(def)})
-	if err != nil {
-		return 0, false
-	}
-	sock := filepath.Join(a.StateDir, ControlSocketName)
+	// {"name":...,"definition":...}, as json.Marshal writes a Request.
+	body := appendJSONString([]byte(`{"name":`), a.Name)
+	body = appendJSONString(append(body, `,"definition":`...), string(def))
+	body = append(body, '}')
+	sock := path.Join(a.StateDir, ControlSocketName) // as filepath.Join on Linux
 	c, err := dialUnix(sock)
 	if err != nil {
 		return 0, false
@@ -218,25 +222,26 @@ func answer(resp *response, a Args, stdout io.Writer) error {
 		return fmt.Errorf("read answer: %w", resp.bodyErr)
 	}
 	if resp.code >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(resp.body, &e) == nil && e.Error != "" {
-			lines := strings.Split(e.Error, "\n") // one validation error per line
-			for i, l := range lines {
-				lines[i] = journal.Escape(l)
+		if msg, err := stringField(resp.body, "error"); err == nil && msg != "" {
+			// One validation error per line, each escaped.
+			var out []byte
+			for {
+				l, rest, more := cut(msg, "\n")
+				out = append(out, escape(l)...)
+				if !more {
+					break
+				}
+				out, msg = append(out, '\n'), rest
 			}
-			return errors.New(strings.Join(lines, "\n"))
+			return errors.New(string(out))
 		}
 		return fmt.Errorf("supervisor answered %s", resp.status)
 	}
-	var view struct {
-		Name string `json:"name"`
-	}
-	if err := json.Unmarshal(resp.body, &view); err != nil {
+	name, err := stringField(resp.body, "name")
+	if err != nil {
 		return fmt.Errorf("decode answer: %w", err)
 	}
-	fmt.Fprintf(stdout, "sandbox %s created (workspace %s)\n", journal.Escape(view.Name),
-		journal.Escape(a.StateDir+"/sandboxes/"+view.Name+"/workspace"))
+	fmt.Fprintf(stdout, "sandbox %s created (workspace %s)\n", escape(name),
+		escape(a.StateDir+"/sandboxes/"+name+"/workspace"))
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/clawcage/clawcage/internal/config"
+	"github.com/clawcage/clawcage/internal/journal"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -254,7 +255,7 @@ func TestMainAnswers(t *testing.T) {
 		{"closed without an answer", raw(""), 1, "", "clawcage: ask the supervisor at STATE/control.sock (is `clawcage up` running?): Post \"http://clawcage/v1/sandboxes\": EOF\n"},
 		{"malformed answer", raw("SMTP ready\r\n"), 1, "", "clawcage: ask the supervisor at STATE/control.sock (is `clawcage up` running?): Post \"http://clawcage/v1/sandboxes\": net/http: HTTP/1.x transport connection broken: malformed HTTP response \"SMTP ready\"\n"},
 		{"truncated body", raw("HTTP/1.1 201 Created\r\nContent-Length: 100\r\n\r\n{\"name\""), 1, "", "clawcage: read answer: unexpected EOF\n"},
-		{"undecodable answer", raw("HTTP/1.1 201 Created\r\n\r\n[1]"), 1, "", "clawcage: decode answer: json: cannot unmarshal array into Go value of type struct { Name string \"json:\\\"name\\\"\" }\n"},
+		{"undecodable answer", raw("HTTP/1.1 201 Created\r\n\r\n[1]"), 1, "", "clawcage: decode answer: json: cannot unmarshal a non-object into a struct\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -346,7 +347,7 @@ func FuzzReadHead(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 404 Not Found\r\n\r\nx"))
 	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		br := bufioReader(bytes.NewReader(data))
+		br := newLineReader(bytes.NewReader(data))
 		resp, chunked, length, err := readHead(br)
 		if err != nil {
 			return
@@ -402,11 +403,12 @@ func TestFastPathInitOrder(t *testing.T) {
 			inited[f[1]] = true
 		}
 	}
-	if !inited["golang.org/x/sys/unix"] || inited[module+"internal/stack/createcmd"] || inited[module+"cmd/clawcage"] {
+	if !inited["os/signal"] || inited[module+"internal/stack/createcmd"] || inited[module+"cmd/clawcage"] {
 		t.Fatalf("createcmd did not take over:\n%s", stderr.String())
 	}
 	for _, h := range []string{
-		"net", "net/netip", "net/http", "go.yaml.in/yaml/v3", "github.com/spf13/cobra",
+		"net", "net/netip", "net/http", "go.yaml.in/yaml/v3", "github.com/spf13/cobra", "encoding/json", "log/slog",
+		"crypto/internal/fips140", "crypto/sha256", "compress/flate", "log", "google.golang.org/protobuf/internal/filedesc",
 		"github.com/prometheus/client_golang/prometheus", "modernc.org/libc", "modernc.org/sqlite",
 		module + "internal/policy", module + "internal/config", module + "internal/stack", module + "internal/router",
 		module + "internal/egress", module + "internal/supervisor",
@@ -418,6 +420,65 @@ func TestFastPathInitOrder(t *testing.T) {
 }
 
 func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+// FuzzEscapeMatchesJournal keeps escape equal to journal.Escape, which the
+// cobra command uses.
+func FuzzEscapeMatchesJournal(f *testing.F) {
+	for _, s := range []string{"plain", "a\nb\r\t\x1b[2J", "\xff\xfe", "\u202e\u200b\ufeff\u2028", "\u0085\x7f", "ünï ✓"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := escape(s), journal.Escape(s); got != want {
+			t.Errorf("escape(%q) = %q, journal.Escape %q", s, got, want)
+		}
+	})
+}
+
+// FuzzJSONString keeps appendJSONString equal to json.Marshal of a string.
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{"plain", "\"\\/<>&", "\x00\x01\b\f\n\r\t\x1f\x7f", "\xff\xc3", "\u2028\u2029\ufeff", "𝄞 ✓"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, _ := json.Marshal(s)
+		if got := appendJSONString(nil, s); string(got) != string(want) {
+			t.Errorf("appendJSONString(%q) = %s, json.Marshal %s", s, got, want)
+		}
+	})
+}
+
+// FuzzStringField keeps stringField equal to json.Unmarshal into a struct
+// with one string field: the same value, and an error for the same inputs.
+func FuzzStringField(f *testing.F) {
+	for _, s := range []string{`{"name":"sb","status":{"state":"running","n":[1,2.5e3,-0,true,null]}}`, `{"NAME":"a","name":"b"}`,
+		`{"error":"x\u001b\ud834\udd1e\ud800\n"}`, `null`, ` {} `, `[1]`, `"s"`, `{"name":1}`, `{"name":null}`, `{"name":"a"} x`,
+		`{"name":"\u00zz"}`, `{"a":01}`, `{"a":1.}`, `{"a":tru}`, "{\"name\":\"\xff\"}", `{"a":[}`, `{,}`, `{"a" 1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, field := range []string{"name", "error"} {
+			var want string
+			var jerr error
+			if field == "name" {
+				var v struct {
+					Name string `json:"name"`
+				}
+				jerr = json.Unmarshal(data, &v)
+				want = v.Name
+			} else {
+				var v struct {
+					Error string `json:"error"`
+				}
+				jerr = json.Unmarshal(data, &v)
+				want = v.Error
+			}
+			got, err := stringField(data, field)
+			if (err == nil) != (jerr == nil) || (err == nil && got != want) {
+				t.Errorf("stringField(%q, %s) = %q, %v; json.Unmarshal %q, %v", data, field, got, err, want, jerr)
+			}
+		}
+	})
+}
 
 func itoa(n int) string { return strconv.Itoa(n) }
 

@@ -2,7 +2,6 @@ package createcmd
 
 import (
 	"fmt"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -15,37 +14,37 @@ import (
 // verbatim escaped; the cobra command writes the same text when no policy
 // file is given.
 func Definition(name string, command, env []string, restart string, presets []string) ([]byte, error) {
-	var b strings.Builder
+	var b []byte
 	q := func(s string) error {
 		if !utf8.ValidString(s) {
 			return fmt.Errorf("%q is not valid UTF-8", s)
 		}
-		quote(&b, s)
+		b = quote(b, s)
 		return nil
 	}
-	b.WriteString("sandboxes:\n  ")
+	b = append(b, "sandboxes:\n  "...)
 	if err := q(name); err != nil {
 		return nil, fmt.Errorf("sandbox name: %w", err)
 	}
-	b.WriteString(":")
-	n := b.Len()
+	b = append(b, ":"...)
+	n := len(b)
 	if len(command) > 0 {
-		b.WriteString("\n    command: [")
+		b = append(b, "\n    command: ["...)
 		for i, a := range command {
 			if i > 0 {
-				b.WriteString(", ")
+				b = append(b, ", "...)
 			}
 			if err := q(a); err != nil {
 				return nil, fmt.Errorf("command: %w", err)
 			}
 		}
-		b.WriteString("]")
+		b = append(b, "]"...)
 	}
 	if len(env) > 0 {
-		b.WriteString("\n    env:")
+		b = append(b, "\n    env:"...)
 		seen := map[string]bool{}
 		for _, kv := range env {
-			k, v, ok := strings.Cut(kv, "=")
+			k, v, ok := cut(kv, "=")
 			if !ok || k == "" {
 				return nil, fmt.Errorf("--env %q: want KEY=VALUE", kv)
 			}
@@ -53,39 +52,39 @@ func Definition(name string, command, env []string, restart string, presets []st
 				return nil, fmt.Errorf("--env %s given twice", k)
 			}
 			seen[k] = true
-			b.WriteString("\n      ")
+			b = append(b, "\n      "...)
 			if err := q(k); err != nil {
 				return nil, fmt.Errorf("--env: %w", err)
 			}
-			b.WriteString(": ")
+			b = append(b, ": "...)
 			if err := q(v); err != nil {
 				return nil, fmt.Errorf("--env %s: %w", k, err)
 			}
 		}
 	}
 	if restart != "" {
-		b.WriteString("\n    restart: ")
+		b = append(b, "\n    restart: "...)
 		if err := q(restart); err != nil {
 			return nil, fmt.Errorf("--restart: %w", err)
 		}
 	}
 	if len(presets) > 0 {
-		b.WriteString("\n    policy:\n      presets: [")
+		b = append(b, "\n    policy:\n      presets: ["...)
 		for i, p := range presets {
 			if i > 0 {
-				b.WriteString(", ")
+				b = append(b, ", "...)
 			}
 			if err := q(p); err != nil {
 				return nil, fmt.Errorf("--preset: %w", err)
 			}
 		}
-		b.WriteString("]")
+		b = append(b, "]"...)
 	}
-	if b.Len() == n {
-		b.WriteString(" {}")
+	if len(b) == n {
+		b = append(b, " {}"...)
 	}
-	b.WriteString("\n")
-	return []byte(b.String()), nil
+	b = append(b, "\n"...)
+	return b, nil
 }
 
 // quote writes s (valid UTF-8) as a YAML double-quoted scalar. Line breaks
@@ -93,26 +92,26 @@ func Definition(name string, command, env []string, restart string, presets []st
 // (C0 and C1 controls, DEL, surrogates, U+FFFE, U+FFFF), the byte order mark
 // and the Unicode line and paragraph separators are escaped, as are '"' and
 // '\'.
-func quote(b *strings.Builder, s string) {
-	b.WriteByte('"')
+func quote(b []byte, s string) []byte {
+	b = append(b, '"')
 	for _, r := range s {
 		switch {
 		case r == '"':
-			b.WriteString(`\"`)
+			b = append(b, `\"`...)
 		case r == '\\':
-			b.WriteString(`\\`)
+			b = append(b, `\\`...)
 		case r == '\n':
-			b.WriteString(`\n`)
+			b = append(b, `\n`...)
 		case r == '\t':
-			b.WriteString(`\t`)
+			b = append(b, `\t`...)
 		case r == '\r':
-			b.WriteString(`\r`)
+			b = append(b, `\r`...)
 		case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f, r == 0x2028, r == 0x2029, r == 0xfeff,
 			r >= 0xd800 && r <= 0xdfff, r == 0xfffe, r == 0xffff:
-			fmt.Fprintf(b, `\u%04x`, r)
+			b = fmt.Appendf(b, `\u%04x`, r)
 		default:
-			b.WriteRune(r)
+			b = utf8.AppendRune(b, r)
 		}
 	}
-	b.WriteByte('"')
+	return append(b, '"')
 }

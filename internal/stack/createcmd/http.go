@@ -1,17 +1,14 @@
 package createcmd
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // maxBody is how much of an answer is read (as the cobra command does).
@@ -24,21 +21,21 @@ var errNotSent = errors.New("request not sent")
 // dialUnix connects a stream socket to the Unix socket at path and returns
 // it as a pollable (non-blocking) file, so reads and writes take deadlines.
 func dialUnix(path string) (*os.File, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
 	for {
-		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
-		if err != unix.EINTR {
+		err = syscall.Connect(fd, &syscall.SockaddrUnix{Name: path})
+		if err != syscall.EINTR {
 			break
 		}
 	}
 	if err == nil {
-		err = unix.SetNonblock(fd, true)
+		err = syscall.SetNonblock(fd, true)
 	}
 	if err != nil {
-		unix.Close(fd)
+		syscall.Close(fd)
 		return nil, fmt.Errorf("connect %s: %w", path, err)
 	}
 	return os.NewFile(uintptr(fd), path), nil
@@ -88,7 +85,7 @@ func roundTrip(c *os.File, method, path string, body []byte, deadline time.Time,
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			err = errors.New("context deadline exceeded (Client.Timeout exceeded while awaiting headers)")
 		}
-		return fmt.Errorf("%s %q: %w", method[:1]+strings.ToLower(method[1:]), "http://clawcage"+path, err)
+		return fmt.Errorf("%s %q: %w", method[:1]+lower(method[1:]), "http://clawcage"+path, err)
 	}
 	bodyErr := func(err error) error {
 		switch {
@@ -101,7 +98,7 @@ func roundTrip(c *os.File, method, path string, body []byte, deadline time.Time,
 		}
 		return err
 	}
-	br := bufio.NewReader(c)
+	br := newLineReader(c)
 	resp, chunked, length, err := readHead(br)
 	if err != nil {
 		return nil, urlErr(err)
@@ -128,17 +125,17 @@ func roundTrip(c *os.File, method, path string, body []byte, deadline time.Time,
 // readHead reads the status line and the header of the final answer
 // (skipping 1xx interim answers) and returns how the body is framed:
 // chunked, a Content-Length, or (-1) until the connection closes.
-func readHead(br *bufio.Reader) (resp *response, chunked bool, length int64, err error) {
+func readHead(br *lineReader) (resp *response, chunked bool, length int64, err error) {
 	for {
-		line, err := readLine(br)
+		line, err := br.readLine()
 		if err != nil {
 			return nil, false, 0, err
 		}
-		proto, status, ok := strings.Cut(line, " ")
-		if !ok || !strings.HasPrefix(proto, "HTTP/1.") {
+		proto, status, ok := cut(line, " ")
+		if !ok || !hasPrefix(proto, "HTTP/1.") {
 			return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed HTTP response %q", line)
 		}
-		codeText, _, _ := strings.Cut(status, " ")
+		codeText, _, _ := cut(status, " ")
 		code, err := strconv.Atoi(codeText)
 		if err != nil || len(codeText) != 3 || code < 100 {
 			return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed HTTP status code %q", codeText)
@@ -146,22 +143,22 @@ func readHead(br *bufio.Reader) (resp *response, chunked bool, length int64, err
 		resp = &response{code: code, status: status}
 		chunked, length = false, -1
 		for {
-			h, err := readLine(br)
+			h, err := br.readLine()
 			if err != nil {
 				return nil, false, 0, err
 			}
 			if h == "" {
 				break
 			}
-			k, v, ok := strings.Cut(h, ":")
+			k, v, ok := cut(h, ":")
 			if !ok {
 				return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed MIME header line: %s", h)
 			}
-			v = strings.TrimSpace(v)
+			v = trimOWS(v)
 			switch {
-			case strings.EqualFold(k, "Transfer-Encoding"):
-				chunked = strings.EqualFold(v, "chunked")
-			case strings.EqualFold(k, "Content-Length"):
+			case equalFoldASCII(k, "Transfer-Encoding"):
+				chunked = equalFoldASCII(v, "chunked")
+			case equalFoldASCII(k, "Content-Length"):
 				n, err := strconv.ParseInt(v, 10, 64)
 				if err != nil || n < 0 {
 					return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: bad Content-Length %q", v)
@@ -175,31 +172,10 @@ func readHead(br *bufio.Reader) (resp *response, chunked bool, length int64, err
 	}
 }
 
-// maxLine bounds a status, header or chunk-size line.
-const maxLine = 64 << 10
-
-// readLine reads one CRLF- (or LF-) terminated line without its end.
-func readLine(br *bufio.Reader) (string, error) {
-	var sb strings.Builder
-	for {
-		part, isPrefix, err := br.ReadLine()
-		if err != nil {
-			return "", err
-		}
-		sb.Write(part)
-		if sb.Len() > maxLine {
-			return "", errors.New("header line too long")
-		}
-		if !isPrefix {
-			return sb.String(), nil
-		}
-	}
-}
-
 // chunkedReader decodes an HTTP/1.1 chunked body (trailers are read and
 // dropped).
 type chunkedReader struct {
-	r    *bufio.Reader
+	r    *lineReader
 	left int64 // bytes left in the current chunk
 	done bool
 }
@@ -209,18 +185,18 @@ func (cr *chunkedReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if cr.left == 0 {
-		line, err := readLine(cr.r)
+		line, err := cr.r.readLine()
 		if err != nil {
 			return 0, err
 		}
-		size, _, _ := strings.Cut(line, ";")
-		n, err := parseChunkSize(strings.TrimRight(size, " \t"))
+		size, _, _ := cut(line, ";")
+		n, err := parseChunkSize(trimOWS(size))
 		if err != nil {
 			return 0, err
 		}
 		if n == 0 {
 			for { // trailer
-				l, err := readLine(cr.r)
+				l, err := cr.r.readLine()
 				if err != nil {
 					return 0, err
 				}
@@ -273,4 +249,15 @@ func parseChunkSize(v string) (int64, error) {
 		n = n<<4 | int64(b)
 	}
 	return n, nil
+}
+
+// lower returns ASCII s in lower case.
+func lower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
