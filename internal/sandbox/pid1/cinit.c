@@ -1481,6 +1481,12 @@ __attribute__((constructor)) static void cinit(int argc, char **argv, char **env
 	state.command_pid = command;
 	state.config = cfgbuf;
 	state.config_len = cfglen;
+	/* Until resume's signal.Notify, the runtime would treat HUP and INT as
+	 * fatal; it leaves an inherited SIG_IGN of these two alone (and
+	 * Notify replaces it), so they are dropped instead, as PID 1 drops the
+	 * others it has no handler for. TERM and QUIT it handles regardless. */
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
