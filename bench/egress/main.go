@@ -39,10 +39,11 @@ func main() {
 	runs := flag.Int("runs", 5, "throughput runs per target")
 	loop := flag.String("loop", "", "only run the setup loop against `PROXY` (\"direct\" for none) to the upstream of -to, -n times, then print p50 (for perf/strace on a proxy)")
 	to := flag.String("to", "", "upstream address for -loop and -ab (an egress-bench -upstream)")
+	gap := flag.Duration("gap", 0, "with -ab -rounds 0: pause between setups (spaced requests, as an agent makes them)")
 	ab := flag.String("ab", "", "A/B proxies that are already running, `NAME=PID@ADDR,...` (the first is the reference): -rounds rounds of -n/-rounds setups through each in turn (-rounds 0: -n setups, one per target in turn), to the upstream of -to; per target the medians over rounds of CPU/conn, switches/conn and p50, and of the per-round difference to the reference")
 	flag.Parse()
 	if *ab != "" {
-		if err := runAB(*ab, *to, *n, *rounds); err != nil {
+		if err := runAB(*ab, *to, *n, *rounds, *gap); err != nil {
 			log.Fatal(err)
 		}
 		return
@@ -397,7 +398,7 @@ func setup(proxy, upstream string) (time.Duration, error) {
 // runAB measures proxies that run elsewhere (e.g. two builds and the
 // relay started by hand) in interleaved rounds; differences are paired by
 // round, so load that comes and goes hits every target alike.
-func runAB(spec, upstream string, n, rounds int) error {
+func runAB(spec, upstream string, n, rounds int, gap time.Duration) error {
 	type abTarget struct {
 		name, addr string
 		cmd        *exec.Cmd // only Process.Pid is used
@@ -444,6 +445,7 @@ func runAB(spec, upstream string, n, rounds int) error {
 				if i == n {
 					continue
 				}
+				time.Sleep(gap)
 				d, err := setup(t.addr, upstream)
 				if err != nil {
 					return fmt.Errorf("%s: %w", t.name, err)
@@ -452,7 +454,7 @@ func runAB(spec, upstream string, n, rounds int) error {
 			}
 		}
 		ref := ts[0]
-		fmt.Printf("%d setups per target, one per target in turn (µs; CPU: median per connection; sw: mean)\n", n)
+		fmt.Printf("%d setups per target, one per target in turn, %s apart (µs; CPU: median per connection; sw: mean)\n", n, gap)
 		fmt.Printf("%-14s %9s %9s %9s %9s %9s %9s %9s\n", "target", "p25", "p50", "Δp50", "CPU/conn", "ΔCPU", "sw/conn", "Δsw")
 		mean := func(s []float64) float64 {
 			var x float64
