@@ -120,7 +120,7 @@ func main() {
 		paths = append(paths, target{"peer", strings.TrimSuffix(*peer, "/"), "gpt-bench", *peerPID, hdr})
 	}
 	fmt.Printf("# router bench: %d sequential, %d req/s for %s; GOMAXPROCS host cores=%d\n", *seq, *rate, *dur, numCPU())
-	fmt.Printf("%-8s %-6s %-6s %-9s %9s %9s %9s %9s %7s %9s %11s\n", "mode", "size", "stream", "path", "p50_ms", "p99_ms", "+p50_ms", "+p99_ms", "errors", "rss_MiB", "cpu_us/req")
+	fmt.Printf("%-8s %-6s %-6s %-9s %9s %9s %9s %9s %7s %9s %11s %10s %9s\n", "mode", "size", "stream", "path", "p50_ms", "p99_ms", "+p50_ms", "+p99_ms", "errors", "rss_MiB", "cpu_us/req", "ctxsw/req", "rw/req")
 	for _, s := range strings.Split(*sizes, ",") {
 		size, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
@@ -136,6 +136,7 @@ func main() {
 					runSeq(client, p, body, stream, 200)
 					var r result
 					cpu0 := cpuTicks(p.pid)
+					wake0 := wakeCounts(p.pid)
 					if mode == "seq" {
 						r = runSeq(client, p, body, stream, *seq)
 					} else {
@@ -157,7 +158,13 @@ func main() {
 					if p.pid != 0 && len(r.lat) > 0 {
 						cpu = fmt.Sprintf("%.0f", float64(cpuTicks(p.pid)-cpu0)*1e6/100/float64(len(r.lat)+r.errors))
 					}
-					fmt.Printf("%-8s %-6d %-6v %-9s %9s %9s %9s %9s %7d %9s %11s\n", mode, size, stream, p.name, ms(r.p(50)), ms(r.p(99)), add50, add99, r.errors, rss, cpu)
+					ctxsw, rw := "-", "-"
+					if wake1 := wakeCounts(p.pid); p.pid != 0 && len(r.lat) > 0 && wake1.ok && wake0.ok {
+						n := float64(len(r.lat) + r.errors)
+						ctxsw = fmt.Sprintf("%.2f", float64(wake1.ctxsw-wake0.ctxsw)/n)
+						rw = fmt.Sprintf("%.2f", float64(wake1.syscrw-wake0.syscrw)/n)
+					}
+					fmt.Printf("%-8s %-6d %-6v %-9s %9s %9s %9s %9s %7d %9s %11s %10s %9s\n", mode, size, stream, p.name, ms(r.p(50)), ms(r.p(99)), add50, add99, r.errors, rss, cpu, ctxsw, rw)
 					if r.firstErr != nil {
 						fmt.Fprintf(os.Stderr, "# %s: first error: %v\n", p.name, r.firstErr)
 					}
@@ -297,6 +304,57 @@ func runRate(c *http.Client, p target, body []byte, stream bool, rate int, dur t
 		}
 	}
 	return r
+}
+
+// wakes are a process's load-independent costs: context switches of all
+// its threads (voluntary + involuntary, /proc/PID/task/*/status) and its
+// read- and write-class syscalls (/proc/PID/io syscr+syscw: read, write,
+// recvfrom, sendto, pread, pwrite...). Unlike CPU time they barely change
+// with the machine's load, so they compare builds on a shared machine.
+type wakes struct {
+	ctxsw, syscrw int64
+	ok            bool
+}
+
+func wakeCounts(pid int) wakes {
+	if pid == 0 {
+		return wakes{}
+	}
+	var w wakes
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return w
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				w.ctxsw += n
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				w.ctxsw += n
+			}
+		}
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return w
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscr:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			w.syscrw += n
+		} else if v, ok := strings.CutPrefix(line, "syscw:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			w.syscrw += n
+		}
+	}
+	w.ok = true
+	return w
 }
 
 // cpuTicks is the user+system CPU time of pid in clock ticks (USER_HZ=100).
