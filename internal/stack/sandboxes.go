@@ -466,9 +466,6 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 		return http.StatusInternalServerError, fmt.Errorf("sandbox %s: %w", req.Name, err)
 	}
 	path := filepath.Join(dir, DefinitionFile)
-	if err := writeOwned(path, []byte(req.Definition), runas.Identity{}); err != nil { // root, 0600
-		return http.StatusInternalServerError, err
-	}
 	r.mu.Lock()
 	r.defs[req.Name] = []byte(req.Definition)
 	r.mu.Unlock()
@@ -481,12 +478,20 @@ func (r *runner) createSandbox(ctx context.Context, req CreateRequest) (int, err
 			r.log.Error("rewrite the components' configuration", "err", err)
 		}
 	}
-	// The components read the sandbox's settings from their copy of the
-	// configuration: it is rewritten (while the namespace is made) before
-	// they can get the listeners.
+	// The definition file and the components' copies of the configuration
+	// (from which they read the sandbox's settings) are written while the
+	// sandbox starts; the listeners are registered, and the create
+	// answered, only once they are (addSandbox's ready): a sandbox whose
+	// definition could not be stored is stopped again.
 	tDef := time.Now()
 	written := make(chan error, 1)
-	go func() { written <- r.writeComponentConfigs() }()
+	go func() {
+		if err := writeOwned(path, []byte(req.Definition), runas.Identity{}); err != nil { // root, 0600
+			written <- err
+			return
+		}
+		written <- r.writeComponentConfigs()
+	}()
 	var once sync.Once
 	var werr error
 	waitWritten := func() error { once.Do(func() { werr = <-written }); return werr }

@@ -1180,48 +1180,60 @@ func TestCreateStopsSandboxWhenConfigCopiesFail(t *testing.T) {
 	stop := startStack(t, bin, cfgPath, state)
 	defer stop()
 
-	// The router's copy becomes a non-empty directory: the rename fails.
-	routerCfg := filepath.Join(state, "router", "clawcage.yaml")
-	saved, err := os.ReadFile(routerCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(routerCfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(routerCfg, "blocker"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: "extra", Definition: "sandboxes:\n  extra: {}\n"})
-	if code != 500 || !strings.Contains(body, "write "+routerCfg) {
-		t.Fatalf("create with an unwritable configuration copy: %d %s, want 500 naming %s", code, body, routerCfg)
-	}
-	_, body = control(t, state, "GET", "/v1/status", nil)
-	if strings.Contains(body, "sandbox/extra") {
-		t.Errorf("the sandbox is still supervised after the failed create: %s", body)
-	}
-	_, body = control(t, state, "GET", "/v1/sandboxes", nil)
-	if strings.Contains(body, `"extra"`) {
-		t.Errorf("the sandbox is still listed after the failed create: %s", body)
-	}
-	for _, p := range []string{filepath.Join(state, "netns", "extra"), filepath.Join(state, "sandboxes", "extra", DefinitionFile)} {
-		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s remains after the failed create: %v", p, err)
-		}
-	}
+	// Both files are written while the sandbox starts; either failing
+	// stops it again. The file becomes a non-empty directory: the rename
+	// fails.
+	for i, tt := range []struct{ name, path string }{
+		{"router's configuration copy", filepath.Join(state, "router", "clawcage.yaml")},
+		{"definition file", filepath.Join(state, "sandboxes", "extra1", DefinitionFile)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprintf("extra%d", i)
+			saved, err := os.ReadFile(tt.path)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+			os.Remove(tt.path)
+			if err := os.MkdirAll(filepath.Join(tt.path, "blocker"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: name, Definition: "sandboxes:\n  " + name + ": {}\n"})
+			if code != 500 || !strings.Contains(body, "write "+tt.path) {
+				t.Fatalf("create with an unwritable %s: %d %s, want 500 naming %s", tt.name, code, body, tt.path)
+			}
+			_, body = control(t, state, "GET", "/v1/status", nil)
+			if strings.Contains(body, "sandbox/"+name) {
+				t.Errorf("the sandbox is still supervised after the failed create: %s", body)
+			}
+			_, body = control(t, state, "GET", "/v1/sandboxes", nil)
+			if strings.Contains(body, `"`+name+`"`) {
+				t.Errorf("the sandbox is still listed after the failed create: %s", body)
+			}
+			if _, err := os.Stat(filepath.Join(state, "netns", name)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("namespace remains after the failed create: %v", err)
+			}
+			if i == 0 {
+				if _, err := os.Stat(filepath.Join(state, "sandboxes", name, DefinitionFile)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("definition remains after the failed create: %v", err)
+				}
+			}
 
-	// With the copy writable again the same name is created and served.
-	if err := os.RemoveAll(routerCfg); err != nil {
-		t.Fatal(err)
+			// With the file writable again the same name is created and served.
+			if err := os.RemoveAll(tt.path); err != nil {
+				t.Fatal(err)
+			}
+			if saved != nil {
+				if err := os.WriteFile(tt.path, saved, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			created := time.Now()
+			if code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: name, Definition: "sandboxes:\n  " + name + ": {}\n"}); code != 201 {
+				t.Fatalf("create after the fix: %d %s", code, body)
+			}
+			servedBy(t, state, name, created)
+		})
 	}
-	if err := os.WriteFile(routerCfg, saved, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	created := time.Now()
-	if code, body := control(t, state, "POST", "/v1/sandboxes", CreateRequest{Name: "extra", Definition: "sandboxes:\n  extra: {}\n"}); code != 201 {
-		t.Fatalf("create after the fix: %d %s", code, body)
-	}
-	servedBy(t, state, "extra", created)
 }
 
 // nsFDs lists the network namespaces this process holds open (the tests'
