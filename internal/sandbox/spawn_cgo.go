@@ -32,7 +32,9 @@ const haveSpawn = true
 // exec.Cmd.Start, which does all of them).
 func spawnable(cmd *exec.Cmd) bool {
 	a := cmd.SysProcAttr
-	if a == nil || cmd.Process != nil || len(cmd.ExtraFiles)+3 > C.CC_MAX_FDS || cmd.Dir == "" {
+	// A nil Env means the caller's environment to exec.Cmd, and an empty
+	// Dir its directory: the spawner passes neither.
+	if a == nil || cmd.Process != nil || len(cmd.ExtraFiles)+3 > C.CC_MAX_FDS || cmd.Dir == "" || cmd.Env == nil {
 		return false
 	}
 	rest := *a

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -151,6 +152,37 @@ func hostView(t *testing.T, pid int) string {
 		session == strconv.Itoa(pid), field("SigBlk")[0], cwd)
 }
 
+// TestSpawnable checks which commands the spawner takes: run.go's PID 1
+// command, and nothing that asks for what it does not do (exec.Cmd starts
+// those).
+func TestSpawnable(t *testing.T) {
+	if !haveSpawn {
+		t.Skip("built without cgo: PID 1 is started by exec.Cmd")
+	}
+	tests := []struct {
+		name string
+		edit func(*exec.Cmd)
+		want bool
+	}{
+		{"run.go's PID 1 command", func(*exec.Cmd) {}, true},
+		{"no user namespace", func(c *exec.Cmd) { c.SysProcAttr.Cloneflags &^= unix.CLONE_NEWUSER }, false},
+		{"the caller's environment (nil Env)", func(c *exec.Cmd) { c.Env = nil }, false},
+		{"the caller's directory (empty Dir)", func(c *exec.Cmd) { c.Dir = "" }, false},
+		{"supplementary groups", func(c *exec.Cmd) { c.SysProcAttr.Credential.Groups = []uint32{5} }, false},
+		{"an attribute it does not implement (Setpgid)", func(c *exec.Cmd) { c.SysProcAttr.Setpgid = true }, false},
+		{"no credentials", func(c *exec.Cmd) { c.SysProcAttr.Credential = nil }, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := initCmd(t, "true", nil, nil, nil)
+			tc.edit(cmd)
+			if got := spawnable(cmd); got != tc.want {
+				t.Errorf("spawnable = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestSpawnFailures checks the spawner's failures are errors naming the
 // cause, and leave no child behind.
 func TestSpawnFailures(t *testing.T) {
@@ -249,5 +281,26 @@ func BenchmarkStartInit(b *testing.B) {
 			b.ReportMetric(float64(cpu.Microseconds()), "caller-cpu-µs/op")
 			b.ReportMetric(float64(after.Minflt-before.Minflt)/float64(b.N), "faults/op")
 		})
+	}
+}
+
+// TestStartUsesSpawner checks Start's PID 1 command is one the spawner
+// takes (an attribute added to it without the spawner learning it would
+// silently fall back to exec.Cmd's copy of the caller).
+func TestStartUsesSpawner(t *testing.T) {
+	needSandbox(t)
+	if !haveSpawn {
+		t.Skip("built without cgo: PID 1 is started by exec.Cmd")
+	}
+	p, err := Start(context.Background(), Spec{Command: []string{"/bin/true"}}, Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byExecCmd := p.cmd.cmd != nil
+	if code, err := p.Wait(); err != nil || code != 0 {
+		t.Fatalf("code %d, err %v", code, err)
+	}
+	if byExecCmd {
+		t.Error("PID 1 was started by exec.Cmd, not the vfork spawner: spawnable refused run.go's command")
 	}
 }
