@@ -104,22 +104,16 @@ func TestPID1ConfinedAsAWhole(t *testing.T) {
 	go func() { code, waitErr = p.Wait(); close(done) }()
 	defer func() { p.Signal(syscall.SIGKILL); <-done }()
 
-	// PID 1 confines itself before it starts the command; the command has
-	// started once PID 1 has a child.
+	// PID 1 installs the seccomp filter last, right before it starts the
+	// command (an exec request waits in the channel until then).
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		kids, _ := filepath.Glob("/proc/" + itoa(p.Pid()) + "/task/*/children")
-		started := false
-		for _, k := range kids {
-			if b, _ := os.ReadFile(k); len(bytes.TrimSpace(b)) > 0 {
-				started = true
-			}
-		}
-		if started {
+		b, _ := os.ReadFile("/proc/" + itoa(p.Pid()) + "/status")
+		if strings.Contains(string(b), "\nSeccomp:\t2\n") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the sandbox's command did not start")
+			t.Fatal("PID 1 did not confine itself")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
