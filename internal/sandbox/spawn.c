@@ -25,6 +25,11 @@
 
 #define CC_STACK_SIZE (64 * 1024)
 
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#define CC_CLOSE_RANGE_CLOEXEC (1U << 2)
+
 /* fail reports err to the parent on errfd (close-on-exec: nothing arrives
  * when execve succeeds) and exits. */
 static void __attribute__((noreturn)) fail(int errfd, int step, int err)
@@ -43,8 +48,14 @@ static int child(void *arg)
 	char c = 'r';
 	int i;
 
+	/* The caller's ends of the pipes: holding go_fd's write end would keep
+	 * the read below from ever seeing the caller give up. */
 	for (i = 0; i < 3; i++)
 		(void)syscall(SYS_close, s->parent_fds[i]);
+	/* A caller killed while this waits takes the child along (set again
+	 * after the credentials, which clear it). */
+	if (s->pdeathsig && syscall(SYS_prctl, PR_SET_PDEATHSIG, s->pdeathsig, 0, 0, 0) < 0)
+		fail(errfd, CC_STEP_PDEATHSIG, errno);
 	/* Default dispositions (the caller's handlers are Go's; this child has
 	 * its own table: no CLONE_SIGHAND). Signals stay blocked until exec. */
 	for (i = 1; i < 65; i++) {
@@ -76,7 +87,10 @@ static int child(void *arg)
 		fail(errfd, CC_STEP_CREDS, errno);
 	if (syscall(SYS_chdir, s->dir) < 0)
 		fail(errfd, CC_STEP_CHDIR, errno);
-	/* After the credentials: changing them clears it. */
+	/* Again after the credentials: changing them clears it. A caller that
+	 * died in between leaves PID 1 waiting for a configuration that never
+	 * comes (EOF on its config pipe: it exits), as the configuration is
+	 * only written once this child has executed. */
 	if (s->pdeathsig && syscall(SYS_prctl, PR_SET_PDEATHSIG, s->pdeathsig, 0, 0, 0) < 0)
 		fail(errfd, CC_STEP_PDEATHSIG, errno);
 
@@ -109,6 +123,11 @@ static int child(void *arg)
 			fail(errfd, CC_STEP_FDS, errno);
 		}
 	}
+	/* Nothing else of the caller's passes execve: descriptors it holds
+	 * without close-on-exec (inherited from its own parent) included.
+	 * (Linux < 5.11 lacks the flag: PID 1 marks every descriptor above 2
+	 * close-on-exec first thing anyway.) */
+	(void)syscall(SYS_close_range, s->nfds, ~0U, CC_CLOSE_RANGE_CLOEXEC);
 	(void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &s->mask, NULL, 8);
 	syscall(SYS_execve, s->path, s->argv, s->envp);
 	fail(errfd, CC_STEP_EXEC, errno);

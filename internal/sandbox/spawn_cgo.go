@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -34,7 +35,9 @@ func spawnable(cmd *exec.Cmd) bool {
 	a := cmd.SysProcAttr
 	// A nil Env means the caller's environment to exec.Cmd, and an empty
 	// Dir its directory: the spawner passes neither.
-	if a == nil || cmd.Process != nil || len(cmd.ExtraFiles)+3 > C.CC_MAX_FDS || cmd.Dir == "" || cmd.Env == nil {
+	// argv[0] is cmd.Args[0], never cmd.Path; the path is not looked up.
+	if a == nil || cmd.Process != nil || len(cmd.ExtraFiles)+3 > C.CC_MAX_FDS || cmd.Dir == "" || cmd.Env == nil ||
+		len(cmd.Args) == 0 || !filepath.IsAbs(cmd.Path) || cmd.Cancel != nil || cmd.WaitDelay != 0 || cmd.Err != nil {
 		return false
 	}
 	rest := *a
@@ -63,6 +66,12 @@ var spawnSteps = map[int32]string{
 // the caller's signal mask.
 func spawnInit(cmd *exec.Cmd) (_ *initProcess, err error) {
 	a := cmd.SysProcAttr
+	// C strings end at a NUL: refuse one inside, as exec.Cmd does.
+	for _, str := range append(append([]string{cmd.Path, cmd.Dir}, cmd.Args...), cmd.Env...) {
+		if strings.IndexByte(str, 0) >= 0 {
+			return nil, &os.PathError{Op: "fork/exec", Path: cmd.Path, Err: syscall.EINVAL}
+		}
+	}
 	c := &initProcess{}
 	stdio, closeAfterStart, copies, err := c.stdio(cmd)
 	if err != nil {
@@ -160,6 +169,11 @@ func spawnInit(cmd *exec.Cmd) (_ *initProcess, err error) {
 		err := writeIDMaps(int(s.pid), a)
 		if err == nil {
 			_, err = unix.Write(goW, []byte{'g'})
+		}
+		if err != nil {
+			// It must not go on without its maps; EOF on go_fd tells it
+			// too, SIGKILL needs nothing of it.
+			unix.Kill(int(s.pid), unix.SIGKILL)
 		}
 		mapped <- err
 	}()

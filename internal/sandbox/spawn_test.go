@@ -63,6 +63,20 @@ func TestSpawnLikeExecCmd(t *testing.T) {
 		t.Skip("built without cgo: PID 1 is started by exec.Cmd")
 	}
 	const host = "1342111744" // 0x40000000 + 4095*65536, initCmd's map
+	// A descriptor the caller holds without close-on-exec (as one its
+	// own parent leaked to it) reaches exec.Cmd's child, not the
+	// spawned one.
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	leak, err := unix.FcntlInt(devnull.Fd(), unix.F_DUPFD, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(leak)
+	leaked := " " + strconv.Itoa(leak) + " "
 	run := func(name string, start func(*exec.Cmd) (*initProcess, error)) (inside, outside string) {
 		r, w, err := os.Pipe()
 		if err != nil {
@@ -97,8 +111,28 @@ func TestSpawnLikeExecCmd(t *testing.T) {
 		}
 		return &initProcess{Process: cmd.Process, cmd: cmd}, nil
 	})
-	if spawnedIn != startedIn || spawnedOut != startedOut {
+	if !strings.Contains(startedIn, leaked) {
+		t.Fatalf("exec.Cmd's child lacks the leaked descriptor%s:\n%s", leaked, startedIn)
+	}
+	fdLine := func(out string) (fds, rest string) {
+		lines := strings.Split(out, "\n")
+		for i, l := range lines {
+			if strings.HasPrefix(l, "0 1 2 ") {
+				return l, strings.Join(append(lines[:i:i], lines[i+1:]...), "\n")
+			}
+		}
+		t.Fatalf("no descriptor list in %q", out)
+		return "", ""
+	}
+	spawnedFDs, spawnedRest := fdLine(spawnedIn)
+	_, startedRest := fdLine(startedIn)
+	if spawnedRest != startedRest || spawnedOut != startedOut {
 		t.Errorf("spawned PID 1 sees\n%s%s\nexec.Cmd's sees\n%s%s", spawnedIn, spawnedOut, startedIn, startedOut)
+	}
+	for _, fd := range strings.Fields(spawnedFDs) {
+		if n, _ := strconv.Atoi(fd); n >= 100 {
+			t.Errorf("the spawned child got descriptor %d of the caller (not close-on-exec): %s", n, spawnedFDs)
+		}
 	}
 	for _, want := range []string{
 		"ids 0 0 groups [0]\n",
@@ -171,6 +205,9 @@ func TestSpawnable(t *testing.T) {
 		{"supplementary groups", func(c *exec.Cmd) { c.SysProcAttr.Credential.Groups = []uint32{5} }, false},
 		{"an attribute it does not implement (Setpgid)", func(c *exec.Cmd) { c.SysProcAttr.Setpgid = true }, false},
 		{"no credentials", func(c *exec.Cmd) { c.SysProcAttr.Credential = nil }, false},
+		{"no arguments (exec.Cmd: argv[0] = Path)", func(c *exec.Cmd) { c.Args = nil }, false},
+		{"relative path (exec.Cmd looked it up)", func(c *exec.Cmd) { c.Path = "sh" }, false},
+		{"a WaitDelay", func(c *exec.Cmd) { c.WaitDelay = time.Second }, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,6 +238,8 @@ func TestSpawnFailures(t *testing.T) {
 		{"missing binary", func(c *exec.Cmd) { c.Path = "/nonexistent/init" }, "fork/exec execve /nonexistent/init", syscall.ENOENT},
 		{"missing directory", func(c *exec.Cmd) { c.Dir = "/nonexistent" }, "fork/exec chdir /bin/sh", syscall.ENOENT},
 		{"id map the kernel refuses", func(c *exec.Cmd) { c.SysProcAttr.UidMappings[0].Size = 0 }, "write id maps", syscall.EINVAL},
+		{"host range beyond the uids", func(c *exec.Cmd) { c.SysProcAttr.UidMappings[0].HostID = 4294967200 }, "write id maps", syscall.EINVAL},
+		{"NUL in an argument", func(c *exec.Cmd) { c.Args = append(c.Args, "a\x00b") }, "fork/exec /bin/sh", syscall.EINVAL},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -213,7 +252,19 @@ func TestSpawnFailures(t *testing.T) {
 			var out bytes.Buffer
 			cmd := initCmd(t, "true", r, strings.NewReader(""), &out)
 			tc.edit(cmd)
-			p, err := spawnInit(cmd)
+			type result struct {
+				p   *initProcess
+				err error
+			}
+			done := make(chan result, 1)
+			go func() { p, err := spawnInit(cmd); done <- result{p, err} }()
+			var res result
+			select {
+			case res = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("spawnInit has not returned after 10 s")
+			}
+			p, err := res.p, res.err
 			if err == nil {
 				p.Process.Kill()
 				p.Wait()
