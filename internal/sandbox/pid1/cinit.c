@@ -1442,10 +1442,35 @@ static int mark_cloexec(void)
 	return 0;
 }
 
+/* is_sandbox_init says whether the command line is "<binary> sandbox-init".
+ * glibc passes argc and argv to constructors; other C libraries (musl) do
+ * not, so there the command line is read from /proc/self/cmdline. */
+static int is_sandbox_init(int argc, char **argv)
+{
+#ifdef __GLIBC__
+	return argc == 2 && strcmp(argv[1], "sandbox-init") == 0;
+#else
+	static char buf[4096];
+	(void)argc;
+	(void)argv;
+	int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	size_t first = strlen(buf) + 1; /* argv[0] and its NUL */
+	const char *want = "sandbox-init";
+	return (size_t)n == first + strlen(want) + 1 && strcmp(buf + first, want) == 0;
+#endif
+}
+
 __attribute__((constructor)) static void cinit(int argc, char **argv, char **envp)
 {
 	(void)envp;
-	if (argc != 2 || strcmp(argv[1], "sandbox-init") != 0 || getpid() != 1)
+	if (getpid() != 1 || !is_sandbox_init(argc, argv))
 		return; /* not the sandbox's PID 1: Go says so (pid1.Main) */
 
 	/* The forwarded signals and SIGCHLD are blocked before anything else
