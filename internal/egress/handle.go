@@ -268,7 +268,7 @@ func (p *Proxy) dial(ctx context.Context, addrs []netip.Addr, port int) (net.Con
 		ap := netip.AddrPortFrom(a, uint16(port))
 		c, err := p.dialOne(ctx, ap)
 		if err == nil {
-			return c, ap, nil
+			return rawIO(c), ap, nil
 		}
 		errs = append(errs, err)
 	}

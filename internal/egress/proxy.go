@@ -191,7 +191,9 @@ func (p *Proxy) keepAlive(up net.Conn) {
 	if p.dialer == nil {
 		return
 	}
-	if tc, ok := up.(*net.TCPConn); ok {
+	if tc, ok := up.(interface {
+		SetKeepAliveConfig(net.KeepAliveConfig) error
+	}); ok {
 		// As the dialer did: a failure leaves the connection usable,
 		// only without probes.
 		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: -1, Count: -1})
@@ -427,6 +429,7 @@ func (p *Proxy) isSelf(a netip.AddrPort) bool {
 }
 
 func (p *Proxy) serveConn(ctx context.Context, s *sandboxState, c net.Conn) {
+	c = rawIO(c) // reads and writes without waking sysmon
 	defer c.Close()
 	// Shutting down closes every connection, tunnels included (one
 	// registration on the shared context per connection, not one more
