@@ -408,7 +408,7 @@ func TestFastPathInitOrder(t *testing.T) {
 	}
 	for _, h := range []string{
 		"net", "net/netip", "net/http", "go.yaml.in/yaml/v3", "github.com/spf13/cobra", "encoding/json", "log/slog",
-		"crypto/internal/fips140", "crypto/sha256", "compress/flate", "log", "google.golang.org/protobuf/internal/filedesc",
+		"crypto/internal/fips140", "crypto/sha256", "compress/flate", "log", "database/sql", "google.golang.org/protobuf/internal/detrand", "google.golang.org/protobuf/internal/filedesc",
 		"github.com/prometheus/client_golang/prometheus", "modernc.org/libc", "modernc.org/sqlite",
 		module + "internal/policy", module + "internal/config", module + "internal/stack", module + "internal/router",
 		module + "internal/egress", module + "internal/supervisor",

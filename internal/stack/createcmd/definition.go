@@ -1,7 +1,8 @@
 package createcmd
 
 import (
-	"fmt"
+	"errors"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -17,14 +18,14 @@ func Definition(name string, command, env []string, restart string, presets []st
 	var b []byte
 	q := func(s string) error {
 		if !utf8.ValidString(s) {
-			return fmt.Errorf("%q is not valid UTF-8", s)
+			return errors.New(strconv.Quote(s) + " is not valid UTF-8")
 		}
 		b = quote(b, s)
 		return nil
 	}
 	b = append(b, "sandboxes:\n  "...)
 	if err := q(name); err != nil {
-		return nil, fmt.Errorf("sandbox name: %w", err)
+		return nil, errors.New("sandbox name: " + err.Error())
 	}
 	b = append(b, ":"...)
 	n := len(b)
@@ -35,7 +36,7 @@ func Definition(name string, command, env []string, restart string, presets []st
 				b = append(b, ", "...)
 			}
 			if err := q(a); err != nil {
-				return nil, fmt.Errorf("command: %w", err)
+				return nil, errors.New("command: " + err.Error())
 			}
 		}
 		b = append(b, "]"...)
@@ -46,26 +47,26 @@ func Definition(name string, command, env []string, restart string, presets []st
 		for _, kv := range env {
 			k, v, ok := cut(kv, "=")
 			if !ok || k == "" {
-				return nil, fmt.Errorf("--env %q: want KEY=VALUE", kv)
+				return nil, errors.New("--env " + strconv.Quote(kv) + ": want KEY=VALUE")
 			}
 			if seen[k] {
-				return nil, fmt.Errorf("--env %s given twice", k)
+				return nil, errors.New("--env " + k + " given twice")
 			}
 			seen[k] = true
 			b = append(b, "\n      "...)
 			if err := q(k); err != nil {
-				return nil, fmt.Errorf("--env: %w", err)
+				return nil, errors.New("--env: " + err.Error())
 			}
 			b = append(b, ": "...)
 			if err := q(v); err != nil {
-				return nil, fmt.Errorf("--env %s: %w", k, err)
+				return nil, errors.New("--env " + k + ": " + err.Error())
 			}
 		}
 	}
 	if restart != "" {
 		b = append(b, "\n    restart: "...)
 		if err := q(restart); err != nil {
-			return nil, fmt.Errorf("--restart: %w", err)
+			return nil, errors.New("--restart: " + err.Error())
 		}
 	}
 	if len(presets) > 0 {
@@ -75,7 +76,7 @@ func Definition(name string, command, env []string, restart string, presets []st
 				b = append(b, ", "...)
 			}
 			if err := q(p); err != nil {
-				return nil, fmt.Errorf("--preset: %w", err)
+				return nil, errors.New("--preset: " + err.Error())
 			}
 		}
 		b = append(b, "]"...)
@@ -108,7 +109,7 @@ func quote(b []byte, s string) []byte {
 			b = append(b, `\r`...)
 		case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f, r == 0x2028, r == 0x2029, r == 0xfeff,
 			r >= 0xd800 && r <= 0xdfff, r == 0xfffe, r == 0xffff:
-			b = fmt.Appendf(b, `\u%04x`, r)
+			b = appendHexEscape(b, 'u', r, 4)
 		default:
 			b = utf8.AppendRune(b, r)
 		}

@@ -1,7 +1,7 @@
 package createcmd
 
 import (
-	"fmt"
+	"strconv"
 	"unicode"
 	"unicode/utf8"
 )
@@ -18,7 +18,7 @@ func escape(s string) string {
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			b = fmt.Appendf(b, `\x%02x`, s[i])
+			b = appendHexEscape(b, 'x', rune(s[i]), 2)
 			i++
 			continue
 		}
@@ -36,9 +36,9 @@ func escape(s string) string {
 			b = append(b, `\t`...)
 		default:
 			if r < 0x100 {
-				b = fmt.Appendf(b, `\x%02x`, r)
+				b = appendHexEscape(b, 'x', r, 2)
 			} else {
-				b = fmt.Appendf(b, `\u%04x`, r)
+				b = appendHexEscape(b, 'u', r, 4)
 			}
 		}
 	}
@@ -67,4 +67,14 @@ func dangerous(r rune) bool {
 		return true
 	}
 	return false
+}
+
+// appendHexEscape appends `\` kind and r in lower-case hex with at least
+// width digits (as fmt's %0*x).
+func appendHexEscape(b []byte, kind byte, r rune, width int) []byte {
+	b = append(b, '\\', kind)
+	for n := len(strconv.FormatInt(int64(r), 16)); n < width; n++ {
+		b = append(b, '0')
+	}
+	return strconv.AppendInt(b, int64(r), 16)
 }

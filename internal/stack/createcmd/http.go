@@ -2,7 +2,6 @@ package createcmd
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"strconv"
@@ -23,7 +22,7 @@ var errNotSent = errors.New("request not sent")
 func dialUnix(path string) (*os.File, error) {
 	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
+		return nil, errors.New("socket: " + err.Error())
 	}
 	for {
 		err = syscall.Connect(fd, &syscall.SockaddrUnix{Name: path})
@@ -36,7 +35,7 @@ func dialUnix(path string) (*os.File, error) {
 	}
 	if err != nil {
 		syscall.Close(fd)
-		return nil, fmt.Errorf("connect %s: %w", path, err)
+		return nil, errors.New("connect " + path + ": " + err.Error())
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }
@@ -85,7 +84,7 @@ func roundTrip(c *os.File, method, path string, body []byte, deadline time.Time,
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			err = errors.New("context deadline exceeded (Client.Timeout exceeded while awaiting headers)")
 		}
-		return fmt.Errorf("%s %q: %w", method[:1]+lower(method[1:]), "http://clawcage"+path, err)
+		return errors.New(method[:1] + lower(method[1:]) + " " + strconv.Quote("http://clawcage"+path) + ": " + err.Error())
 	}
 	bodyErr := func(err error) error {
 		switch {
@@ -133,12 +132,12 @@ func readHead(br *lineReader) (resp *response, chunked bool, length int64, err e
 		}
 		proto, status, ok := cut(line, " ")
 		if !ok || !hasPrefix(proto, "HTTP/1.") {
-			return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed HTTP response %q", line)
+			return nil, false, 0, errors.New("net/http: HTTP/1.x transport connection broken: malformed HTTP response " + strconv.Quote(line))
 		}
 		codeText, _, _ := cut(status, " ")
 		code, err := strconv.Atoi(codeText)
 		if err != nil || len(codeText) != 3 || code < 100 {
-			return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed HTTP status code %q", codeText)
+			return nil, false, 0, errors.New("net/http: HTTP/1.x transport connection broken: malformed HTTP status code " + strconv.Quote(codeText))
 		}
 		resp = &response{code: code, status: status}
 		chunked, length = false, -1
@@ -152,7 +151,7 @@ func readHead(br *lineReader) (resp *response, chunked bool, length int64, err e
 			}
 			k, v, ok := cut(h, ":")
 			if !ok {
-				return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: malformed MIME header line: %s", h)
+				return nil, false, 0, errors.New("net/http: HTTP/1.x transport connection broken: malformed MIME header line: " + h)
 			}
 			v = trimOWS(v)
 			switch {
@@ -161,7 +160,7 @@ func readHead(br *lineReader) (resp *response, chunked bool, length int64, err e
 			case equalFoldASCII(k, "Content-Length"):
 				n, err := strconv.ParseInt(v, 10, 64)
 				if err != nil || n < 0 {
-					return nil, false, 0, fmt.Errorf("net/http: HTTP/1.x transport connection broken: bad Content-Length %q", v)
+					return nil, false, 0, errors.New("net/http: HTTP/1.x transport connection broken: bad Content-Length " + strconv.Quote(v))
 				}
 				length = n
 			}

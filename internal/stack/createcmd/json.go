@@ -2,7 +2,7 @@ package createcmd
 
 import (
 	"errors"
-	"fmt"
+	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -119,7 +119,7 @@ func stringField(data []byte, field string) (string, error) {
 						return "", err
 					}
 					if typeErr == nil {
-						typeErr = fmt.Errorf("json: cannot unmarshal a non-string into the %q field", field)
+						typeErr = errors.New("json: cannot unmarshal a non-string into the " + strconv.Quote(field) + " field")
 					}
 				}
 			} else if err := p.value(); err != nil {
@@ -185,7 +185,7 @@ func (p *jsonParser) syntax(where string) error {
 	if p.i >= len(p.data) {
 		return errors.New("unexpected end of JSON input")
 	}
-	return fmt.Errorf("invalid character %q %s", p.data[p.i], where)
+	return errors.New("invalid character " + strconv.QuoteRune(rune(p.data[p.i])) + " " + where)
 }
 
 // value skips one value.
