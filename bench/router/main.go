@@ -120,7 +120,7 @@ func main() {
 		paths = append(paths, target{"peer", strings.TrimSuffix(*peer, "/"), "gpt-bench", *peerPID, hdr})
 	}
 	fmt.Printf("# router bench: %d sequential, %d req/s for %s; GOMAXPROCS host cores=%d\n", *seq, *rate, *dur, numCPU())
-	fmt.Printf("%-8s %-6s %-6s %-9s %9s %9s %9s %9s %7s %9s %11s %10s %9s\n", "mode", "size", "stream", "path", "p50_ms", "p99_ms", "+p50_ms", "+p99_ms", "errors", "rss_MiB", "cpu_us/req", "ctxsw/req", "rw/req")
+	fmt.Printf("%-8s %-6s %-6s %-9s %9s %9s %9s %9s %7s %9s %11s %10s %9s\n", "mode", "size", "stream", "path", "p50_ms", "p99_ms", "+p50_ms", "+p99_ms", "errors", "rss_MiB", "cpu_us/req", "vcsw/req", "rw/req")
 	for _, s := range strings.Split(*sizes, ",") {
 		size, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
@@ -306,8 +306,10 @@ func runRate(c *http.Client, p target, body []byte, stream bool, rate int, dur t
 	return r
 }
 
-// wakes are a process's load-independent costs: context switches of all
-// its threads (voluntary + involuntary, /proc/PID/task/*/status) and its
+// wakes are a process's load-independent costs: voluntary context
+// switches of all its threads (a thread blocking: a wake-up to come;
+// involuntary ones are preemptions, which depend on the machine's load;
+// /proc/PID/task/*/status) and its
 // read- and write-class syscalls (/proc/PID/io syscr+syscw: read, write,
 // recvfrom, sendto, pread, pwrite...). Unlike CPU time they barely change
 // with the machine's load, so they compare builds on a shared machine.
@@ -332,9 +334,6 @@ func wakeCounts(pid int) wakes {
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				w.ctxsw += n
-			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
 				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 				w.ctxsw += n
 			}

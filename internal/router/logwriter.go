@@ -7,8 +7,9 @@ import (
 )
 
 // LogWriter buffers the router's log lines and writes them to out from a
-// background goroutine, at most linger after the first line of a batch, in
-// one write(2) per batch. The request path then never waits on a write to
+// background goroutine, in one write(2) per batch: a line after a quiet
+// spell at once, lines within linger of the last write together when the
+// linger has passed. The request path then never waits on a write to
 // the journal's pipe: without it every request paid one write(2) for its
 // log line before its response was complete, and that syscall woke the
 // runtime's sysmon thread (see quietConn). Lines keep their order.
@@ -97,22 +98,30 @@ func (w *LogWriter) Flush() error {
 
 func (w *LogWriter) loop() {
 	defer close(w.done)
+	var last time.Time // end of the last write
 	for {
 		select {
 		case <-w.kick:
 		case <-w.stop:
 			return
 		}
-		// Wait once without watching the buffer, so lines written
+		// A line after a quiet spell is written at once (when this
+		// goroutine is scheduled, after the request's goroutine has
+		// parked): a timer would wake the idle process once more just
+		// for it. Within linger of the last write, wait out the rest of
+		// the linger without watching the buffer, so lines written
 		// meanwhile wake nobody; then write them all.
-		t := time.NewTimer(w.linger)
-		select {
-		case <-t.C:
-		case <-w.stop:
-			t.Stop()
-			return // Close writes the rest
+		if wait := w.linger - time.Since(last); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-w.stop:
+				t.Stop()
+				return // Close writes the rest
+			}
 		}
 		_ = w.Flush()
+		last = time.Now()
 	}
 }
 

@@ -30,10 +30,33 @@ func (l *lockedBuffer) snapshot() (string, int) {
 	return l.b.String(), l.writes
 }
 
+// waitOutput waits until out holds want.
+func waitOutput(t *testing.T, out *lockedBuffer, want string) int {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, writes := out.snapshot()
+		if got == want {
+			return writes
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("output %q, want %q", got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestLogWriterBatchesLinesInOrder(t *testing.T) {
 	out := &lockedBuffer{}
-	w := NewLogWriter(out, time.Hour) // only Flush/Close write
-	var want strings.Builder
+	w := NewLogWriter(out, time.Hour)
+	// The first line after a quiet spell goes out at once...
+	w.Write([]byte("first\n"))
+	if writes := waitOutput(t, out, "first\n"); writes != 1 {
+		t.Fatalf("first line took %d writes", writes)
+	}
+	// ...lines within the linger of that write wait for it (or a flush).
+	want := strings.Builder{}
+	want.WriteString("first\n")
 	for i := range 100 {
 		line := fmt.Sprintf("{\"msg\":\"request\",\"n\":%d}\n", i)
 		want.WriteString(line)
@@ -41,15 +64,16 @@ func TestLogWriterBatchesLinesInOrder(t *testing.T) {
 			t.Fatalf("Write = %d, %v", n, err)
 		}
 	}
-	if got, _ := out.snapshot(); got != "" {
+	time.Sleep(20 * time.Millisecond)
+	if got, _ := out.snapshot(); got != "first\n" {
 		t.Fatalf("lines reached the output before the linger or a flush: %q", got)
 	}
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	got, writes := out.snapshot()
-	if got != want.String() || writes != 1 {
-		t.Fatalf("after Flush: %d writes, output equal=%v; want 1 write of all 100 lines in order", writes, got == want.String())
+	if got != want.String() || writes != 2 {
+		t.Fatalf("after Flush: %d writes, output equal=%v; want 1 more write of all 100 lines in order", writes, got == want.String())
 	}
 	w.Write([]byte("last\n"))
 	if err := w.Close(); err != nil {
@@ -67,21 +91,19 @@ func TestLogWriterBatchesLinesInOrder(t *testing.T) {
 
 func TestLogWriterWritesAfterLinger(t *testing.T) {
 	out := &lockedBuffer{}
-	w := NewLogWriter(out, 5*time.Millisecond)
+	w := NewLogWriter(out, 200*time.Millisecond)
 	defer w.Close()
+	w.Write([]byte("zero\n"))
+	waitOutput(t, out, "zero\n")
+	start := time.Now()
 	w.Write([]byte("one\n"))
 	w.Write([]byte("two\n"))
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if got, writes := out.snapshot(); got != "" {
-			if got != "one\ntwo\n" || writes != 1 {
-				t.Fatalf("background write = %q in %d writes; want both lines in one", got, writes)
-			}
-			return
-		}
-		time.Sleep(time.Millisecond)
+	if writes := waitOutput(t, out, "zero\none\ntwo\n"); writes != 2 {
+		t.Fatalf("%d writes; want the two lines after the first in one", writes)
 	}
-	t.Fatal("lines never written by the background goroutine")
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("lines within the linger written after %s, before the linger", d)
+	}
 }
 
 func TestLogWriterBackpressureAndConcurrency(t *testing.T) {

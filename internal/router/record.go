@@ -44,8 +44,8 @@ type BatchRecorder interface {
 // in internal/usage).
 const maxBatch = 256
 
-// batchLinger is how long the writer waits for more rows after the first
-// one of a batch. This turns one SQLite transaction and one writer wake-up
+// batchLinger is how long the writer waits for more rows after a write
+// (a row after a quiet spell is written at once). This turns one SQLite transaction and one writer wake-up
 // per request into one per batch; rows reach the ledger at most this much
 // later (admission counts spend in memory, and Close still writes every
 // queued row). A transaction costs ≈ 10 syscalls (pwrite64 of the WAL
@@ -58,32 +58,42 @@ func (r *Router) recordLoop() {
 	defer close(r.recorded)
 	br, batching := r.opt.Usage.(BatchRecorder)
 	batch := make([]UsageRecord, 0, maxBatch)
+	var last time.Time // end of the last write
 	for rec := range r.records {
 		if !batching {
 			r.writeRecord(rec)
 			continue
 		}
-		// Take what is queued; if that is not a full batch, sleep
-		// batchLinger once (without watching the queue, so rows queued
-		// meanwhile wake nobody) and take what came in, up to maxBatch.
+		// Take what is queued. A row after a quiet spell is written at
+		// once: a linger timer would wake the idle process once more
+		// just for it, and a row alone costs the same either way. Within
+		// batchLinger of the last write, sleep out the rest of it once
+		// (without watching the queue, so rows queued meanwhile wake
+		// nobody) and take what came in, up to maxBatch.
 		batch = append(batch[:0], rec)
 		closed := r.drain(&batch)
-		if !closed && len(batch) < maxBatch {
-			time.Sleep(batchLinger)
+		if wait := batchLinger - time.Since(last); !closed && len(batch) < maxBatch && wait > 0 {
+			time.Sleep(wait)
 			r.drain(&batch)
 		}
-		if len(batch) == 1 {
-			r.writeRecord(batch[0])
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := br.RecordBatch(ctx, batch)
-		cancel()
-		if err != nil {
-			// One bad row must not lose the others: write them one by one.
-			for _, b := range batch {
-				r.writeRecord(b)
-			}
+		r.writeBatch(br, batch)
+		last = time.Now()
+	}
+}
+
+// writeBatch writes batch in one transaction (a single row with Record).
+func (r *Router) writeBatch(br BatchRecorder, batch []UsageRecord) {
+	if len(batch) == 1 {
+		r.writeRecord(batch[0])
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := br.RecordBatch(ctx, batch)
+	cancel()
+	if err != nil {
+		// One bad row must not lose the others: write them one by one.
+		for _, b := range batch {
+			r.writeRecord(b)
 		}
 	}
 }
