@@ -94,6 +94,9 @@ func Start(ctx context.Context, spec Spec, stdio Stdio) (proc *Process, err erro
 	if err := CheckSeccomp(); err != nil {
 		return nil, err
 	}
+	if err := CheckSuidDumpable(); err != nil {
+		return nil, err
+	}
 	exited := make(chan struct{})
 	p.defer_(func() error { close(exited); return nil })
 	nt := newNetnsThread(&spec, exited)

@@ -86,9 +86,45 @@ func LandlockABI() (int, error) { return pid1.LandlockABI() }
 // seccomp filters with the errno action.
 func CheckSeccomp() error { return pid1.CheckSeccomp() }
 
+// CheckSuidDumpable returns an *UnavailableError when the host's
+// fs.suid_dumpable is 1 ("debug"): PID 1 and the exec server start
+// commands with vfork-style clones that share PID 1's memory, and a clone
+// that changed its credentials makes that memory dumpable, so, between its
+// setuid and its execve, the sandbox's user could open PID 1's memory
+// through /proc. 0 and 2 (the default and the core-dump-pipe setting) are
+// safe.
+func CheckSuidDumpable() error {
+	b, err := os.ReadFile("/proc/sys/fs/suid_dumpable")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a kernel without it dumps nothing set-id
+	}
+	if err != nil {
+		return fmt.Errorf("read fs.suid_dumpable: %w", err)
+	}
+	return suidDumpableErr(b)
+}
+
+// suidDumpableErr is CheckSuidDumpable on the sysctl's content.
+func suidDumpableErr(b []byte) error {
+	switch v := strings.TrimSpace(string(b)); v {
+	case "0", "2":
+		return nil
+	case "1":
+		return &UnavailableError{Feature: "fs.suid_dumpable 0 or 2", Reason: "fs.suid_dumpable is 1 (debug): processes that change credentials stay dumpable, which would let the sandbox's user reach PID 1's memory",
+			Fix: "sysctl -w fs.suid_dumpable=0 (or 2), and set it in /etc/sysctl.d"}
+	default:
+		return fmt.Errorf("fs.suid_dumpable: unexpected value %q", v)
+	}
+}
+
 // CheckKernel checks every kernel feature the sandbox cannot run without
-// (Landlock, seccomp, user namespaces).
-func CheckKernel() error { return pid1.CheckKernel() }
+// (Landlock, seccomp, user namespaces) and fs.suid_dumpable.
+func CheckKernel() error {
+	if err := pid1.CheckKernel(); err != nil {
+		return err
+	}
+	return CheckSuidDumpable()
+}
 
 // Limits are the sandbox's resource limits; zero means the built-in default
 // (CPU: zero means no CPU limit).

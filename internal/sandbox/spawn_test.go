@@ -355,3 +355,38 @@ func TestStartUsesSpawner(t *testing.T) {
 		t.Error("PID 1 was started by exec.Cmd, not the vfork spawner: spawnable refused run.go's command")
 	}
 }
+
+// TestSuidDumpable checks the fs.suid_dumpable values the sandbox refuses
+// (1: set-id processes stay dumpable) and takes.
+func TestSuidDumpable(t *testing.T) {
+	tests := []struct {
+		value   string
+		wantErr string
+	}{
+		{"0\n", ""},
+		{"2\n", ""},
+		{"1\n", "fs.suid_dumpable 0 or 2 unavailable: fs.suid_dumpable is 1 (debug)"},
+		{"7\n", `fs.suid_dumpable: unexpected value "7"`},
+	}
+	for _, tc := range tests {
+		t.Run(strings.TrimSpace(tc.value), func(t *testing.T) {
+			err := suidDumpableErr([]byte(tc.value))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err %v, want %q", err, tc.wantErr)
+			}
+			var ue *UnavailableError
+			if tc.value == "1\n" && (!errors.As(err, &ue) || !strings.Contains(ue.Fix, "sysctl -w fs.suid_dumpable=0")) {
+				t.Errorf("err %#v, want an *UnavailableError with the sysctl fix", err)
+			}
+		})
+	}
+	if err := CheckSuidDumpable(); err != nil {
+		t.Logf("this host: %v", err)
+	}
+}
