@@ -125,8 +125,8 @@ enum {
 #define SCRATCH_DIR "/tmp"
 
 struct strlist {
+	size_t n;              /* first: on the page of the first entries */
 	char *v[MAX_LIST + 1]; /* NULL-terminated */
-	size_t n;
 };
 
 struct bind {
@@ -147,22 +147,22 @@ struct llport {
 };
 
 static struct config {
+	/* Scalars and counts first, arrays after: only the pages in use are
+	 * touched (each one a page fault). */
 	uint32_t flags, uid, uid_base;
 	int exec_fd;
 	uint64_t tmp_size, file_size_limit;
-	struct strlist command, env, hosts, read_only, read_write;
-	size_t nconnect, nbind;
-	uint16_t connect[MAX_LIST], bind[MAX_LIST];
-	size_t nbinds;
-	struct bind binds[MAX_LIST];
+	size_t nconnect, nbind, nbinds, nllpaths, nllports;
 	int has_landlock;
 	uint32_t ll_abi, ll_flags;
 	uint64_t ll_fs, ll_net, ll_scoped;
-	size_t nllpaths, nllports;
-	struct llpath llpaths[MAX_LIST];
-	struct llport llports[MAX_LIST];
 	const unsigned char *seccomp;
 	size_t seccomp_len;
+	struct strlist command, env, hosts, read_only, read_write;
+	uint16_t connect[MAX_LIST], bind[MAX_LIST];
+	struct bind binds[MAX_LIST];
+	struct llpath llpaths[MAX_LIST];
+	struct llport llports[MAX_LIST];
 } cfg;
 
 static unsigned char cfgbuf[MAX_CONFIG_SIZE + 1];
@@ -429,7 +429,18 @@ static void ports(struct rd *r, uint16_t *v, size_t *np, const char *what)
 static int decode(void)
 {
 	struct rd r = {cfgbuf, cfglen, 0, 0};
-	memset(&cfg, 0, sizeof cfg);
+	/* Reset what a previous decode (tests) set; not memset(&cfg): its
+	 * arrays are hundreds of KB, and every page touched is a fault. */
+	cfg.flags = cfg.uid = cfg.uid_base = 0;
+	cfg.exec_fd = 0;
+	cfg.tmp_size = cfg.file_size_limit = 0;
+	cfg.command.n = cfg.env.n = cfg.hosts.n = cfg.read_only.n = cfg.read_write.n = 0;
+	cfg.nconnect = cfg.nbind = cfg.nbinds = cfg.nllpaths = cfg.nllports = 0;
+	cfg.has_landlock = 0;
+	cfg.ll_abi = cfg.ll_flags = 0;
+	cfg.ll_fs = cfg.ll_net = cfg.ll_scoped = 0;
+	cfg.seccomp = NULL;
+	cfg.seccomp_len = 0;
 	if (cfglen > MAX_CONFIG_SIZE)
 		return seterr("decode config (%zu bytes): config of %zu bytes: over %d", cfglen, cfglen, MAX_CONFIG_SIZE);
 	unsigned char *m = take(&r, 4);
