@@ -20,7 +20,8 @@ func newDoctorCmd(g *globalOptions) *cobra.Command {
 		Long: `doctor probes the running kernel for what clawcage's sandbox enforces with:
 Landlock, seccomp filters, user and network namespaces, and the cgroup memory and
 pids controllers (v1, v2 or hybrid), Landlock at least at the ABI the sandbox
-needs, plus the optional cgroup cpu controller,
+needs, fs.suid_dumpable not 1 (it would expose PID 1's memory to the sandbox's
+user), plus the optional cgroup cpu controller,
 nftables and pidfds. Each missing feature comes with how to get it. The exit
 status is 1 when sandboxes cannot be enforced on this machine.`,
 		Args: cobra.NoArgs,

@@ -1,7 +1,8 @@
 // Package kernel probes the running kernel for the features clawcage's
 // sandbox depends on (Landlock, seccomp filters, user and network
-// namespaces, cgroup memory and pids controllers) and the optional ones
-// (cgroup cpu, nftables, pidfd), and says for each missing one how to get it.
+// namespaces, cgroup memory and pids controllers, a safe fs.suid_dumpable)
+// and the optional ones (cgroup cpu, nftables, pidfd), and says for each
+// missing one how to get it.
 //
 // It only observes: every probe is a read of /proc or /sys, a system call
 // that creates nothing lasting (a Landlock version query, a pidfd on itself),
@@ -13,8 +14,9 @@ package kernel
 import (
 	"errors"
 	"fmt"
-	"github.com/clawcage/clawcage/internal/mountinfo"
 	"strings"
+
+	"github.com/clawcage/clawcage/internal/mountinfo"
 )
 
 // Names of the features a Report carries.
@@ -28,6 +30,7 @@ const (
 	CgroupCPU    = "cgroup-cpu"
 	Nftables     = "nftables"
 	Pidfd        = "pidfd"
+	SuidDumpable = "suid-dumpable"
 )
 
 // Feature is one probed kernel feature.
@@ -215,4 +218,26 @@ func landlockKernel(abi int) string {
 		return releases[abi]
 	}
 	return fmt.Sprintf("a release with Landlock ABI %d", abi)
+}
+
+// suidDumpableFeature interprets fs.suid_dumpable (value, and whether the
+// sysctl exists). The sandbox's PID 1 starts commands with vfork-style
+// clones that share its memory; with 1 ("debug") a clone that changed its
+// credentials stays dumpable, so the sandbox's user could open PID 1's
+// memory through /proc, and the sandbox refuses to start.
+func suidDumpableFeature(v string, present bool) Feature {
+	f := Feature{Name: SuidDumpable, Required: true}
+	switch {
+	case !present:
+		f.OK, f.Detail = true, "no fs.suid_dumpable: set-id processes are never dumpable"
+	case v == "0" || v == "2":
+		f.OK, f.Detail = true, "fs.suid_dumpable = "+v
+	case v == "1":
+		f.Detail = "fs.suid_dumpable = 1 (debug): processes that change credentials stay dumpable"
+		f.Fix = "sysctl -w fs.suid_dumpable=0 (or 2), and set it in /etc/sysctl.d"
+	default:
+		f.Detail = fmt.Sprintf("fs.suid_dumpable = %q: unknown value", v)
+		f.Fix = "sysctl -w fs.suid_dumpable=0"
+	}
+	return f
 }

@@ -226,3 +226,34 @@ func TestRequireLandlockABI(t *testing.T) {
 		})
 	}
 }
+
+func TestSuidDumpableFeature(t *testing.T) {
+	tests := []struct {
+		name    string
+		value   string
+		present bool
+		ok      bool
+		fix     bool
+	}{
+		{"default 0", "0", true, true, false},
+		{"core pipe 2", "2", true, true, false},
+		{"debug 1 refused", "1", true, false, true},
+		{"unknown value refused", "3", true, false, true},
+		{"no sysctl", "", false, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := suidDumpableFeature(tt.value, tt.present)
+			if f.Name != SuidDumpable || !f.Required {
+				t.Fatalf("feature = %+v, want required %q", f, SuidDumpable)
+			}
+			if f.OK != tt.ok || (f.Fix != "") != tt.fix {
+				t.Fatalf("suidDumpableFeature(%q, %v) = ok %v fix %q, want ok %v, fix given %v", tt.value, tt.present, f.OK, f.Fix, tt.ok, tt.fix)
+			}
+			r := Report{LandlockABI: 7, Features: []Feature{f}}
+			if err := r.Enforceable(); (err == nil) != tt.ok {
+				t.Fatalf("Enforceable() = %v with %+v", err, f)
+			}
+		})
+	}
+}

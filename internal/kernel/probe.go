@@ -51,6 +51,7 @@ func Probe(ctx context.Context) Report {
 		cgroupFeature(r.Cgroups, CgroupCPU, "cpu", false),
 		probeNftables(),
 		probePidfd(),
+		suidDumpableFeature(readSysctl("/proc/sys/fs/suid_dumpable")),
 	)
 	return r
 }
