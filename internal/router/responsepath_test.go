@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +72,55 @@ func TestResponseCompleteBeforeRequestLogLine(t *testing.T) {
 	case <-bl.holding:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request's log line was never written")
+	}
+}
+
+// A sandbox that hangs up while the provider is still thinking cancels the
+// upstream call at once: the router's server connection (raw-syscall reads,
+// quietConn) must still notice the hang-up through net/http's background
+// read, and the cancellation must close the upstream connection.
+func TestSandboxHangUpCancelsUpstreamCall(t *testing.T) {
+	started := make(chan struct{}, 1)
+	cancelled := make(chan struct{}, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-time.After(20 * time.Second):
+		}
+	}))
+	defer up.Close()
+	h := newHarness(t, func(o *router.Options) {
+		o.Providers["oa"] = router.Provider{Kind: router.KindOpenAI, BaseURL: up.URL + "/v1"}
+		o.Retry.Deadline = time.Minute // only the hang-up may end the attempt within the test
+	})
+	solo := strings.Replace(chatBody, `"default"`, `"solo"`, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.url+"/v1/chat/completions", strings.NewReader(solo))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the provider")
+	}
+	cancel() // the sandbox hangs up
+	if err := <-errc; err == nil {
+		t.Fatal("the cancelled client got a response")
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the provider's request was not cancelled after the sandbox hung up")
 	}
 }
