@@ -117,6 +117,12 @@ enum {
 #define MAX_SECCOMP (4096 * 8)
 #define MIN_LANDLOCK_ABI 6
 #define FLAG_CTTY 1u
+#define MAX_PATH_LEN 4000
+/* What Landlock ABI 6 handles: every file system right up to IOCTL_DEV,
+ * TCP bind and connect, abstract Unix sockets and signals. */
+#define LL_ABI6_FS 0xffffULL
+#define LL_NET_TCP 0x3ULL
+#define LL_SCOPES 0x3ULL
 
 #define HOSTNAME "sandbox"
 #define WORKSPACE_DIR "/sandbox"
@@ -553,9 +559,37 @@ static int readconfig(void)
 		if (cfg.binds[i].fd < FIRST_BIND_FD || cfg.binds[i].fd == cfg.exec_fd)
 			return seterr("decode config (%zu bytes): bind %s: fd %d", cfglen, cfg.binds[i].target, cfg.binds[i].fd);
 		const char *t = cfg.binds[i].target;
+		if (strlen(t) > MAX_PATH_LEN)
+			return seterr("decode config (%zu bytes): bind target of %zu bytes: over %d", cfglen, strlen(t), MAX_PATH_LEN);
 		if (t[0] != '/' || strstr(t, "/../") || (strlen(t) >= 3 && strcmp(t + strlen(t) - 3, "/..") == 0))
 			return seterr("decode config (%zu bytes): bind target %s: not an absolute path without ..", cfglen, t);
 	}
+	for (size_t i = 0; i < cfg.nllpaths; i++)
+		if (strlen(cfg.llpaths[i].path) > MAX_PATH_LEN)
+			return seterr("decode config (%zu bytes): landlock path of %zu bytes: over %d", cfglen, strlen(cfg.llpaths[i].path), MAX_PATH_LEN);
+	/* Fail closed on a plan or filter that enforces less than the
+	 * design (a host-side regression must not start a weaker sandbox). */
+	if (cfg.has_landlock) {
+		if (cfg.ll_abi < MIN_LANDLOCK_ABI || (cfg.ll_fs & LL_ABI6_FS) != LL_ABI6_FS ||
+		    (cfg.ll_net & LL_NET_TCP) != LL_NET_TCP || (cfg.ll_scoped & LL_SCOPES) != LL_SCOPES)
+			return seterr("decode config (%zu bytes): Landlock plan (ABI %u, fs %#llx, net %#llx, scoped %#llx) handles less than ABI 6 does",
+				      cfglen, cfg.ll_abi, (unsigned long long)cfg.ll_fs, (unsigned long long)cfg.ll_net, (unsigned long long)cfg.ll_scoped);
+	}
+#ifdef __x86_64__
+	/* The filter must start by checking the architecture (seccomp's
+	 * compile: ld [arch]; jeq AUDIT_ARCH_X86_64). */
+	if (cfg.seccomp_len < 16)
+		return seterr("decode config (%zu bytes): a seccomp filter of %zu bytes cannot be the sandbox's", cfglen, cfg.seccomp_len);
+	{
+		const unsigned char *b = cfg.seccomp;
+		uint32_t k0 = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
+		uint32_t k1 = (uint32_t)b[12] | (uint32_t)b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24;
+		if ((b[0] | b[1] << 8) != (BPF_LD | BPF_W | BPF_ABS) || k0 != 4 || (b[8] | b[9] << 8) != (BPF_JMP | BPF_JEQ | BPF_K) || k1 != 0xc000003eU)
+			return seterr("decode config (%zu bytes): the seccomp filter does not start with the architecture check", cfglen);
+	}
+#endif
+	if (cfg.tmp_size < (1 << 20))
+		return seterr("decode config (%zu bytes): tmp size %llu: under 1 MiB (0 would be unlimited)", cfglen, (unsigned long long)cfg.tmp_size);
 	return 0;
 }
 
@@ -569,7 +603,8 @@ static const char *path2(const char *a, const char *b)
 	char *p = bufs[next];
 	next = (next + 1) % 4;
 	if ((size_t)snprintf(p, sizeof bufs[0], "%s%s", a, b) >= sizeof bufs[0])
-		p[0] = 0; /* an empty path fails every call that gets it */
+		p[0] = 0; /* an empty path fails every call that gets it (readconfig
+			   * bounds the configured paths far below this) */
 	return p;
 }
 
@@ -595,6 +630,8 @@ static int mkdir_all(const char *p, mode_t mode)
 {
 	char buf[8192];
 	struct stat st;
+	if (p[0] != '/')
+		return seterr("mkdir \"%s\": not an absolute path (or too long)", p);
 	if (stat(p, &st) == 0) {
 		if (S_ISDIR(st.st_mode))
 			return 0;
@@ -1337,6 +1374,13 @@ static pid_t start_command(void)
 		fail("exec", EXIT_SETUP_FAILED);
 	}
 	int e = child_errno;
+	/* The child's setuid ran commit_creds on the mm it shared with PID 1,
+	 * which set PID 1's dumpable flag to fs.suid_dumpable: back to 0. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+		seterrno("exec %s: PR_SET_DUMPABLE", path);
+		kill(pid, SIGKILL);
+		fail("exec", EXIT_SETUP_FAILED);
+	}
 	if (e != 0) {
 		int st;
 		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
@@ -1484,6 +1528,16 @@ __attribute__((constructor)) static void cinit(int argc, char **argv, char **env
 	if (getpid() != 1 || !is_sandbox_init(argc, argv))
 		return; /* not the sandbox's PID 1: Go says so (pid1.Main) */
 
+	/* A defined umask for the generated root and the command, whatever
+	 * the operator's is. */
+	umask(022);
+	/* Default dispositions: nothing the launcher ignored (nohup: HUP) may
+	 * reach the command through execve. glibc's 32 and 33 are left alone. */
+	for (int sig = 1; sig < _NSIG; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP || sig == 32 || sig == 33)
+			continue;
+		signal(sig, SIG_DFL);
+	}
 	/* The forwarded signals and SIGCHLD are blocked before anything else
 	 * and read from a signalfd once the command runs: none is lost. */
 	sigset_t mask;

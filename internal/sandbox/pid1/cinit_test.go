@@ -169,3 +169,67 @@ func readAll(f *os.File) (string, error) {
 
 // testCInit says whether PID 1 starts in C in this build.
 var testCInit = pid1.HaveCInit
+
+// runOut runs spec to the end and returns its exit code and stdout.
+func runOut(t *testing.T, spec sandbox.Spec) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	code, err := sandbox.Run(ctx, spec, sandbox.Stdio{Stdout: &out})
+	if err != nil {
+		t.Fatalf("run: %d, %v", code, err)
+	}
+	return code, out.String()
+}
+
+// TestOperatorUmaskDoesNotLeakIn runs a sandbox from a process with umask
+// 077: the generated /etc must still be readable by the sandbox user, and
+// the command gets umask 022, not the operator's.
+func TestOperatorUmaskDoesNotLeakIn(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starts a sandbox: needs root")
+	}
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	code, out := runOut(t, sandbox.Spec{Command: []string{"/bin/sh", "-c", "umask; cat /etc/passwd /etc/hosts >/dev/null && echo etc-readable"}})
+	if code != 0 || out != "0022\netc-readable\n" {
+		t.Fatalf("exit %d, output %q; want umask 0022 and a readable /etc", code, out)
+	}
+}
+
+// TestRootCommandCannotKillGoPID1 checks that after the hand-over to Go
+// (the first exec) a --root command's kill-sent SIGSEGV, SIGABRT, SIGBUS
+// and SIGSYS to PID 1 are dropped: the sandbox and its exec channel live on.
+func TestRootCommandCannotKillGoPID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starts a sandbox: needs root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := sandbox.Start(ctx, sandbox.Spec{Command: []string{"/bin/sleep", "30"}, Root: true}, sandbox.Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { p.Wait(); close(done) }()
+	defer func() { p.Signal(syscall.SIGKILL); <-done }()
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	for _, sig := range []string{"SEGV", "ABRT", "BUS", "SYS"} {
+		if code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/sh", "-c", "kill -" + sig + " 1; sleep 0.1"}}, devnull, devnull, devnull); err != nil || code != 0 {
+			t.Fatalf("exec kill -%s 1: %d, %v", sig, code, err)
+		}
+		select {
+		case <-done:
+			t.Fatalf("kill -%s 1 from a --root command ended the sandbox", sig)
+		default:
+		}
+	}
+	if code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/true"}}, devnull, devnull, devnull); err != nil || code != 0 {
+		t.Fatalf("exec after the signals: %d, %v", code, err)
+	}
+}

@@ -100,6 +100,7 @@ func (s *execServer) fork(fr forkRequest) forkResult {
 		},
 	})
 	if err != nil {
+		redisableDumps()
 		code := ExitSetupFailed // EAGAIN (the pids limit), ENOMEM...
 		switch {
 		case errors.Is(err, unix.ENOENT):
@@ -109,6 +110,7 @@ func (s *execServer) fork(fr forkRequest) forkResult {
 		}
 		return forkResult{err: fmt.Errorf("exec %s: %w", path, err), code: code}
 	}
+	redisableDumps()
 	exited := make(chan int, 1)
 	s.live[pid] = exited
 	return forkResult{pid: pid, pidfd: pidfd, exited: exited}

@@ -20,6 +20,9 @@ func Main() {
 		fmt.Fprintln(os.Stderr, "clawcage sandbox-init: internal command, started by `clawcage sandbox run`")
 		os.Exit(ExitSetupFailed)
 	}
+	// A defined umask for the generated root and the command, whatever
+	// the operator's is.
+	unix.Umask(0o022)
 	// Nothing but stdin, stdout and stderr may reach the command: the
 	// report pipe (fd 4) and anything else inherited are close-on-exec.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
@@ -90,6 +93,17 @@ func disableDumps(*Config) error {
 	return nil
 }
 
+// redisableDumps makes PID 1 non-dumpable again after a fork: Go's
+// ForkExec (like cinit.c) clones with CLONE_VM, and the child's uid change
+// set the shared mm's dumpable flag to fs.suid_dumpable.
+func redisableDumps() {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		// Cannot fail for 0; if it ever does, PID 1 must not stay dumpable.
+		fmt.Fprintf(os.Stderr, "clawcage sandbox-init: PR_SET_DUMPABLE: %v\n", err)
+		os.Exit(ExitSetupFailed)
+	}
+}
+
 // startCommand starts the command as its user in a new cgroup namespace
 // and session. Everything that confines it is applied, in order, to one
 // locked thread of PID 1 that then forks the command and is retired: a
@@ -147,6 +161,7 @@ func startCommand(c *Config, ex *execServer) (int, error) {
 		if err != nil {
 			err = fmt.Errorf("exec %s: %w", path, err)
 		}
+		redisableDumps()
 		done <- result{pid: pid, step: "exec", err: err}
 		if err == nil && ex != nil {
 			ex.serveForks()

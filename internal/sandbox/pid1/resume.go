@@ -26,6 +26,10 @@ func resume(pid int, config []byte) {
 	notified := make(chan struct{})
 	go func() {
 		signal.Notify(sigs, forwardedSignals...)
+		// PID 1 is in the command's Landlock domain and uid 0, so a --root
+		// command may signal it: the signals the runtime would crash or
+		// die on are taken (a kill-sent SIGSEGV, SIGABRT...) and dropped.
+		signal.Notify(make(chan os.Signal, 1), droppedSignals...)
 		close(notified)
 	}()
 	c, err := DecodeConfig(config)
@@ -50,4 +54,11 @@ func resume(pid int, config []byte) {
 		go ex.serve()
 	}
 	os.Exit(superviseChild(pid, sigs, ex))
+}
+
+// droppedSignals are the signals, other than the forwarded ones, whose
+// default in the Go runtime ends the process.
+var droppedSignals = []os.Signal{
+	unix.SIGILL, unix.SIGTRAP, unix.SIGABRT, unix.SIGBUS, unix.SIGFPE, unix.SIGSEGV,
+	unix.SIGPIPE, unix.SIGSTKFLT, unix.SIGSYS,
 }
