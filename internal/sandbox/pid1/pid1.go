@@ -31,7 +31,9 @@
 // returns; the runtime starts, this package's init finds the C state
 // (cinitResumed) and resume continues in Go: signal.Notify, the exec
 // server and the supervision loop, as Main does. Only the first `sandbox
-// exec` pays the Go start-up.
+// exec` pays the Go start-up. Signals sent to PID 1 while the runtime
+// starts, before resume's signal.Notify, are not forwarded (docs/sandbox.md,
+// "C until it needs Go", says what happens to them).
 //
 // PID 1 is confined as a whole, not one thread of it: when the confinement
 // is applied the process has a single thread, so everything that runs in
