@@ -1439,8 +1439,11 @@ static void handle_signals(int sfd, pid_t command)
 }
 
 /* supervise forwards signals and reaps children until the command exits
- * (then PID 1 exits with its status) or the exec channel has a request
- * (then it returns, for Go to take over). */
+ * (then PID 1 exits with its status). PID 1 never leaves this loop: on the
+ * first `sandbox exec` request (the exec channel readable) it forks the
+ * exec server, which returns from here (and from the constructor) into
+ * the Go runtime and serves the channel; PID 1 closes its copy and goes on
+ * supervising in C, so no signal is ever lost in a hand-over. */
 static void supervise(pid_t command, const sigset_t *mask)
 {
 	int sfd = signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -1464,15 +1467,20 @@ static void supervise(pid_t command, const sigset_t *mask)
 		}
 		if (pfd[0].revents)
 			handle_signals(sfd, command);
-		if (n == 2 && pfd[1].revents)
-			break;
+		if (n == 2 && pfd[1].revents) {
+			pid_t srv = fork();
+			if (srv == 0) {
+				close(sfd);
+				return; /* the exec server */
+			}
+			if (srv < 0)
+				dprintf(2, "clawcage sandbox: start the exec server: fork: %s\n", errstr(errno));
+			/* The server has the channel (or, if the fork failed,
+			 * nobody: the host's requests fail). */
+			close(cfg.exec_fd);
+			n = 1;
+		}
 	}
-	/* A `sandbox exec` request (or the host's end closed): hand over to
-	 * Go. Forward what is pending now; the signals are unblocked right
-	 * before returning so that the Go runtime and the commands it forks
-	 * start with an empty mask. */
-	handle_signals(sfd, command);
-	close(sfd);
 }
 
 /* ---- the constructor ---- */
@@ -1567,16 +1575,11 @@ __attribute__((constructor)) static void cinit(int argc, char **argv, char **env
 	close(REPORT_FD); /* the command runs: an empty report */
 	supervise(command, &mask);
 
+	/* The exec server (a child of PID 1): Go takes over from here. */
 	state.resumed = 1;
 	state.command_pid = command;
 	state.config = cfgbuf;
 	state.config_len = cfglen;
-	/* Until resume's signal.Notify, the runtime would treat HUP and INT as
-	 * fatal; it leaves an inherited SIG_IGN of these two alone (and
-	 * Notify replaces it), so they are dropped instead, as PID 1 drops the
-	 * others it has no handler for. TERM and QUIT it handles regardless. */
-	signal(SIGHUP, SIG_IGN);
-	signal(SIGINT, SIG_IGN);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);

@@ -4,10 +4,10 @@
 
 #include <stddef.h>
 
-/* What the C start-up hands to Go when it returns from its constructor
- * (only to serve the first `sandbox exec` request). */
+/* What the C start-up hands to Go when its constructor returns in the exec
+ * server, the child PID 1 forks on the first `sandbox exec` request. */
 struct cinit_state {
-	int resumed;                 /* 1: C set up the sandbox and started the command */
+	int resumed;                 /* 1: this is the exec server of a sandbox C set up */
 	int command_pid;             /* the sandbox's command, in its PID namespace */
 	const unsigned char *config; /* the encoded configuration (codec.go) */
 	size_t config_len;

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -79,10 +80,10 @@ func checkConfined(t *testing.T, pid int) int {
 
 // TestPID1ConfinedAsAWhole starts a sandbox and checks from the host that
 // PID 1 is confined as a whole and, with the C start-up, is one thread
-// without a Go runtime until the first `sandbox exec`; then that an exec'd
-// command starts (with no signal blocked), that every thread of the now Go
-// PID 1 is still confined, and that signals still reach the sandbox's
-// command.
+// without a Go runtime; then that an exec'd command starts (with no signal
+// blocked), that PID 1 and every process it started (with C, the exec
+// server too) are confined in every thread, and that signals still reach
+// the sandbox's command.
 func TestPID1ConfinedAsAWhole(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("starts a sandbox: needs root")
@@ -140,9 +141,14 @@ func TestPID1ConfinedAsAWhole(t *testing.T) {
 	if !strings.Contains(out, "SigBlk:\t0000000000000000") {
 		t.Errorf("exec'd command starts with signals blocked:\n%s", out)
 	}
-	checkConfined(t, p.Pid())
+	if n := checkConfined(t, p.Pid()); testCInit && n != 1 {
+		t.Errorf("PID 1 has %d threads after an exec, want 1 (the exec server is a child)", n)
+	}
+	for _, kid := range childrenOf(t, p.Pid()) {
+		checkConfined(t, kid)
+	}
 
-	// A second exec is served by the same (now Go) PID 1.
+	// A second exec is served by the same exec server.
 	if ecode, err := p.Exec(ctx, sandbox.ExecRequest{Argv: []string{"/bin/false"}}, devnull, devnull, devnull); err != nil || ecode != 1 {
 		t.Fatalf("second exec: %d, %v, want 1", ecode, err)
 	}
@@ -232,4 +238,97 @@ func TestRootCommandCannotKillGoPID1(t *testing.T) {
 	if code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/true"}}, devnull, devnull, devnull); err != nil || code != 0 {
 		t.Fatalf("exec after the signals: %d, %v", code, err)
 	}
+}
+
+// childrenOf returns the pids of pid's children (from /proc/*/stat).
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var kids []int
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so from the last ')'.
+		rest := string(b[bytes.LastIndexByte(b, ')')+1:])
+		f := strings.Fields(rest)
+		if len(f) > 1 && f[1] == itoa(pid) {
+			var k int
+			for _, c := range strings.TrimSuffix(strings.TrimPrefix(st, "/proc/"), "/stat") {
+				k = k*10 + int(c-'0')
+			}
+			kids = append(kids, k)
+		}
+	}
+	return kids
+}
+
+// TestSignalDuringFirstExec sends SIGTERM to the sandbox at several
+// moments around its first `sandbox exec` (the C build starts the exec
+// server then): the command's TERM trap must run every time (exit 42) —
+// no signal lost, PID 1 never ended by it.
+func TestSignalDuringFirstExec(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starts a sandbox: needs root")
+	}
+	for _, delay := range []time.Duration{0, time.Millisecond, 3 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond} {
+		t.Run(delay.String(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out := &lockedBuffer{}
+			p, err := sandbox.Start(ctx, sandbox.Spec{
+				Command: []string{"/bin/sh", "-c", `trap 'exit 42' TERM; echo ready; while :; do sleep 0.01; done`},
+			}, sandbox.Stdio{Stdout: out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			var code int
+			go func() { code, _ = p.Wait(); close(done) }()
+			defer func() { p.Signal(syscall.SIGKILL); <-done }()
+			// The trap is set once "ready" is printed.
+			for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "ready"); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the command did not start")
+				}
+			}
+			devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer devnull.Close()
+			go p.Exec(ctx, sandbox.ExecRequest{Argv: []string{"/bin/sleep", "5"}}, devnull, devnull, devnull)
+			time.Sleep(delay)
+			if err := p.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("SIGTERM %v after the first exec request was lost: the sandbox still runs", delay)
+			}
+			if code != 42 {
+				t.Fatalf("sandbox ended with %d, want 42 from the command's TERM trap", code)
+			}
+		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and one reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

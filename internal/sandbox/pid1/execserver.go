@@ -28,6 +28,8 @@ type execServer struct {
 
 	mu   sync.Mutex       // held across fork+register and by the reaper
 	live map[int]chan int // pid -> exit status, for started commands
+
+	forked chan struct{} // a command was started (reapForks waits on it)
 }
 
 // forkRequest is a command for the confined thread to start.
@@ -50,7 +52,7 @@ func newExecServer(c *Config) *execServer {
 	if c.ExecFD <= 0 {
 		return nil
 	}
-	return &execServer{c: c, fd: c.ExecFD, forks: make(chan forkRequest), live: map[int]chan int{}}
+	return &execServer{c: c, fd: c.ExecFD, forks: make(chan forkRequest), live: map[int]chan int{}, forked: make(chan struct{}, 1)}
 }
 
 // serveForks runs on the confined thread once the sandbox's command has
@@ -113,6 +115,10 @@ func (s *execServer) fork(fr forkRequest) forkResult {
 	redisableDumps()
 	exited := make(chan int, 1)
 	s.live[pid] = exited
+	select {
+	case s.forked <- struct{}{}:
+	default:
+	}
 	return forkResult{pid: pid, pidfd: pidfd, exited: exited}
 }
 

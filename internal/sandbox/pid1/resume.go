@@ -1,6 +1,7 @@
 package pid1
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -8,36 +9,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// resume continues in Go after the C start-up (cinit.c) set up the
-// sandbox, started the command (pid) and supervised it until the first
-// `sandbox exec` request arrived on the exec channel. The whole process is
-// confined already (capabilities, securebits, cgroup namespace,
-// no_new_privs, Landlock, seccomp: the C code applied them while it was
-// the only thread, so every thread of the runtime has them), so commands
-// are forked from any thread, with the same confinement as the sandbox's
-// command. It never returns.
-func resume(pid int, config []byte) {
-	// The runtime enables each signal with a round trip to its signal
-	// thread (≈ 0.5 ms quiet for the ten, tens of ms under load), so this
-	// runs while the configuration is decoded and the first request read.
-	// Commands are forked only once it is done: until then HUP and INT are
-	// still ignored (cinit.c), and a child would inherit that.
-	sigs := make(chan os.Signal, 16)
-	notified := make(chan struct{})
-	go func() {
-		signal.Notify(sigs, forwardedSignals...)
-		// PID 1 is in the command's Landlock domain and uid 0, so a --root
-		// command may signal it: the signals the runtime would crash or
-		// die on are taken (a kill-sent SIGSEGV, SIGABRT...) and dropped.
-		signal.Notify(make(chan os.Signal, 1), droppedSignals...)
-		close(notified)
-	}()
+// resume is the exec server of a sandbox whose PID 1 is the C start-up
+// (cinit.c): on the first `sandbox exec` request PID 1 forked this process,
+// which carries the very confinement PID 1 applied to itself before it
+// started the command (capabilities, securebits, cgroup namespace,
+// no_new_privs, Landlock, seccomp), and returned into the Go runtime. PID 1
+// itself stays in C, forwarding signals and reaping, so no signal is lost
+// to a hand-over. This process serves the exec channel: it forks the
+// commands (from any thread: the whole process is confined), reaps them,
+// and exits when the host closes the channel. It never returns.
+func resume(_ int, config []byte) {
+	// A --root command (uid 0, the same Landlock domain) may signal this
+	// process; what the runtime would die or crash on is taken and dropped
+	// (SIGKILL still ends it, and with it only the running exec sessions).
+	signal.Notify(make(chan os.Signal, 1), append(append([]os.Signal(nil), forwardedSignals...), droppedSignals...)...)
 	c, err := DecodeConfig(config)
 	if err != nil {
-		// Cannot happen: C decoded the same bytes. The report pipe is
-		// closed (the command runs), so stderr is all there is.
-		fmt.Fprintf(os.Stderr, "clawcage sandbox-init: %v\n", err)
-		unix.Kill(pid, unix.SIGKILL)
+		// Cannot happen: C decoded the same bytes.
+		fmt.Fprintf(os.Stderr, "clawcage sandbox exec server: %v\n", err)
 		os.Exit(ExitSetupFailed)
 	}
 	if c.FileSizeLimit > 0 {
@@ -46,14 +35,29 @@ func resume(pid int, config []byte) {
 		signal.Ignore(unix.SIGXFSZ)
 	}
 	ex := newExecServer(c)
-	if ex != nil {
-		go func() {
-			<-notified
-			ex.serveForks()
-		}()
-		go ex.serve()
+	if ex == nil {
+		os.Exit(0)
 	}
-	os.Exit(superviseChild(pid, sigs, ex))
+	go ex.serveForks()
+	go ex.reapForks()
+	ex.serve()
+	os.Exit(0)
+}
+
+// reapForks reaps the exec server's own children (the commands it
+// started) and reports them; their orphans go to PID 1.
+func (s *execServer) reapForks() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.ECHILD):
+			<-s.forked // nothing to wait for until the next fork
+		case err == nil:
+			s.reaped(pid, ws)
+		}
+	}
 }
 
 // droppedSignals are the signals, other than the forwarded ones, whose
