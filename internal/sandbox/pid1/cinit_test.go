@@ -204,10 +204,12 @@ func TestOperatorUmaskDoesNotLeakIn(t *testing.T) {
 	}
 }
 
-// TestRootCommandCannotKillGoPID1 checks that after the hand-over to Go
-// (the first exec) a --root command's kill-sent SIGSEGV, SIGABRT, SIGBUS
-// and SIGSYS to PID 1 are dropped: the sandbox and its exec channel live on.
-func TestRootCommandCannotKillGoPID1(t *testing.T) {
+// TestRootCommandCannotCrashExecServer checks that after the first exec
+// (which starts the Go exec server) a --root command's kill-sent SIGSEGV,
+// SIGABRT, SIGBUS and SIGSYS to PID 1 and to the process that started it
+// (the exec server; PID 1 without cgo) are dropped: the sandbox and its
+// exec channel live on.
+func TestRootCommandCannotCrashExecServer(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("starts a sandbox: needs root")
 	}
@@ -226,7 +228,7 @@ func TestRootCommandCannotKillGoPID1(t *testing.T) {
 	}
 	defer devnull.Close()
 	for _, sig := range []string{"SEGV", "ABRT", "BUS", "SYS"} {
-		if code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/sh", "-c", "kill -" + sig + " 1; sleep 0.1"}}, devnull, devnull, devnull); err != nil || code != 0 {
+		if code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/sh", "-c", "kill -" + sig + " 1 $PPID; sleep 0.1"}}, devnull, devnull, devnull); err != nil || code != 0 {
 			t.Fatalf("exec kill -%s 1: %d, %v", sig, code, err)
 		}
 		select {

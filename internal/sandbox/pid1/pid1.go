@@ -10,7 +10,7 @@
 // # Two implementations
 //
 // With cgo (every release build: go-landlock's psx links it anyway), PID 1
-// is C until it has something only Go does: cinit.c's constructor runs
+// is C: cinit.c's constructor runs
 // before the Go runtime when the process is "<binary> sandbox-init" with pid
 // 1. Single-threaded, it reads the configuration (the binary encoding,
 // every length checked), builds the root exactly as rootfs.go does, limits
@@ -25,20 +25,18 @@
 // setsid, TIOCSCTTY, setgroups/setgid/setuid, chdir /sandbox, execve, with
 // lookPath's rules and exit codes), closes the report pipe and supervises
 // from a signalfd: forwarded signals go to the command, every child is
-// reaped, PID 1 exits with the command's status. The Go runtime never
-// starts, unless the exec channel (Config.ExecFD) becomes readable: then
-// the constructor forwards what is pending, unblocks the signals and
-// returns; the runtime starts, this package's init finds the C state
-// (cinitResumed) and resume continues in Go: signal.Notify, the exec
-// server and the supervision loop, as Main does. Only the first `sandbox
-// exec` pays the Go start-up. Signals sent to PID 1 while the runtime
-// starts, before resume's signal.Notify, are not forwarded (docs/sandbox.md,
-// "C until it needs Go", says what happens to them).
+// reaped, PID 1 exits with the command's status. PID 1 never starts the Go
+// runtime: on the first `sandbox exec` request (the exec channel,
+// Config.ExecFD, readable) it forks the exec server, which returns from the
+// constructor; the runtime starts in it, this package's init finds the C
+// state (cinitResumed) and resume serves the channel, while PID 1 goes on
+// supervising in C (so no signal is lost in a hand-over). Only the first
+// `sandbox exec` pays the Go start-up.
 //
 // PID 1 is confined as a whole, not one thread of it: when the confinement
 // is applied the process has a single thread, so everything that runs in
-// the sandbox afterwards — the command, the Go runtime's threads, the
-// commands of `sandbox exec` — inherits it, and no unconfined code runs in
+// the sandbox afterwards — the command, the exec server and its Go
+// runtime's threads, the commands of `sandbox exec` — inherits it, and no unconfined code runs in
 // the sandbox once it is set up.
 //
 // Without cgo (CGO_ENABLED=0), Main is PID 1 from its first step: it
