@@ -1345,6 +1345,9 @@ static int child_main(void *arg)
 	    syscall(SYS_setgroups, 0, NULL) < 0 ||
 	    syscall(SYS_setgid, cfg.uid) < 0 ||
 	    syscall(SYS_setuid, cfg.uid) < 0 ||
+	    /* The uid change set the mm shared with PID 1 to
+	     * fs.suid_dumpable; back to 0 at once (PID 1 does it again). */
+	    syscall(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 ||
 	    syscall(SYS_chdir, WORKSPACE_DIR) < 0)
 		goto out;
 	syscall(SYS_execve, child_path, cfg.command.v, cfg.env.v);
