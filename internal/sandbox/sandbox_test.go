@@ -91,6 +91,7 @@ func TestSandboxIdentityAndExit(t *testing.T) {
 		{"/tmp is a size-limited tmpfs", Spec{Command: sh("df -k /tmp | awk 'NR==2{print $2}'"), Limits: Limits{Tmp: 8 << 20}}, "8192\n", 0},
 		{"only lo in the network namespace, up", Spec{Command: sh("ls /sys/class/net 2>/dev/null; cat /proc/net/dev | awk 'NR>2{print $1}'")}, "lo:\n", 0},
 		{"no resolv.conf: no DNS", Spec{Command: sh("test -e /etc/resolv.conf && echo present || echo absent")}, "absent\n", 0},
+		{"root inside cannot kill, stop or crash PID 1", Spec{Command: sh("for s in KILL STOP SEGV ABRT BUS SYS; do kill -$s 1 2>/dev/null; done; sleep 0.2; echo alive"), Root: true}, "alive\n", 0},
 		{"PID 1 is invisible to the command", Spec{Command: sh("test -e /proc/1/status && echo visible || echo hidden"), Root: true}, "hidden\n", 0},
 		{"extra /etc/hosts lines", Spec{Command: sh("grep inference /etc/hosts"), Hosts: []string{"127.0.0.1 inference.local gateway.local"}}, "127.0.0.1 inference.local gateway.local\n", 0},
 	}
