@@ -27,9 +27,10 @@
 // os/signal's: not strings, bufio, fmt, encoding/json, golang.org/x/sys/unix,
 // path/filepath, log/slog or internal/journal (23 of the binary's 146
 // packages with initialization work run before it, instead of 66 with
-// those). Its JSON, its escaping of what it prints, its line reading and
-// its socket calls are therefore written here, and tests keep them equal to
-// encoding/json's, journal.Escape and net/http's client.
+// those). Its JSON, its line reading and its socket calls are therefore
+// written here, and tests keep them equal to encoding/json's and net/http's
+// client; what it prints is escaped by the leaf package internal/termesc, as
+// journal.Escape does for the cobra command.
 // TestFastPathInitOrder checks it with GODEBUG=inittrace=1.
 package createcmd
 
@@ -41,6 +42,8 @@ import (
 	"path"
 	"syscall"
 	"time"
+
+	"github.com/clawcage/clawcage/internal/termesc"
 )
 
 // init runs `sandbox create` when the process was started as such (see the
@@ -228,7 +231,7 @@ func answer(resp *response, a Args, stdout io.Writer) error {
 			var out []byte
 			for {
 				l, rest, more := cut(msg, "\n")
-				out = append(out, escape(l)...)
+				out = append(out, termesc.Escape(l)...)
 				if !more {
 					break
 				}
@@ -242,6 +245,6 @@ func answer(resp *response, a Args, stdout io.Writer) error {
 	if err != nil {
 		return errors.New("decode answer: " + err.Error())
 	}
-	io.WriteString(stdout, "sandbox "+escape(name)+" created (workspace "+escape(a.StateDir+"/sandboxes/"+name+"/workspace")+")\n")
+	io.WriteString(stdout, "sandbox "+termesc.Escape(name)+" created (workspace "+termesc.Escape(a.StateDir+"/sandboxes/"+name+"/workspace")+")\n")
 	return nil
 }

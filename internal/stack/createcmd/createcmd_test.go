@@ -20,7 +20,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/clawcage/clawcage/internal/config"
-	"github.com/clawcage/clawcage/internal/journal"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -420,19 +419,6 @@ func TestFastPathInitOrder(t *testing.T) {
 }
 
 func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
-
-// FuzzEscapeMatchesJournal keeps escape equal to journal.Escape, which the
-// cobra command uses.
-func FuzzEscapeMatchesJournal(f *testing.F) {
-	for _, s := range []string{"plain", "a\nb\r\t\x1b[2J", "\xff\xfe", "\u202e\u200b\ufeff\u2028", "\u0085\x7f", "ünï ✓"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if got, want := escape(s), journal.Escape(s); got != want {
-			t.Errorf("escape(%q) = %q, journal.Escape %q", s, got, want)
-		}
-	})
-}
 
 // FuzzJSONString keeps appendJSONString equal to json.Marshal of a string.
 func FuzzJSONString(f *testing.F) {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/clawcage/clawcage/internal/termesc"
 )
 
 // Definition writes the sandbox as a clawcage.yaml fragment that holds only
@@ -109,7 +111,7 @@ func quote(b []byte, s string) []byte {
 			b = append(b, `\r`...)
 		case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f, r == 0x2028, r == 0x2029, r == 0xfeff,
 			r >= 0xd800 && r <= 0xdfff, r == 0xfffe, r == 0xffff:
-			b = appendHexEscape(b, 'u', r, 4)
+			b = termesc.AppendHexEscape(b, 'u', r, 4)
 		default:
 			b = utf8.AppendRune(b, r)
 		}
