@@ -24,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/clawcage/clawcage/internal/policy"
+	"github.com/clawcage/clawcage/internal/rawsock"
 )
 
 // Resolver looks up the addresses of a host name. *net.Resolver satisfies
@@ -426,6 +427,15 @@ func (p *Proxy) isSelf(a netip.AddrPort) bool {
 		}
 	}
 	return false
+}
+
+// rawIO wraps a client or upstream TCP connection so that its reads and
+// writes below 16 KiB per call are raw syscalls, which wake no sysmon after
+// a tunnel's idle moments, while bulk keeps ordinary syscalls, whose P
+// hand-off lets a tunnel's two directions overlap (package rawsock). Other
+// connections are returned unchanged.
+func rawIO(c net.Conn) net.Conn {
+	return rawsock.Wrap(c, rawsock.Options{BulkThreshold: 16 << 10})
 }
 
 func (p *Proxy) serveConn(ctx context.Context, s *sandboxState, c net.Conn) {

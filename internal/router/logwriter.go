@@ -12,7 +12,7 @@ import (
 // linger has passed. The request path then never waits on a write to
 // the journal's pipe: without it every request paid one write(2) for its
 // log line before its response was complete, and that syscall woke the
-// runtime's sysmon thread (see quietConn). Lines keep their order.
+// runtime's sysmon thread (see package rawsock). Lines keep their order.
 //
 // When more than maxBuffered bytes are waiting, Write flushes on the
 // caller's goroutine (backpressure; nothing is dropped). Close writes what

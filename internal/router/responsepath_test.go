@@ -77,7 +77,7 @@ func TestResponseCompleteBeforeRequestLogLine(t *testing.T) {
 
 // A sandbox that hangs up while the provider is still thinking cancels the
 // upstream call at once: the router's server connection (raw-syscall reads,
-// quietConn) must still notice the hang-up through net/http's background
+// rawsock.Conn) must still notice the hang-up through net/http's background
 // read, and the cancellation must close the upstream connection.
 func TestSandboxHangUpCancelsUpstreamCall(t *testing.T) {
 	started := make(chan struct{}, 1)

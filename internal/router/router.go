@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/clawcage/clawcage/internal/rawsock"
 	"github.com/clawcage/clawcage/internal/vault"
 )
 
@@ -384,14 +385,24 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener, sandbox string) err
 		case <-done:
 		}
 	}()
-	// Sandbox connections read and write with raw syscalls (quietConn).
-	err := srv.Serve(quietListener{ln})
+	// Sandbox connections read and write with raw syscalls (quietIO).
+	err := srv.Serve(rawsock.Listener{Listener: ln, Options: quietIO()})
 	close(done)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return fmt.Errorf("serve sandbox %s on %s: %w", sandbox, ln.Addr(), err)
 }
+
+// quietIO is how the router reads and writes sandbox connections and lean
+// upstream connections: raw read(2)/write(2) calls, which wake no sysmon
+// (package rawsock), of at most 256 KiB each, never switching to ordinary
+// syscalls (requests and answers, no tunnels).
+func quietIO() rawsock.Options { return rawsock.Options{MaxSlice: 256 << 10} }
+
+// quiet wraps c for quietIO when it is a TCP connection and returns it
+// unchanged otherwise.
+func quiet(c net.Conn) net.Conn { return rawsock.Wrap(c, quietIO()) }
 
 func (r *Router) admissionFor(sandbox string) *admission {
 	r.mu.Lock()

@@ -310,8 +310,8 @@ func alive(nc net.Conn) bool {
 	ok = false
 	var buf [1]byte
 	cerr := rc.Read(func(fd uintptr) bool {
-		// A raw syscall like quietConn's: MSG_DONTWAIT never blocks, and
-		// an ordinary one would wake sysmon (see quietConn).
+		// A raw syscall like rawsock's: MSG_DONTWAIT never blocks, and
+		// an ordinary one would wake sysmon (see package rawsock).
 		_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 		ok = errno == unix.EAGAIN || errno == unix.EWOULDBLOCK
 		return true
