@@ -21,7 +21,7 @@ import (
 	"github.com/clawcage/clawcage/internal/config"
 	"github.com/clawcage/clawcage/internal/egress"
 	"github.com/clawcage/clawcage/internal/egress/engine"
-	"github.com/clawcage/clawcage/internal/egress/logbuf"
+	"github.com/clawcage/clawcage/internal/logbuf"
 	"github.com/clawcage/clawcage/internal/netns"
 	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/runas"

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/clawcage/clawcage/internal/config"
+	"github.com/clawcage/clawcage/internal/logbuf"
 	"github.com/clawcage/clawcage/internal/netns"
 	"github.com/clawcage/clawcage/internal/policy"
 	"github.com/clawcage/clawcage/internal/router"
@@ -60,9 +61,10 @@ type routerListener struct {
 
 func runRouter(ctx context.Context, stateDir, cfgPath string, listens, listenFDs []string) error {
 	setRouterProcs()
-	// Log lines are written in batches off the request path (LogWriter);
-	// the deferred Close writes the last ones, on every return.
-	logOut := router.NewLogWriter(os.Stderr, 100*time.Millisecond)
+	// Log lines are written in batches off the request path (a paced
+	// logbuf: a line after a quiet spell at once, at most one write per
+	// 100 ms under load); the deferred Close writes the last ones.
+	logOut := logbuf.NewPaced(os.Stderr, 100*time.Millisecond, logbuf.DefaultSize)
 	defer logOut.Close()
 	log := slog.New(slog.NewJSONHandler(logOut, nil)).With("component", "router")
 	// Hygiene before anything touches a key.

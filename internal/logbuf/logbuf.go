@@ -1,5 +1,5 @@
 // Package logbuf is an io.Writer for high-rate log lines (the egress
-// proxy's decision line per request): Write copies the line into a buffer
+// proxy's decision line and the router's line per request): Write copies the line into a buffer
 // and returns, and one goroutine writes the buffer to the underlying
 // writer, so the request never waits for the log's write(2) and lines
 // logged together cost one write. Close writes everything still buffered;
@@ -11,7 +11,10 @@
 // ready to run go first (lines they log join the batch). A linger timer
 // (NewSize) batches more under a steady stream, but every isolated line
 // then costs a wake-up of an idle process when the timer fires, which on
-// a small host is far dearer than the write it saves.
+// a small host is far dearer than the write it saves. A paced Writer
+// (NewPaced) sets no timer for a line after a quiet spell either: it
+// writes it at once, and only lines within the gap of the last write wait
+// out the rest of the gap, so a steady stream costs one write per gap.
 package logbuf
 
 import (
@@ -32,6 +35,7 @@ const (
 type Writer struct {
 	w      io.Writer
 	linger time.Duration
+	gap    time.Duration // NewPaced: least time between two writes
 	size   int
 
 	mu      sync.Mutex
@@ -72,6 +76,15 @@ func NewSize(w io.Writer, linger time.Duration, size int) *Writer {
 	return lw
 }
 
+// NewPaced returns a Writer that writes a line after a quiet spell as soon
+// as its goroutine runs, and lines that arrive within gap of the last write
+// when gap has passed since it (or at once when size bytes are buffered).
+func NewPaced(w io.Writer, gap time.Duration, size int) *Writer {
+	lw := NewSize(w, 0, size)
+	lw.gap = gap // read only by run, which waits for the first line
+	return lw
+}
+
 // Write buffers p. After Close it writes p through at once.
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
@@ -105,6 +118,7 @@ func (w *Writer) run() {
 	defer close(w.exited)
 	t := time.NewTimer(time.Hour)
 	t.Stop()
+	var last time.Time // when the last flush ended (paced)
 	for {
 		now := false
 		select {
@@ -114,12 +128,16 @@ func (w *Writer) run() {
 		case <-w.quit:
 			return
 		}
-		if !now && w.linger <= 0 {
+		wait := w.linger
+		if w.gap > 0 {
+			wait = w.gap - time.Since(last)
+		}
+		if !now && wait <= 0 {
 			// Goroutines already runnable (other requests finishing)
 			// run first and their lines join this write.
 			runtime.Gosched()
 		} else if !now {
-			t.Reset(w.linger)
+			t.Reset(wait)
 			select {
 			case <-t.C:
 			case <-w.urgent:
@@ -130,6 +148,7 @@ func (w *Writer) run() {
 			}
 		}
 		w.flush()
+		last = time.Now()
 	}
 }
 

@@ -154,3 +154,71 @@ func TestNoLingerKeepsLinesWholeAndInOrder(t *testing.T) {
 		next[g]++
 	}
 }
+
+// waitOutput waits until s holds want and returns its number of writes.
+func waitOutput(t *testing.T, s *sink, want string) int {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, writes := s.snapshot()
+		if got == want {
+			return writes
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("output %q, want %q", got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestPacedQuietLineAtOnceThenOneWritePerGap(t *testing.T) {
+	s := &sink{}
+	w := NewPaced(s, time.Hour, 1<<20)
+	// The first line after a quiet spell goes out at once, with no timer...
+	w.Write([]byte("first\n"))
+	if writes := waitOutput(t, s, "first\n"); writes != 1 {
+		t.Fatalf("first line took %d writes", writes)
+	}
+	// ...lines within the gap of that write wait for it (or a flush).
+	var want strings.Builder
+	want.WriteString("first\n")
+	for i := range 100 {
+		line := fmt.Sprintf("{\"msg\":\"request\",\"n\":%d}\n", i)
+		want.WriteString(line)
+		if n, err := w.Write([]byte(line)); n != len(line) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	if got, _ := s.snapshot(); got != "first\n" {
+		t.Fatalf("lines reached the output within the gap: %q", got)
+	}
+	w.Flush()
+	if got, writes := s.snapshot(); got != want.String() || writes != 2 {
+		t.Fatalf("after Flush: %d writes, output equal=%v; want 1 more write of all 100 lines in order", writes, got == want.String())
+	}
+	w.Write([]byte("last\n"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.snapshot(); !strings.HasSuffix(got, "}\nlast\n") {
+		t.Fatalf("Close did not write the buffered line: %q", got[max(0, len(got)-40):])
+	}
+}
+
+func TestPacedWritesWhenTheGapHasPassed(t *testing.T) {
+	s := &sink{}
+	w := NewPaced(s, 200*time.Millisecond, 1<<20)
+	defer w.Close()
+	w.Write([]byte("zero\n"))
+	waitOutput(t, s, "zero\n")
+	start := time.Now()
+	w.Write([]byte("one\n"))
+	w.Write([]byte("two\n"))
+	if writes := waitOutput(t, s, "zero\none\ntwo\n"); writes != 2 {
+		t.Fatalf("%d writes; want the two lines after the first in one", writes)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("lines within the gap written after %s, before the gap", d)
+	}
+}
