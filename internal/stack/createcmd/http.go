@@ -231,21 +231,15 @@ func parseChunkSize(v string) (int64, error) {
 		return 0, errors.New("empty hex number for chunk length")
 	}
 	var n int64
-	for i, b := range []byte(v) {
-		switch {
-		case '0' <= b && b <= '9':
-			b -= '0'
-		case 'a' <= b && b <= 'f':
-			b = b - 'a' + 10
-		case 'A' <= b && b <= 'F':
-			b = b - 'A' + 10
-		default:
+	for i, c := range []byte(v) {
+		d, ok := hexDigit(c)
+		if !ok {
 			return 0, errors.New("invalid byte in chunk length")
 		}
 		if i == 15 {
 			return 0, errors.New("http chunk length too large")
 		}
-		n = n<<4 | int64(b)
+		n = n<<4 | int64(d)
 	}
 	return n, nil
 }

@@ -381,21 +381,29 @@ func (p *jsonParser) u4(at int) rune {
 	}
 	var r rune
 	for _, c := range p.data[at+2 : at+6] {
-		switch {
-		case '0' <= c && c <= '9':
-			c -= '0'
-		case 'a' <= c && c <= 'f':
-			c = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			c = c - 'A' + 10
-		default:
+		d, ok := hexDigit(c)
+		if !ok {
 			return -1
 		}
-		r = r*16 + rune(c)
+		r = r*16 + rune(d)
 	}
 	return r
 }
 
+// hexDigit returns the value of the hexadecimal digit c.
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
 func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+	_, ok := hexDigit(c)
+	return ok
 }
