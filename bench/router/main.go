@@ -1,7 +1,8 @@
 // Command router measures the latency the privacy router adds: the same
 // requests go to a fake OpenAI-compatible provider directly and through a
-// `clawcage router` process (and, with -peer, through another gateway
-// already pointed at the printed fake provider URL), sequentially and at a
+// `clawcage router` process (with -nginx, also through nginx as a minimal C
+// reverse proxy; with -peer, through another gateway already pointed at the
+// printed fake provider URL), sequentially and at a
 // fixed open-loop rate. It reports p50/p99 per path and the difference, and
 // the router's peak RSS. Not a test: run it by hand (see bench/README.md).
 package main
@@ -47,6 +48,7 @@ func main() {
 	floorUp := flag.String("floor-upstream", "", "internal: run as the floor proxy to this upstream URL")
 	floorListen := flag.String("floor-listen", "", "internal: address the floor proxy listens on")
 	noFloor := flag.Bool("no-floor", false, "skip the bare reverse-proxy floor")
+	nginxBin := flag.String("nginx", "", "path to an nginx binary: also measure it as a minimal C reverse proxy to the fake provider (path \"nginx\")")
 	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for the floor and router processes (0: Go's default)")
 	baseline := flag.String("baseline", "", "path to another clawcage binary measured side by side as path \"baseline\" (e.g. the previous commit's)")
 	baselineEnv := flag.String("baseline-env", "", "extra environment of the baseline router, 'K=V,K2=V2' (e.g. GOMAXPROCS=2 to compare a setting)")
@@ -95,6 +97,14 @@ func main() {
 		}
 		defer fl.stop()
 		paths = append(paths, target{"floor", fl.url, "gpt-bench", fl.pid, nil})
+	}
+	if *nginxBin != "" {
+		ng, err := startNginx(*nginxBin, fake.URL)
+		if err != nil {
+			fatal(err)
+		}
+		defer ng.stop()
+		paths = append(paths, target{"nginx", ng.url + "/v1", "gpt-bench", ng.pid, nil})
 	}
 	if *baseline != "" {
 		benv := env
