@@ -65,6 +65,10 @@ type request struct {
 	maxTokens int64
 	// estimate is the up-front token estimate used for admission.
 	estimate int64
+	// translated is set on a request translated from the client's
+	// dialect (see crossing); includeUsage then says whether an OpenAI
+	// client asked for the usage chunk of a stream.
+	translated, includeUsage bool
 }
 
 // defaultMaxTokens is assumed for an OpenAI request without a limit on

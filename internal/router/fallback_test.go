@@ -131,15 +131,18 @@ func TestAnthropicFallbackAndCrossDialect(t *testing.T) {
 	if status != 200 || hdr.Get("X-Clawcage-Target") != "an2/claude-b" {
 		t.Fatalf("status %d target %q: %s", status, hdr.Get("X-Clawcage-Target"), body)
 	}
-	// "mixed" starts with an Anthropic target: an OpenAI request skips it.
+	// "mixed" starts with an Anthropic target: an OpenAI chat completion
+	// is translated for it (cross_test.go has the details).
 	status, hdr, body = h.post("/v1/chat/completions", strings.Replace(chatBody, `"default"`, `"mixed"`, 1))
-	if status != 200 || hdr.Get("X-Clawcage-Target") != "oa/gpt-a" {
+	if status != 200 || hdr.Get("X-Clawcage-Target") != "an/claude-a" || !bytes.Contains(body, []byte(`"object":"chat.completion"`)) {
 		t.Fatalf("mixed route: status %d target %q: %s", status, hdr.Get("X-Clawcage-Target"), body)
 	}
-	// "claude" has only Anthropic targets: a chat completion is a clear 400.
-	status, _, body = h.post("/v1/chat/completions", strings.Replace(chatBody, `"default"`, `"claude"`, 1))
-	if status != 400 || !bytes.Contains(body, []byte("no target speaking the openai format")) {
-		t.Fatalf("cross-dialect: status %d: %s", status, body)
+	// "claude" has only Anthropic targets: /v1/responses is never
+	// translated, a clear 400.
+	status, _, body = h.post("/v1/responses", `{"model":"claude","input":"hi"}`)
+	if status != 400 || !bytes.Contains(body, []byte("no target speaking the openai format of /v1/responses")) ||
+		!bytes.Contains(body, []byte("only /v1/chat/completions and /v1/messages are translated")) {
+		t.Fatalf("cross-dialect responses: status %d: %s", status, body)
 	}
 }
 

@@ -253,17 +253,16 @@ func (h *sandboxHandler) forward(w http.ResponseWriter, req *http.Request, q *re
 		res        *attemptResult
 		servedBy   Target
 		servedIdx  int
-		sameKind   bool
+		cross      crossing // the request translated for targets of the other dialect
 	)
-	for _, t := range chain {
-		if r.upstreams[t.Provider].Kind == q.ep.dialect.kind() {
-			sameKind = true
+	if !h.anySameKind(q, chain) {
+		if _, err := cross.get(q); err != nil {
+			tk.done(0, 0)
+			ae := untranslatable(q, route, err)
+			h.r.log.Info("request refused", "sandbox", h.sandbox, "route", route.name, "reason", ae.message, "status", ae.status)
+			ae.write(w, q.ep.dialect)
+			return
 		}
-	}
-	if !sameKind {
-		tk.done(0, 0)
-		(&apiError{status: http.StatusBadRequest, message: fmt.Sprintf("clawcage: route %s has no target speaking the %s format of %s (cross-format translation is not supported)", route.name, q.ep.dialect.kind(), q.ep.path)}).write(w, q.ep.dialect)
-		return
 	}
 
 chain:
@@ -273,8 +272,16 @@ chain:
 		tried := false
 		for ti, t := range chain {
 			up := r.upstreams[t.Provider]
+			uq := q // the request as this target takes it
 			if up.Kind != q.ep.dialect.kind() {
-				continue
+				xq, err := cross.get(q)
+				if err != nil {
+					if pass == 0 {
+						r.log.Info("target skipped: request cannot be translated", "sandbox", h.sandbox, "route", route.name, "target", h.targetLabel(route, t), "reason", err.Error())
+					}
+					continue
+				}
+				uq = xq
 			}
 			keys := r.opt.Keys.Keys(t.Provider)
 			if len(keys) == 0 {
@@ -297,7 +304,7 @@ chain:
 				if firstTried < 0 {
 					firstTried = ti
 				}
-				res = h.attempt(req, w, q, route, up, t, k, deadline, attempts)
+				res = h.attempt(req, w, q, uq, route, up, t, k, deadline, attempts)
 				label := h.targetLabel(route, t)
 				switch res.outcome {
 				case served, final, aborted:
@@ -403,6 +410,16 @@ chain:
 	}
 }
 
+// anySameKind reports whether a target of chain speaks q's dialect.
+func (h *sandboxHandler) anySameKind(q *request, chain []Target) bool {
+	for _, t := range chain {
+		if h.r.upstreams[t.Provider].Kind == q.ep.dialect.kind() {
+			return true
+		}
+	}
+	return false
+}
+
 func outcomeLabel(res *attemptResult) string {
 	switch res.outcome {
 	case served:
@@ -492,9 +509,10 @@ func (h *sandboxHandler) setRouteHeaders(hdr http.Header, route routeRef, t Targ
 // attemptsHdr are the usual X-Clawcage-Attempts values, shared read-only.
 var attemptsHdr = [...][]string{{"0"}, {"1"}, {"2"}, {"3"}, {"4"}, {"5"}, {"6"}, {"7"}, {"8"}}
 
-// attempt sends q to one target with one key. It writes to w only when the
-// outcome is served, final or aborted.
-func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q *request, route routeRef, up *upstream, t Target, k Key, deadline time.Time, n int) *attemptResult {
+// attempt sends q to one target with one key, as uq: q itself for a target
+// of q's dialect, its translation for the other. It writes to w only when
+// the outcome is served, final or aborted.
+func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q, uq *request, route routeRef, up *upstream, t Target, k Key, deadline time.Time, n int) *attemptResult {
 	ctx := in.Context()
 	start := time.Now()
 	// Both bounds become a wall-clock duration for this attempt.
@@ -517,14 +535,14 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q *req
 		return &attemptResult{outcome: retryable, err: fmt.Errorf("build request: %w", err)}
 	}
 	// The URL is shared read-only; RoundTrippers do not modify requests.
-	out.URL = up.urls[q.ep.path]
-	if in.URL.RawQuery != "" && in.URL.Query().Get("beta") == "true" {
+	out.URL = up.urls[uq.ep.path]
+	if in.URL.RawQuery != "" && !uq.translated && in.URL.Query().Get("beta") == "true" {
 		u := *out.URL
 		u.RawQuery = "beta=true" // Anthropic SDK beta endpoints; no other query parameter is forwarded
 		out.URL = &u
 	}
 	out.Host = out.URL.Host
-	body := q.withModel(h.r.target(route, t).modelJSON)
+	body := uq.withModel(h.r.target(route, t).modelJSON)
 	out.Body, out.ContentLength = newBodyReader(body), int64(len(body))
 	out.GetBody = func() (io.ReadCloser, error) { return newBodyReader(body), nil }
 	copyInbound(out.Header, in.Header)
@@ -552,6 +570,11 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q *req
 		if rerr != nil && len(body) == 0 {
 			res.err = attemptErr(rerr, timedOut, limit.Sub(start))
 		}
+		if uq.translated {
+			// The error in the client's dialect, with the provider's message.
+			res.body = translatedError(resp.StatusCode, body, q.ep.dialect)
+			res.header.Set("Content-Type", "application/json")
+		}
 		if isRetryable(resp.StatusCode) {
 			res.outcome = retryable
 			return res
@@ -563,8 +586,11 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q *req
 		hdr := w.Header()
 		copyOutbound(hdr, resp.Header, keys)
 		h.setRouteHeaders(hdr, route, t, n)
+		if uq.translated {
+			hdr.Set("Content-Type", "application/json")
+		}
 		w.WriteHeader(resp.StatusCode)
-		_, _ = w.Write(body)
+		_, _ = w.Write(res.body)
 		return res
 	}
 	// Success status: wait for the first body byte before committing, so a
@@ -582,7 +608,12 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q *req
 		return &attemptResult{outcome: retryable, err: fmt.Errorf("attempt timed out after %s: %w", limit.Sub(start).Round(time.Millisecond), context.DeadlineExceeded)}
 	}
 	res := &attemptResult{outcome: served, status: resp.StatusCode, ttfb: time.Since(start)}
-	res.meter = meter{dialect: q.ep.dialect, sse: sse}
+	res.meter = meter{dialect: uq.ep.dialect, sse: sse}
+	if uq.translated {
+		// Usage is read from the provider's own stream or body.
+		h.relayTranslated(w, resp, res, q, uq, route, t, n, keys, buf[:nr], rerr, sse)
+		return res
+	}
 	hdr := w.Header()
 	copyOutbound(hdr, resp.Header, keys)
 	h.setRouteHeaders(hdr, route, t, n)
