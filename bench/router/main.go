@@ -47,6 +47,8 @@ func main() {
 	hold := flag.Bool("hold", false, "start the fake provider, print its URL and wait (to configure a peer)")
 	floorUp := flag.String("floor-upstream", "", "internal: run as the floor proxy to this upstream URL")
 	floorListen := flag.String("floor-listen", "", "internal: address the floor proxy listens on")
+	leanUp := flag.String("leanfloor-upstream", "", "internal: run as the lean Go floor proxy to this upstream URL")
+	lean := flag.Bool("lean-floor", false, "also measure the lean Go floor: a minimal Go HTTP/1.1 proxy without net/http's server and client (path \"leanfloor\")")
 	noFloor := flag.Bool("no-floor", false, "skip the bare reverse-proxy floor")
 	nginxBin := flag.String("nginx", "", "path to an nginx binary: also measure it as a minimal C reverse proxy to the fake provider (path \"nginx\")")
 	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for the floor and router processes (0: Go's default)")
@@ -56,6 +58,9 @@ func main() {
 
 	if *floorUp != "" {
 		fatal(serveFloor(*floorUp, *floorListen))
+	}
+	if *leanUp != "" {
+		fatal(serveLeanFloor(*leanUp, *floorListen))
 	}
 
 	fake, err := routertest.StartAt(routertest.OpenAI, *fakeAddr)
@@ -97,6 +102,20 @@ func main() {
 		}
 		defer fl.stop()
 		paths = append(paths, target{"floor", fl.url, "gpt-bench", fl.pid, nil})
+	}
+	if *lean {
+		self, err := os.Executable()
+		if err != nil {
+			fatal(err)
+		}
+		cmd := exec.Command(self, "-leanfloor-upstream", fake.URL)
+		cmd.Env = env
+		lf, err := startProc(cmd, "-floor-listen", "")
+		if err != nil {
+			fatal(err)
+		}
+		defer lf.stop()
+		paths = append(paths, target{"leanfloor", lf.url + "/v1", "gpt-bench", lf.pid, nil})
 	}
 	if *nginxBin != "" {
 		ng, err := startNginx(*nginxBin, fake.URL)
