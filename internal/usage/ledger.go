@@ -18,6 +18,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/clawcage/clawcage/internal/netyield"
 )
 
 // Record is one completed (or failed) request through the router.
@@ -111,6 +113,9 @@ type Ledger struct {
 
 	mu    sync.Mutex
 	multi map[int]*sql.Stmt // rows per INSERT → prepared multi-row INSERT
+
+	yieldOnce sync.Once
+	yielder   *netyield.Yielder // made by the first batch; nil: runtime.Gosched
 }
 
 // rowsPerInsert is how many rows one multi-row INSERT of RecordBatch
@@ -236,7 +241,7 @@ func (l *Ledger) RecordBatch(ctx context.Context, rs []Record) error {
 		if !first {
 			// Let request goroutines run between statements: on a router
 			// with one P a large batch must not hold it for long.
-			runtime.Gosched()
+			l.yield()
 		}
 		chunk := norm[:min(rowsPerInsert, len(norm))]
 		norm = norm[len(chunk):]
@@ -368,8 +373,24 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (int64, error) {
 	return n, nil
 }
 
+// yield gives way to goroutines the network has made ready (package
+// netyield; runtime.Gosched would not run them) between the statements of
+// a batch.
+func (l *Ledger) yield() {
+	l.yieldOnce.Do(func() { l.yielder, _ = netyield.New() })
+	if l.yielder == nil {
+		runtime.Gosched()
+		return
+	}
+	l.yielder.Yield()
+}
+
 // Close closes the database. Every Record that returned nil is on disk.
 func (l *Ledger) Close() error {
+	l.yieldOnce.Do(func() {}) // no Yielder made after this
+	if l.yielder != nil {
+		l.yielder.Close()
+	}
 	l.mu.Lock()
 	errs := []error{l.insert.Close()}
 	for _, st := range l.multi {
