@@ -220,6 +220,9 @@ func ChatToMessagesRequest(body []byte, defaultMaxTokens int64) (Request, error)
 			return Request{}, err
 		}
 	}
+	if len(out.Messages) == 0 {
+		return Request{}, unsupported("messages", "has no user or assistant content (Anthropic needs at least one message)")
+	}
 	if res.Body, err = marshal(out); err != nil {
 		return Request{}, unsupported("body", "cannot be encoded: %v", err)
 	}
@@ -379,6 +382,13 @@ func openAIMessage(out *anthRequest, raw json.RawMessage, field string) error {
 		id, err := m.str("tool_call_id", field)
 		if err != nil || id == "" {
 			return unsupportedOr(err, join(field, "tool_call_id"), "is required")
+		}
+		if n := len(out.Messages); n > 0 && out.Messages[n-1].Role == "user" {
+			for _, pb := range out.Messages[n-1].Content {
+				if pb.Type != "tool_result" {
+					return unsupported(join(field, "role"), "a tool result after user content has no Anthropic equivalent (tool results come first in a turn)")
+				}
+			}
 		}
 		b := anthBlock{Type: "tool_result", ToolUseID: id}
 		var s string
