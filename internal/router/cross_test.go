@@ -1,0 +1,408 @@
+package router_test
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/clawcage/clawcage/internal/router"
+	"github.com/clawcage/clawcage/internal/router/routertest"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+)
+
+// Cross-dialect routes of these tests, besides the harness's:
+//
+//	claude:  an/claude-a, an2/claude-b  (an OpenAI SDK is translated)
+//	solo:    oa/gpt-a                   (an Anthropic SDK is translated)
+//	anfirst: an/claude-a, oa/gpt-a      (Anthropic SDK: same dialect, then translated)
+func crossHarness(t *testing.T) *harness {
+	return newHarness(t, func(o *router.Options) {
+		o.Routes["anfirst"] = []router.Target{{Provider: "an", Model: "claude-a"}, {Provider: "oa", Model: "gpt-a"}}
+		o.Prices = map[string]router.Price{"claude-a": {Input: 3, Output: 15}, "gpt-a": {Input: 2, Output: 8}}
+	})
+}
+
+// upstreamBody decodes the last request a fake received.
+func upstreamBody(t *testing.T, p *routertest.Provider) map[string]any {
+	t.Helper()
+	reqs := p.Requests()
+	if len(reqs) == 0 {
+		t.Fatal("upstream got no request")
+	}
+	var v map[string]any
+	if err := json.Unmarshal(reqs[len(reqs)-1].Body, &v); err != nil {
+		t.Fatalf("upstream body %s: %v", reqs[len(reqs)-1].Body, err)
+	}
+	return v
+}
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestOpenAISDKOnAnthropicTarget(t *testing.T) {
+	h := crossHarness(t)
+	c := h.openai()
+	ctx := ctxT(t)
+	var resp *http.Response
+	got, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:    "claude",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.SystemMessage("be brief"), openai.UserMessage("hi")},
+	}, option.WithResponseInto(&resp))
+	if err != nil {
+		t.Fatalf("chat: %v", err)
+	}
+	if got.Choices[0].Message.Content != "Hello from the fake" || got.Choices[0].FinishReason != "stop" || got.Object != "chat.completion" {
+		t.Errorf("completion = %+v", got)
+	}
+	if got.Usage.PromptTokens != 11 || got.Usage.CompletionTokens != 7 || got.Usage.TotalTokens != 18 {
+		t.Errorf("usage = %+v", got.Usage)
+	}
+	checkRouteHeaders(t, resp, "claude", "an/claude-a", "1")
+	reqs := h.an.Requests()
+	if len(reqs) != 1 || reqs[0].Path != "/v1/messages" || reqs[0].Header.Get("X-Api-Key") != canaryAN || reqs[0].Header.Get("Authorization") != "" || reqs[0].Header.Get("Anthropic-Version") == "" {
+		t.Fatalf("upstream request: %d requests, path %q, key set %v", len(reqs), reqs[0].Path, reqs[0].Header.Get("X-Api-Key") == canaryAN)
+	}
+	body := upstreamBody(t, h.an)
+	if body["model"] != "claude-a" || body["max_tokens"] != 4096.0 ||
+		jsonOf(t, body["system"]) != `[{"text":"be brief","type":"text"}]` ||
+		jsonOf(t, body["messages"]) != `[{"content":[{"text":"hi","type":"text"}],"role":"user"}]` {
+		t.Errorf("upstream body = %s", reqs[0].Body)
+	}
+
+	// Streaming with usage.
+	stream := c.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+		Model:         "claude",
+		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
+	})
+	acc := openai.ChatCompletionAccumulator{}
+	chunks := 0
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+		chunks++
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if got := acc.Choices[0].Message.Content; got != "Hello from the fake" || acc.Choices[0].FinishReason != "stop" {
+		t.Errorf("streamed content = %q finish %q", got, acc.Choices[0].FinishReason)
+	}
+	if chunks != 6 { // role, 3 deltas, finish, usage
+		t.Errorf("got %d chunks, want 6", chunks)
+	}
+	if acc.Usage.PromptTokens != 11 || acc.Usage.CompletionTokens != 7 {
+		t.Errorf("streamed usage = %+v", acc.Usage)
+	}
+	if upstreamBody(t, h.an)["stream"] != true {
+		t.Errorf("upstream was not asked to stream")
+	}
+
+	// The ledger: both rows with the provider's tokens and claude-a's price.
+	h.closeRouter()
+	recs := h.usage.records()
+	if len(recs) != 2 {
+		t.Fatalf("usage records = %+v", recs)
+	}
+	wantCost := (11*3 + 7*15) / 1e6
+	for _, r := range recs {
+		if r.Route != "claude" || r.Provider != "an" || r.Model != "claude-a" || r.TokensIn != 11 || r.TokensOut != 7 || r.Status != 200 || r.Attempts != 1 ||
+			math.Abs(r.CostUSD-wantCost) > 1e-12 || r.Error != "" {
+			t.Errorf("usage record = %+v, want 11/7 tokens costing %g", r, wantCost)
+		}
+	}
+}
+
+func TestOpenAISDKToolRoundTripOnAnthropicTarget(t *testing.T) {
+	h := crossHarness(t)
+	c := h.openai()
+	ctx := ctxT(t)
+	params := openai.ChatCompletionNewParams{
+		Model:    "claude",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("weather in Paris?")},
+		Tools:    []openai.ChatCompletionToolUnionParam{weatherTool()},
+	}
+	got, err := c.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatalf("chat: %v", err)
+	}
+	tc := got.Choices[0].Message.ToolCalls
+	if len(tc) != 1 || tc[0].ID != "toolu_fake1" || tc[0].Function.Name != "get_weather" || tc[0].Function.Arguments != `{"city":"Paris"}` || got.Choices[0].FinishReason != "tool_calls" {
+		t.Fatalf("tool calls = %+v finish %q", tc, got.Choices[0].FinishReason)
+	}
+	if jsonOf(t, upstreamBody(t, h.an)["tools"]) != `[{"input_schema":{"properties":{"city":{"type":"string"}},"type":"object"},"name":"get_weather"}]` {
+		t.Errorf("upstream tools = %s", h.an.Requests()[0].Body)
+	}
+
+	// Streamed tool call: arguments arrive in pieces.
+	stream := c.Chat.Completions.NewStreaming(ctx, params)
+	acc := openai.ChatCompletionAccumulator{}
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	stc := acc.Choices[0].Message.ToolCalls
+	if len(stc) != 1 || stc[0].ID != "toolu_fake1" || stc[0].Function.Name != "get_weather" || stc[0].Function.Arguments != `{"city": "Paris"}` || acc.Choices[0].FinishReason != "tool_calls" {
+		t.Errorf("streamed tool calls = %+v finish %q", stc, acc.Choices[0].FinishReason)
+	}
+
+	// The round trip: the call and its result go back to the provider.
+	params.Messages = append(params.Messages, got.Choices[0].Message.ToParam(), openai.ToolMessage("sunny, 21°C", tc[0].ID))
+	if _, err := c.Chat.Completions.New(ctx, params); err != nil {
+		t.Fatalf("chat with tool result: %v", err)
+	}
+	msgs := jsonOf(t, upstreamBody(t, h.an)["messages"])
+	want := `[{"content":[{"text":"weather in Paris?","type":"text"}],"role":"user"},` +
+		`{"content":[{"id":"toolu_fake1","input":{"city":"Paris"},"name":"get_weather","type":"tool_use"}],"role":"assistant"},` +
+		`{"content":[{"content":"sunny, 21°C","tool_use_id":"toolu_fake1","type":"tool_result"}],"role":"user"}]`
+	if msgs != want {
+		t.Errorf("upstream messages\n got %s\nwant %s", msgs, want)
+	}
+}
+
+func TestAnthropicSDKOnOpenAITarget(t *testing.T) {
+	h := crossHarness(t)
+	c := h.anthropic()
+	ctx := ctxT(t)
+	var resp *http.Response
+	msg, err := c.Messages.New(ctx, anthropic.MessageNewParams{
+		Model:     "solo",
+		MaxTokens: 100,
+		System:    []anthropic.TextBlockParam{{Text: "be brief"}},
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
+	}, aoption.WithResponseInto(&resp))
+	if err != nil {
+		t.Fatalf("messages: %v", err)
+	}
+	if len(msg.Content) != 1 || msg.Content[0].Text != "Hello from the fake" || msg.StopReason != "end_turn" || msg.Usage.InputTokens != 11 || msg.Usage.OutputTokens != 7 {
+		t.Errorf("message = %+v", msg)
+	}
+	checkRouteHeaders(t, resp, "solo", "oa/gpt-a", "1")
+	reqs := h.oa.Requests()
+	if len(reqs) != 1 || reqs[0].Path != "/v1/chat/completions" || reqs[0].Header.Get("Authorization") != "Bearer "+canaryOA || reqs[0].Header.Get("X-Api-Key") != "" || reqs[0].Query != "" {
+		t.Fatalf("upstream request: %d, path %q, query %q", len(reqs), reqs[0].Path, reqs[0].Query)
+	}
+	if got := string(reqs[0].Body); got != `{"model":"gpt-a","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"max_tokens":100}` {
+		t.Errorf("upstream body = %s", got)
+	}
+
+	stream := c.Messages.NewStreaming(ctx, anthropic.MessageNewParams{
+		Model:     "solo",
+		MaxTokens: 100,
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
+	})
+	acc := anthropic.Message{}
+	for stream.Next() {
+		if err := acc.Accumulate(stream.Current()); err != nil {
+			t.Fatalf("accumulate: %v", err)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if len(acc.Content) != 1 || acc.Content[0].Text != "Hello from the fake" || acc.StopReason != "end_turn" || acc.Usage.InputTokens != 11 || acc.Usage.OutputTokens != 7 {
+		t.Errorf("streamed message = %+v", acc)
+	}
+	if so := upstreamBody(t, h.oa)["stream_options"]; jsonOf(t, so) != `{"include_usage":true}` {
+		t.Errorf("upstream stream_options = %v, want the usage chunk asked for", so)
+	}
+	h.closeRouter()
+	recs := h.usage.records()
+	wantCost := (11*2 + 7*8) / 1e6
+	if len(recs) != 2 {
+		t.Fatalf("usage records = %+v", recs)
+	}
+	for _, r := range recs {
+		if r.Route != "solo" || r.Provider != "oa" || r.Model != "gpt-a" || r.TokensIn != 11 || r.TokensOut != 7 || math.Abs(r.CostUSD-wantCost) > 1e-12 {
+			t.Errorf("usage record = %+v", r)
+		}
+	}
+}
+
+func TestAnthropicSDKToolRoundTripOnOpenAITarget(t *testing.T) {
+	h := crossHarness(t)
+	c := h.anthropic()
+	ctx := ctxT(t)
+	params := anthropic.MessageNewParams{
+		Model:     "solo",
+		MaxTokens: 100,
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("weather?"))},
+		Tools: []anthropic.ToolUnionParam{{OfTool: &anthropic.ToolParam{
+			Name:        "get_weather",
+			InputSchema: anthropic.ToolInputSchemaParam{Properties: map[string]any{"city": map[string]any{"type": "string"}}},
+		}}},
+	}
+	msg, err := c.Messages.New(ctx, params)
+	if err != nil {
+		t.Fatalf("messages: %v", err)
+	}
+	if len(msg.Content) != 1 || msg.Content[0].Type != "tool_use" || msg.Content[0].ID != "call_fake1" || msg.Content[0].Name != "get_weather" ||
+		string(msg.Content[0].Input) != `{"city":"Paris"}` || msg.StopReason != "tool_use" {
+		t.Fatalf("tool use = %+v stop %q", msg.Content, msg.StopReason)
+	}
+	if tools := jsonOf(t, upstreamBody(t, h.oa)["tools"]); tools != `[{"function":{"name":"get_weather","parameters":{"properties":{"city":{"type":"string"}},"type":"object"}},"type":"function"}]` {
+		t.Errorf("upstream tools = %s", tools)
+	}
+
+	stream := c.Messages.NewStreaming(ctx, params)
+	acc := anthropic.Message{}
+	for stream.Next() {
+		if err := acc.Accumulate(stream.Current()); err != nil {
+			t.Fatalf("accumulate: %v", err)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if len(acc.Content) != 1 || acc.Content[0].Type != "tool_use" || acc.Content[0].ID != "call_fake1" || string(acc.Content[0].Input) != `{"city":"Paris"}` || acc.StopReason != "tool_use" {
+		t.Errorf("streamed tool use = %+v stop %q", acc.Content, acc.StopReason)
+	}
+
+	params.Messages = append(params.Messages, msg.ToParam(),
+		anthropic.NewUserMessage(anthropic.NewToolResultBlock(msg.Content[0].ID, "sunny", false)))
+	if _, err := c.Messages.New(ctx, params); err != nil {
+		t.Fatalf("messages with tool result: %v", err)
+	}
+	msgs := jsonOf(t, upstreamBody(t, h.oa)["messages"])
+	want := `[{"content":"weather?","role":"user"},` +
+		`{"content":null,"role":"assistant","tool_calls":[{"function":{"arguments":"{\"city\":\"Paris\"}","name":"get_weather"},"id":"call_fake1","type":"function"}]},` +
+		`{"content":"sunny","role":"tool","tool_call_id":"call_fake1"}]`
+	if msgs != want {
+		t.Errorf("upstream messages\n got %s\nwant %s", msgs, want)
+	}
+}
+
+func TestCrossDialectFallback(t *testing.T) {
+	t.Run("anthropic SDK, anthropic target 529, openai target serves", func(t *testing.T) {
+		h := crossHarness(t)
+		h.an.Push(routertest.Behavior{Status: 529})
+		var resp *http.Response
+		ac := h.anthropic()
+		msg, err := ac.Messages.New(ctxT(t), anthropic.MessageNewParams{
+			Model: "anfirst", MaxTokens: 50,
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
+		}, aoption.WithResponseInto(&resp))
+		if err != nil {
+			t.Fatalf("messages: %v", err)
+		}
+		if msg.Content[0].Text != "Hello from the fake" {
+			t.Errorf("message = %+v", msg)
+		}
+		checkRouteHeaders(t, resp, "anfirst", "oa/gpt-a", "2")
+		if len(h.an.Requests()) != 1 || len(h.oa.Requests()) != 1 {
+			t.Errorf("requests: an %d, oa %d", len(h.an.Requests()), len(h.oa.Requests()))
+		}
+	})
+	t.Run("openai SDK streaming, translated target 500, next translated target serves", func(t *testing.T) {
+		h := crossHarness(t)
+		h.an.Push(routertest.Behavior{Status: 500})
+		var resp *http.Response
+		oc := h.openai()
+		stream := oc.Chat.Completions.NewStreaming(ctxT(t), openai.ChatCompletionNewParams{
+			Model:    "claude",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		}, option.WithResponseInto(&resp))
+		acc := openai.ChatCompletionAccumulator{}
+		for stream.Next() {
+			acc.AddChunk(stream.Current())
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatalf("stream: %v", err)
+		}
+		if acc.Choices[0].Message.Content != "Hello from the fake" {
+			t.Errorf("content = %q", acc.Choices[0].Message.Content)
+		}
+		checkRouteHeaders(t, resp, "claude", "an2/claude-b", "2")
+	})
+	t.Run("every translated target fails: the last error in the client's dialect", func(t *testing.T) {
+		h := crossHarness(t)
+		h.an.Push(routertest.Behavior{Status: 529})
+		h.an2.Push(routertest.Behavior{Status: 529}, routertest.Behavior{Status: 529}, routertest.Behavior{Status: 529})
+		h.an.Push(routertest.Behavior{Status: 529}, routertest.Behavior{Status: 529})
+		status, hdr, body := h.post("/v1/chat/completions", `{"model":"claude","messages":[{"role":"user","content":"hi"}]}`)
+		if status != 529 || hdr.Get("Content-Type") != "application/json" ||
+			string(body) != `{"error":{"code":null,"message":"fake failure 529","param":null,"type":"server_error"}}` {
+			t.Errorf("status %d type %q body %s", status, hdr.Get("Content-Type"), body)
+		}
+	})
+	t.Run("a client error of a translated target is final, in the client's dialect", func(t *testing.T) {
+		h := crossHarness(t)
+		h.oa.Push(routertest.Behavior{Status: 400})
+		ac := h.anthropic()
+		_, err := ac.Messages.New(ctxT(t), anthropic.MessageNewParams{
+			Model: "solo", MaxTokens: 50,
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
+		})
+		var aerr *anthropic.Error
+		if !errors.As(err, &aerr) || aerr.StatusCode != 400 ||
+			aerr.RawJSON() != `{"error":{"message":"fake failure 400","type":"invalid_request_error"},"type":"error"}` {
+			t.Errorf("err = %v", err)
+		}
+		if len(h.oa.Requests()) != 1 {
+			t.Errorf("a 400 was retried: %d requests", len(h.oa.Requests()))
+		}
+	})
+}
+
+func TestUntranslatableRequests(t *testing.T) {
+	t.Run("n=2 skips the anthropic target for the openai one", func(t *testing.T) {
+		h := crossHarness(t)
+		status, hdr, body := h.post("/v1/chat/completions", `{"model":"mixed","n":2,"messages":[{"role":"user","content":"hi"}]}`)
+		if status != 200 || hdr.Get("X-Clawcage-Target") != "oa/gpt-a" || hdr.Get("X-Clawcage-Attempts") != "1" {
+			t.Fatalf("status %d target %q attempts %q: %s", status, hdr.Get("X-Clawcage-Target"), hdr.Get("X-Clawcage-Attempts"), body)
+		}
+		if len(h.an.Requests()) != 0 {
+			t.Errorf("the ineligible target was called")
+		}
+		if !strings.Contains(h.logs.String(), `"msg":"target skipped: request cannot be translated"`) {
+			t.Errorf("no log line for the skipped target")
+		}
+	})
+	t.Run("openai SDK, no eligible target: 400 naming field and route", func(t *testing.T) {
+		h := crossHarness(t)
+		oc := h.openai()
+		_, err := oc.Chat.Completions.New(ctxT(t), openai.ChatCompletionNewParams{
+			Model:    "claude",
+			N:        openai.Int(2),
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		})
+		var oerr *openai.Error
+		if !errors.As(err, &oerr) || oerr.StatusCode != 400 || oerr.Type != "invalid_request_error" || oerr.Code != "unsupported_parameter" ||
+			!strings.Contains(oerr.Message, "route claude") || !strings.Contains(oerr.Message, "n: Anthropic answers with one choice only") {
+			t.Errorf("err = %v", err)
+		}
+		if len(h.an.Requests())+len(h.an2.Requests()) != 0 {
+			t.Errorf("an untranslatable request reached a provider")
+		}
+	})
+	t.Run("anthropic SDK with thinking, openai-only route: 400 in anthropic's shape", func(t *testing.T) {
+		h := crossHarness(t)
+		ac := h.anthropic()
+		_, err := ac.Messages.New(ctxT(t), anthropic.MessageNewParams{
+			Model: "solo", MaxTokens: 2000,
+			Thinking: anthropic.ThinkingConfigParamOfEnabled(1024),
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
+		})
+		var aerr *anthropic.Error
+		if !errors.As(err, &aerr) || aerr.StatusCode != 400 || !strings.Contains(aerr.RawJSON(), `"invalid_request_error"`) ||
+			!strings.Contains(aerr.RawJSON(), "route solo") || !strings.Contains(aerr.RawJSON(), "thinking: extended thinking") {
+			t.Errorf("err = %v", err)
+		}
+		if len(h.oa.Requests()) != 0 {
+			t.Errorf("an untranslatable request reached a provider")
+		}
+	})
+}
