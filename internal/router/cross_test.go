@@ -109,10 +109,27 @@ func TestOpenAISDKOnAnthropicTarget(t *testing.T) {
 		t.Errorf("upstream was not asked to stream")
 	}
 
-	// The ledger: both rows with the provider's tokens and claude-a's price.
+	// Streaming without the usage chunk: the client sees none, the ledger
+	// still counts the provider's usage.
+	stream = c.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+		Model:    "claude",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	})
+	acc = openai.ChatCompletionAccumulator{}
+	for stream.Next() {
+		if stream.Current().JSON.Usage.Valid() {
+			t.Errorf("usage chunk sent without include_usage")
+		}
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil || acc.Choices[0].Message.Content != "Hello from the fake" {
+		t.Fatalf("stream without usage: %v, content %q", err, acc.Choices[0].Message.Content)
+	}
+
+	// The ledger: every row with the provider's tokens and claude-a's price.
 	h.closeRouter()
 	recs := h.usage.records()
-	if len(recs) != 2 {
+	if len(recs) != 3 {
 		t.Fatalf("usage records = %+v", recs)
 	}
 	wantCost := (11*3 + 7*15) / 1e6
@@ -355,6 +372,20 @@ func TestCrossDialectFallback(t *testing.T) {
 			t.Errorf("a 400 was retried: %d requests", len(h.oa.Requests()))
 		}
 	})
+}
+
+func TestTranslatedStreamDoesNotFallBackAfterFirstByte(t *testing.T) {
+	h := crossHarness(t)
+	h.an.Push(routertest.Behavior{DieMidStream: true})
+	h.truncatedOK = true
+	status, _, body := h.post("/v1/chat/completions", `{"model":"claude","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	want := `data: {"id":"msg_fake1","object":"chat.completion.chunk","created":1773144000,"model":"claude-a","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}]}` + "\n\n"
+	if status != 200 || string(body) != want {
+		t.Errorf("status %d body %q, want the role chunk only", status, body)
+	}
+	if len(h.an2.Requests()) != 0 {
+		t.Errorf("fell back after the first byte")
+	}
 }
 
 func TestUntranslatableRequests(t *testing.T) {
