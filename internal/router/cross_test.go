@@ -437,3 +437,38 @@ func TestUntranslatableRequests(t *testing.T) {
 		}
 	})
 }
+
+// TestTranslatedRequestsKeepKeysInside: translated answers, errors and
+// streams carry no key bytes, even from a provider that echoes its key.
+func TestTranslatedRequestsKeepKeysInside(t *testing.T) {
+	h := crossHarness(t)
+	for _, p := range []*routertest.Provider{h.an, h.an2, h.oa} {
+		p.EchoKeyHeader, p.EchoKeyInError = true, true
+	}
+	h.an.Push(routertest.Behavior{Status: 500})
+	h.an2.Push(routertest.Behavior{Status: 400})
+	h.oa.Push(routertest.Behavior{Status: 429})
+	reqs := []struct{ path, body string }{
+		{"/v1/chat/completions", `{"model":"claude","messages":[{"role":"user","content":"hi"}]}`},
+		{"/v1/chat/completions", `{"model":"claude","stream":true,"messages":[{"role":"user","content":"hi"}]}`},
+		{"/v1/messages", `{"model":"solo","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`},
+		{"/v1/messages", `{"model":"solo","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}`},
+	}
+	statuses := ""
+	for _, r := range reqs {
+		status, _, _ := h.post(r.path, r.body)
+		statuses += " " + http.StatusText(status)
+	}
+	if statuses != " Bad Request OK OK OK" {
+		t.Errorf("statuses:%s", statuses)
+	}
+	h.closeRouter()
+	for _, c := range allCanaries {
+		if strings.Contains(h.seen.String(), c) || strings.Contains(h.logs.String(), c) {
+			t.Errorf("key %q… reached the client or the logs", c[:12])
+		}
+	}
+	if !strings.Contains(h.seen.String(), "fake failure 400 for key [redacted]") {
+		t.Errorf("the provider's (redacted) error message did not reach the client")
+	}
+}
