@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clawcage/clawcage/internal/rawsock"
 )
 
 // scriptConn is a net.Conn that reads a fixed script and then reports
@@ -335,10 +337,17 @@ func TestDateHeader(t *testing.T) {
 // end of the test.
 func startServer(t *testing.T, s *Server) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startServerWrapped(t, s, func(ln net.Listener) net.Listener { return ln })
+}
+
+// startServerWrapped is startServer with the listener wrapped by wrap.
+func startServerWrapped(t *testing.T, s *Server, wrap func(net.Listener) net.Listener) string {
+	t.Helper()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln := wrap(tcp)
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -497,13 +506,20 @@ func TestStreamingFlushReachesClient(t *testing.T) {
 // context (after watchDelay), with and without a request body, through a
 // plain TCP connection and through a raw-syscall one.
 func TestDisconnectCancelsContext(t *testing.T) {
+	plain := func(ln net.Listener) net.Listener { return ln }
+	raw := func(ln net.Listener) net.Listener {
+		return rawsock.Listener{Listener: ln, Options: rawsock.Options{MaxSlice: 256 << 10}}
+	}
 	tests := []struct {
 		name string
+		wrap func(net.Listener) net.Listener
 		req  string
 	}{
-		{"GET, no body", "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"},
-		{"POST, body read", "POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"},
-		{"POST, chunked body read", "POST /wait HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"GET, no body", plain, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"POST, body read", plain, "POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"},
+		{"POST, chunked body read", plain, "POST /wait HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"raw-syscall connection (rawsock), GET", raw, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"raw-syscall connection (rawsock), POST", raw, "POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -519,7 +535,7 @@ func TestDisconnectCancelsContext(t *testing.T) {
 				case <-time.After(15 * time.Second):
 				}
 			})}
-			addr := startServer(t, s)
+			addr := startServerWrapped(t, s, tt.wrap)
 			c := dial(t, addr)
 			if _, err := io.WriteString(c, tt.req); err != nil {
 				t.Fatal(err)
@@ -532,7 +548,7 @@ func TestDisconnectCancelsContext(t *testing.T) {
 			c.Close()
 			select {
 			case d := <-cancelled:
-				t.Logf("cancelled %v after the hang-up", d)
+				t.Logf("cancelled %v after the handler started (hang-up right after)", d)
 			case <-time.After(5 * time.Second):
 				t.Fatal("the request's context was not cancelled within 5 s of the hang-up")
 			}
