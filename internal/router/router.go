@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/clawcage/clawcage/internal/h1"
 	"github.com/clawcage/clawcage/internal/rawsock"
 	"github.com/clawcage/clawcage/internal/vault"
 )
@@ -367,12 +368,14 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener, sandbox string) err
 	if _, ok := r.sandbox(sandbox); !ok {
 		r.log.Warn("sandbox not in configuration: no admission limits, no provider-side egress", "sandbox", sandbox)
 	}
-	srv := &http.Server{
+	// h1.Server, not net/http's: no goroutine per request, one write per
+	// flush, reused buffers (package h1).
+	srv := &h1.Server{
 		Handler:           r.Handler(sandbox),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
+		Logger:            r.log.With("sandbox", sandbox),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	done := make(chan struct{})
