@@ -1,6 +1,7 @@
 package xlate
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -83,5 +84,51 @@ func FuzzMessagesStream(f *testing.F) {
 	f.Add([]byte(sse(oaRole, oaHel, oaStop)), uint16(5))
 	f.Fuzz(func(t *testing.T, in []byte, at uint16) {
 		fuzzStream(t, func() streamTranslator { return NewMessagesStream() }, in, at)
+	})
+}
+
+// FuzzSplitters compares the splitting helpers with encoding/json on valid
+// JSON.
+func FuzzSplitters(f *testing.F) {
+	f.Add([]byte(`{"a":1,"b":[1,{"c":"d\"}"}],"e":"\u00e9\\","a":true}`))
+	f.Add([]byte(` [ 1 , "x" , {"y":null} , [] ] `))
+	f.Add([]byte(`"caf\u00e9 \ud83d\ude00"`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if !json.Valid(in) || isNull(bytes.TrimSpace(in)) {
+			return // null decodes to nothing in encoding/json; the helpers' callers check for it first
+		}
+		var wantObj map[string]json.RawMessage
+		objErr := json.Unmarshal(in, &wantObj)
+		gotObj, err := parseObject(in, "")
+		if (objErr == nil) != (err == nil) {
+			t.Fatalf("parseObject(%q) err %v, encoding/json err %v", in, err, objErr)
+		}
+		if err == nil {
+			if len(gotObj) != len(wantObj) {
+				t.Fatalf("parseObject(%q) = %d fields, want %d", in, len(gotObj), len(wantObj))
+			}
+			for k, v := range wantObj {
+				if string(gotObj[k]) != string(v) {
+					t.Fatalf("parseObject(%q)[%q] = %s, want %s", in, k, gotObj[k], v)
+				}
+			}
+		}
+		var wantArr []json.RawMessage
+		arrErr := json.Unmarshal(in, &wantArr)
+		gotArr, ok := asArray(in)
+		if (arrErr == nil) != ok || (ok && len(gotArr) != len(wantArr)) {
+			t.Fatalf("asArray(%q) = %d, %v; encoding/json %d, %v", in, len(gotArr), ok, len(wantArr), arrErr)
+		}
+		for i := range gotArr {
+			if string(gotArr[i]) != string(wantArr[i]) {
+				t.Fatalf("asArray(%q)[%d] = %s, want %s", in, i, gotArr[i], wantArr[i])
+			}
+		}
+		var wantStr string
+		strErr := json.Unmarshal(in, &wantStr)
+		gotStr, ok := asString(in)
+		if (strErr == nil) != ok || gotStr != wantStr {
+			t.Fatalf("asString(%q) = %q, %v; encoding/json %q, %v", in, gotStr, ok, wantStr, strErr)
+		}
 	})
 }

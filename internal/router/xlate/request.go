@@ -80,6 +80,9 @@ var openAIHarmless = []string{"store", "metadata", "service_tier", "prompt_cache
 // an Anthropic Messages request. defaultMaxTokens is the output limit used
 // when the request sets none (Anthropic requires one).
 func ChatToMessagesRequest(body []byte, defaultMaxTokens int64) (Request, error) {
+	if !json.Valid(body) {
+		return Request{}, unsupported("body", "is not valid JSON")
+	}
 	top, err := parseObject(body, "")
 	if err != nil {
 		return Request{}, unsupported("body", "is not a JSON object")
@@ -149,8 +152,7 @@ func ChatToMessagesRequest(body []byte, defaultMaxTokens int64) (Request, error)
 		out.TopP = v
 	}
 	if top.has("stop") {
-		var one string
-		if json.Unmarshal(top["stop"], &one) == nil {
+		if one, ok := asString(top["stop"]); ok {
 			out.StopSequences = []string{one}
 		} else if json.Unmarshal(top["stop"], &out.StopSequences) != nil {
 			return Request{}, unsupported("stop", "must be a string or an array of strings")
@@ -391,8 +393,7 @@ func openAIMessage(out *anthRequest, raw json.RawMessage, field string) error {
 			}
 		}
 		b := anthBlock{Type: "tool_result", ToolUseID: id}
-		var s string
-		if json.Unmarshal(m["content"], &s) == nil {
+		if s, ok := asString(m["content"]); ok {
 			b.Content = mustMarshal(s)
 		} else {
 			parts, err := openAIContent(m["content"], join(field, "content"), false)
@@ -415,15 +416,14 @@ func openAIContent(raw json.RawMessage, field string, images bool) ([]anthBlock,
 	if isNull(raw) {
 		return nil, nil
 	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
+	if s, ok := asString(raw); ok {
 		if s == "" {
 			return nil, nil
 		}
 		return []anthBlock{textBlock(s)}, nil
 	}
-	var parts []json.RawMessage
-	if json.Unmarshal(raw, &parts) != nil {
+	parts, ok := asArray(raw)
+	if !ok {
 		return nil, unsupported(field, "must be a string or an array of parts")
 	}
 	var blocks []anthBlock
@@ -538,7 +538,10 @@ func openAIToolCall(raw json.RawMessage, field string) (anthBlock, error) {
 	}
 	input := json.RawMessage("{}")
 	if strings.TrimSpace(args) != "" {
-		if o, err := parseObject(json.RawMessage(args), ""); err != nil || o == nil {
+		if !json.Valid([]byte(args)) {
+			return anthBlock{}, unsupported(join(ff, "arguments"), "is not valid JSON")
+		}
+		if _, err := parseObject(json.RawMessage(args), ""); err != nil {
 			return anthBlock{}, unsupported(join(ff, "arguments"), "is not a JSON object (Anthropic tool input must be one)")
 		}
 		var c bytes.Buffer
@@ -627,6 +630,9 @@ const openAIMaxStop = 4
 // OpenAI chat completions request. A streamed request asks for the usage
 // chunk, so that usage is known at the end of the stream.
 func MessagesToChatRequest(body []byte) (Request, error) {
+	if !json.Valid(body) {
+		return Request{}, unsupported("body", "is not valid JSON")
+	}
 	top, err := parseObject(body, "")
 	if err != nil {
 		return Request{}, unsupported("body", "is not a JSON object")
@@ -773,8 +779,7 @@ func MessagesToChatRequest(body []byte) (Request, error) {
 }
 
 func anthropicSystem(raw json.RawMessage) (json.RawMessage, error) {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
+	if s, ok := asString(raw); ok {
 		return mustMarshal(s), nil
 	}
 	parts, err := anthropicText(raw, "system")
@@ -786,8 +791,8 @@ func anthropicSystem(raw json.RawMessage) (json.RawMessage, error) {
 
 // anthropicText translates an array of text blocks.
 func anthropicText(raw json.RawMessage, field string) ([]oaPart, error) {
-	var blocks []json.RawMessage
-	if json.Unmarshal(raw, &blocks) != nil {
+	blocks, ok := asArray(raw)
+	if !ok {
 		return nil, unsupported(field, "must be a string or an array of blocks")
 	}
 	var parts []oaPart
@@ -839,13 +844,12 @@ func anthropicMessage(out *oaRequest, raw json.RawMessage, field string) error {
 		return unsupported(join(field, "role"), "%q is not user or assistant", role)
 	}
 	cf := join(field, "content")
-	var s string
-	if json.Unmarshal(m["content"], &s) == nil {
+	if s, ok := asString(m["content"]); ok {
 		out.Messages = append(out.Messages, oaMessage{Role: role, Content: mustMarshal(s)})
 		return nil
 	}
-	var blocks []json.RawMessage
-	if json.Unmarshal(m["content"], &blocks) != nil {
+	blocks, ok := asArray(m["content"])
+	if !ok {
 		return unsupported(cf, "must be a string or an array of blocks")
 	}
 	var parts []oaPart
@@ -984,11 +988,11 @@ func anthropicToolResult(b object, field string) (oaMessage, error) {
 		return oaMessage{}, err
 	}
 	var parts []oaPart
-	var s string
+	s, isString := asString(b["content"])
 	switch {
 	case !b.has("content"):
 		parts = []oaPart{textPart("")}
-	case json.Unmarshal(b["content"], &s) == nil:
+	case isString:
 		parts = []oaPart{textPart(s)}
 	default:
 		if parts, err = anthropicText(b["content"], join(field, "content")); err != nil {

@@ -214,6 +214,9 @@ func ChatToMessagesResponse(body []byte) ([]byte, error) {
 	for i, tc := range c.Message.ToolCalls {
 		input := json.RawMessage("{}")
 		if tc.Function.Arguments != "" {
+			if !json.Valid([]byte(tc.Function.Arguments)) {
+				return nil, fmt.Errorf("openai response: tool_calls[%d].function.arguments is not JSON", i)
+			}
 			if _, err := parseObject(json.RawMessage(tc.Function.Arguments), ""); err != nil {
 				return nil, fmt.Errorf("openai response: tool_calls[%d].function.arguments is not a JSON object", i)
 			}

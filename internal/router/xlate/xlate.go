@@ -37,6 +37,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Unsupported is the error of a request that uses something the other
@@ -57,12 +58,157 @@ func unsupported(field, format string, args ...any) error {
 // object is a JSON object whose values are decoded on demand.
 type object map[string]json.RawMessage
 
+// The entry points check their input once with json.Valid; the helpers
+// below then split objects and arrays and read strings without validating
+// again (every encoding/json call re-scans the whole value it is given, so
+// decoding level by level would scan a long text once per nesting level).
+
+// parseObject splits the JSON object raw (valid JSON) into its fields; a
+// repeated name keeps its last value, as encoding/json does.
 func parseObject(raw json.RawMessage, field string) (object, error) {
-	var o object
-	if err := json.Unmarshal(raw, &o); err != nil || o == nil {
+	i := skipWS(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
 		return nil, unsupported(field, "must be a JSON object")
 	}
-	return o, nil
+	o := make(object, 8)
+	i = skipWS(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		return o, nil
+	}
+	for i < len(raw) && raw[i] == '"' {
+		ke := skipString(raw, i)
+		key, ok := unquote(raw[i:ke])
+		if !ok {
+			break
+		}
+		i = skipWS(raw, ke)
+		if i >= len(raw) || raw[i] != ':' {
+			break
+		}
+		i = skipWS(raw, i+1)
+		ve := skipValue(raw, i)
+		if ve <= i {
+			break
+		}
+		o[key] = raw[i:ve]
+		i = skipWS(raw, ve)
+		if i < len(raw) && raw[i] == ',' {
+			i = skipWS(raw, i+1)
+			continue
+		}
+		if i < len(raw) && raw[i] == '}' {
+			return o, nil
+		}
+		break
+	}
+	return nil, unsupported(field, "is not well-formed JSON")
+}
+
+// asArray splits the JSON array raw (valid JSON) into its elements.
+func asArray(raw json.RawMessage) ([]json.RawMessage, bool) {
+	i := skipWS(raw, 0)
+	if i >= len(raw) || raw[i] != '[' {
+		return nil, false
+	}
+	a := []json.RawMessage{}
+	i = skipWS(raw, i+1)
+	if i < len(raw) && raw[i] == ']' {
+		return a, true
+	}
+	for i < len(raw) {
+		ve := skipValue(raw, i)
+		if ve <= i {
+			return nil, false
+		}
+		a = append(a, raw[i:ve])
+		i = skipWS(raw, ve)
+		if i < len(raw) && raw[i] == ',' {
+			i = skipWS(raw, i+1)
+			continue
+		}
+		return a, i < len(raw) && raw[i] == ']'
+	}
+	return nil, false
+}
+
+// asString decodes raw when it is a JSON string.
+func asString(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	return unquote(raw)
+}
+
+// unquote decodes the JSON string literal b; one without escapes is
+// converted directly.
+func unquote(b []byte) (string, bool) {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return "", false
+	}
+	inner := b[1 : len(b)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner), true
+	}
+	var s string
+	if json.Unmarshal(b, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] == '"'
+// (len(b) when it is not terminated).
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(b)
+}
+
+// skipValue returns the index after the JSON value starting at b[i] (i
+// itself when there is none).
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = skipString(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return i
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\r' && b[j] != '\t' {
+		j++
+	}
+	return j
 }
 
 // has reports whether key is present with a non-null value.
@@ -99,8 +245,8 @@ func (o object) str(key, field string) (string, error) {
 	if !ok || isNull(v) {
 		return "", nil
 	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
+	s, ok := asString(v)
+	if !ok {
 		return "", unsupported(join(field, key), "must be a string")
 	}
 	return s, nil
@@ -123,8 +269,8 @@ func (o object) array(key, field string) ([]json.RawMessage, error) {
 	if !ok || isNull(v) {
 		return nil, nil
 	}
-	var a []json.RawMessage
-	if err := json.Unmarshal(v, &a); err != nil {
+	a, ok := asArray(v)
+	if !ok {
 		return nil, unsupported(join(field, key), "must be an array")
 	}
 	return a, nil
