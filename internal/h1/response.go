@@ -137,6 +137,9 @@ func (w *response) finish() {
 	}
 	w.c.flushOut()
 	w.done = true
+	if cap(w.c.out) > keepOutBuffer {
+		w.c.out = nil // an idle connection keeps little memory
+	}
 }
 
 // commit chooses the framing and builds the head in c.out, followed by the
@@ -269,9 +272,6 @@ func (c *conn) flushOut() {
 	if len(c.out) > 0 {
 		c.write(c.out)
 		c.out = c.out[:0]
-	}
-	if cap(c.out) > 2*maxOutBuffer {
-		c.out = nil
 	}
 }
 

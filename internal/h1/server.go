@@ -56,6 +56,9 @@ const (
 	// maxOutBuffer bounds the bytes a connection collects before writing
 	// them out without a Flush.
 	maxOutBuffer = 32 << 10
+	// keepOutBuffer is the largest output buffer a connection keeps from
+	// one response to the next.
+	keepOutBuffer = 16 << 10
 	// maxDrain is the most of an unread request body read and discarded
 	// to keep a connection open (net/http's maxPostHandlerReadBytes).
 	maxDrain = 256 << 10
