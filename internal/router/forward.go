@@ -255,8 +255,10 @@ func (h *sandboxHandler) forward(w http.ResponseWriter, req *http.Request, q *re
 		servedIdx  int
 		cross      crossing // the request translated for targets of the other dialect
 	)
-	if !h.anySameKind(q, chain) {
-		if _, err := cross.get(q); err != nil {
+	if other := h.otherKind(q, chain); other != nil {
+		// No target speaks q's dialect: without a translation there is
+		// nothing to try.
+		if _, err := cross.get(q, other); err != nil {
 			tk.done(0, 0)
 			ae := untranslatable(q, route, err)
 			h.r.log.Info("request refused", "sandbox", h.sandbox, "route", route.name, "reason", ae.message, "status", ae.status)
@@ -274,7 +276,7 @@ chain:
 			up := r.upstreams[t.Provider]
 			uq := q // the request as this target takes it
 			if up.Kind != q.ep.dialect.kind() {
-				xq, err := cross.get(q)
+				xq, err := cross.get(q, up)
 				if err != nil {
 					if pass == 0 {
 						r.log.Info("target skipped: request cannot be translated", "sandbox", h.sandbox, "route", route.name, "target", h.targetLabel(route, t), "reason", err.Error())
@@ -410,14 +412,15 @@ chain:
 	}
 }
 
-// anySameKind reports whether a target of chain speaks q's dialect.
-func (h *sandboxHandler) anySameKind(q *request, chain []Target) bool {
+// otherKind returns the first target's upstream when no target of chain
+// speaks q's dialect, and nil otherwise.
+func (h *sandboxHandler) otherKind(q *request, chain []Target) *upstream {
 	for _, t := range chain {
 		if h.r.upstreams[t.Provider].Kind == q.ep.dialect.kind() {
-			return true
+			return nil
 		}
 	}
-	return false
+	return h.r.upstreams[chain[0].Provider]
 }
 
 func outcomeLabel(res *attemptResult) string {

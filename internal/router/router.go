@@ -192,6 +192,9 @@ type upstream struct {
 	Provider
 	base *url.URL
 	urls map[string]*url.URL // endpoint path → upstream URL, shared read-only
+	// officialOpenAI is set for OpenAI's own API (api.openai.com), which
+	// wants a translated request's output limit as max_completion_tokens.
+	officialOpenAI bool
 }
 
 // targetInfo is what the hot path needs about a route target, computed
@@ -290,7 +293,8 @@ func New(o Options) (*Router, error) {
 			return nil, fmt.Errorf("router: provider %q: base URL %q is not an http(s) URL", name, u.Redacted())
 		}
 		u.Path = strings.TrimSuffix(u.Path, "/")
-		up := &upstream{name: name, Provider: p, base: u, urls: make(map[string]*url.URL, len(endpoints))}
+		up := &upstream{name: name, Provider: p, base: u, urls: make(map[string]*url.URL, len(endpoints)),
+			officialOpenAI: p.Kind == KindOpenAI && strings.EqualFold(u.Hostname(), "api.openai.com")}
 		for path := range endpoints {
 			eu, err := url.Parse(up.endpointURL(path))
 			if err != nil {

@@ -11,28 +11,32 @@ import (
 )
 
 // crossing is a request's translation for the targets of the other
-// dialect, made at most once per request and only when such a target is
-// tried.
+// dialect, made at most once per request and variant, and only when such
+// a target is tried.
 type crossing struct {
-	done bool
-	q    *request // the request as the other dialect's endpoint takes it
-	err  error    // why it cannot be translated
+	done [2]bool
+	q    [2]*request // the request as the other dialect's endpoint takes it
+	err  [2]error    // why it cannot be translated
 }
 
 // errNotTranslated is the reason of an endpoint that is never translated.
 var errNotTranslated = errors.New("only /v1/chat/completions and /v1/messages are translated into each other")
 
-// get returns q translated for the other dialect.
-func (c *crossing) get(q *request) (*request, error) {
-	if !c.done {
-		c.q, c.err = translateRequest(q)
-		c.done = true
+// get returns q translated for up, a provider of the other dialect.
+func (c *crossing) get(q *request, up *upstream) (*request, error) {
+	v := 0
+	if up.officialOpenAI {
+		v = 1
 	}
-	return c.q, c.err
+	if !c.done[v] {
+		c.q[v], c.err[v] = translateRequest(q, xlate.ChatOptions{MaxCompletionTokens: up.officialOpenAI})
+		c.done[v] = true
+	}
+	return c.q[v], c.err[v]
 }
 
 // translateRequest translates q into the other dialect's endpoint.
-func translateRequest(q *request) (*request, error) {
+func translateRequest(q *request, opt xlate.ChatOptions) (*request, error) {
 	var (
 		tr  xlate.Request
 		err error
@@ -44,7 +48,7 @@ func translateRequest(q *request) (*request, error) {
 		tr, err = xlate.ChatToMessagesRequest(q.body, defaultMaxTokens)
 	case "/v1/messages":
 		ep = endpoints["/v1/chat/completions"]
-		tr, err = xlate.MessagesToChatRequest(q.body)
+		tr, err = xlate.MessagesToChatRequest(q.body, opt)
 	default:
 		return nil, errNotTranslated
 	}

@@ -29,7 +29,7 @@ func BenchmarkMessagesToChatRequest(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(r.Body)))
 	for b.Loop() {
-		if _, err := MessagesToChatRequest(r.Body); err != nil {
+		if _, err := MessagesToChatRequest(r.Body, ChatOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}

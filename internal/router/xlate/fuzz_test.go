@@ -29,7 +29,7 @@ func FuzzChatToMessagesRequest(f *testing.F) {
 		checkObject(t, r.Body, err)
 		if err == nil {
 			// What was translated translates back.
-			if _, err := MessagesToChatRequest(r.Body); err != nil {
+			if _, err := MessagesToChatRequest(r.Body, ChatOptions{}); err != nil {
 				var un *Unsupported
 				if !errors.As(err, &un) || un.Field != "stop_sequences" {
 					t.Fatalf("translation %s does not translate back: %v", r.Body, err)
@@ -44,7 +44,7 @@ func FuzzMessagesToChatRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"c","max_tokens":5,"system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AA"}}]},{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{"a":1}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"r","is_error":true}]}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"tool_choice":{"type":"any"},"stream":true}`))
 	f.Add([]byte(`{"model":"c","thinking":{"type":"enabled"}}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		r, err := MessagesToChatRequest(in)
+		r, err := MessagesToChatRequest(in, ChatOptions{})
 		checkObject(t, r.Body, err)
 	})
 }

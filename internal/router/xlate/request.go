@@ -558,6 +558,7 @@ type oaRequest struct {
 	Model             json.RawMessage  `json:"model"`
 	Messages          []oaMessage      `json:"messages"`
 	MaxTokens         int64            `json:"max_tokens,omitempty"`
+	MaxCompletion     int64            `json:"max_completion_tokens,omitempty"`
 	Temperature       json.RawMessage  `json:"temperature,omitempty"`
 	TopP              json.RawMessage  `json:"top_p,omitempty"`
 	Stop              []string         `json:"stop,omitempty"`
@@ -626,10 +627,19 @@ func textPart(s string) oaPart { return oaPart{Type: "text", Text: &s} }
 // openAIMaxStop is how many stop sequences OpenAI accepts.
 const openAIMaxStop = 4
 
+// ChatOptions adapt MessagesToChatRequest to the server it is for.
+type ChatOptions struct {
+	// MaxCompletionTokens writes the output limit as max_completion_tokens,
+	// which OpenAI's own API wants (its reasoning models refuse
+	// max_tokens), instead of max_tokens, which every compatible server
+	// (NIM, vLLM, Ollama, ...) reads.
+	MaxCompletionTokens bool
+}
+
 // MessagesToChatRequest translates an Anthropic Messages request into an
 // OpenAI chat completions request. A streamed request asks for the usage
 // chunk, so that usage is known at the end of the stream.
-func MessagesToChatRequest(body []byte) (Request, error) {
+func MessagesToChatRequest(body []byte, opt ChatOptions) (Request, error) {
 	if !json.Valid(body) {
 		return Request{}, unsupported("body", "is not valid JSON")
 	}
@@ -655,7 +665,9 @@ func MessagesToChatRequest(body []byte) (Request, error) {
 	if err != nil {
 		return Request{}, err
 	}
-	if ok {
+	if ok && opt.MaxCompletionTokens {
+		out.MaxCompletion = n
+	} else if ok {
 		out.MaxTokens = n
 	}
 	if out.Temperature, _, err = top.number("temperature", ""); err != nil {

@@ -147,10 +147,14 @@ func TestMessagesToChatRequest(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := MessagesToChatRequest([]byte(tc.in))
+			got, err := MessagesToChatRequest([]byte(tc.in), ChatOptions{})
 			checkTranslation(t, got, err, tc.want, tc.wantField)
 		})
 	}
+	t.Run("max_tokens as max_completion_tokens for OpenAI itself", func(t *testing.T) {
+		got, err := MessagesToChatRequest([]byte(`{"model":"claude","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`), ChatOptions{MaxCompletionTokens: true})
+		checkTranslation(t, got, err, `{"model":"claude","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":100}`, "")
+	})
 }
 
 // TestToolConversationRoundTrip: an OpenAI conversation with tool calls,
@@ -161,7 +165,7 @@ func TestToolConversationRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := MessagesToChatRequest(an.Body)
+	back, err := MessagesToChatRequest(an.Body, ChatOptions{})
 	if err != nil {
 		t.Fatalf("back: %v (anthropic body %s)", err, an.Body)
 	}
@@ -170,7 +174,7 @@ func TestToolConversationRoundTrip(t *testing.T) {
 	}
 	// And the other way: Anthropic → OpenAI → Anthropic.
 	anOrig := `{"model":"c","system":[{"type":"text","text":"be brief"}],"messages":[{"role":"user","content":[{"type":"text","text":"weather?"}]},{"role":"assistant","content":[{"type":"text","text":"checking"},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"sunny"},{"type":"text","text":"thanks"}]}],"max_tokens":300,"tools":[{"name":"get_weather","input_schema":{"type":"object"}}],"tool_choice":{"type":"tool","name":"get_weather"}}`
-	oa, err := MessagesToChatRequest([]byte(anOrig))
+	oa, err := MessagesToChatRequest([]byte(anOrig), ChatOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
