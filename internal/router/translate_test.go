@@ -7,7 +7,7 @@ import (
 
 func TestCrossingPerUpstreamVariant(t *testing.T) {
 	r, err := New(Options{
-		Keys: staticKeys{},
+		Keys: noKeys{},
 		Providers: map[string]Provider{
 			"openai": {Kind: KindOpenAI, BaseURL: "https://API.openai.com/v1"},
 			"vllm":   {Kind: KindOpenAI, BaseURL: "http://127.0.0.1:8000/v1"},
@@ -48,7 +48,3 @@ func TestCrossingPerUpstreamVariant(t *testing.T) {
 		})
 	}
 }
-
-type staticKeys struct{}
-
-func (staticKeys) Keys(string) []Key { return nil }
