@@ -322,6 +322,9 @@ func (b *body) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if b.remaining >= 0 {
 		b.remaining -= int64(n)
+		if b.remaining == 0 && err == nil {
+			err = io.EOF // all declared bytes are read: the body is done
+		}
 	}
 	if err == io.EOF {
 		b.eof = true

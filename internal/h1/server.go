@@ -26,7 +26,9 @@
 // http.ReadRequest silently drops, cannot desynchronise the connection), an
 // HTTP/1.1 request needs a non-empty valid host, and invalid response header
 // names are dropped and control bytes in response header values replaced
-// by spaces.
+// by spaces. Unlike net/http it does not snapshot the header map at
+// WriteHeader: changes made before the head is committed (first Flush,
+// 4 KiB of body, or the handler's return) are sent.
 package h1
 
 import (
