@@ -411,7 +411,7 @@ func TestUntranslatableRequests(t *testing.T) {
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
 		})
 		var oerr *openai.Error
-		if !errors.As(err, &oerr) || oerr.StatusCode != 400 || oerr.Type != "invalid_request_error" || oerr.Code != "unsupported_parameter" ||
+		if !errors.As(err, &oerr) || oerr.StatusCode != 400 || oerr.Type != "invalid_request_error" || oerr.Code != "unsupported_parameter" || oerr.Param != "n" ||
 			!strings.Contains(oerr.Message, "route claude") || !strings.Contains(oerr.Message, "n: Anthropic answers with one choice only") {
 			t.Errorf("err = %v", err)
 		}

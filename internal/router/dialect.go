@@ -162,6 +162,7 @@ type apiError struct {
 	status     int
 	message    string
 	code       string        // OpenAI "code"; optional
+	param      string        // OpenAI "param": the offending request field; optional
 	retryAfter time.Duration // >0 sets Retry-After
 	reason     string        // metric/log label for refusals
 }
@@ -197,12 +198,15 @@ func (e *apiError) body(d dialect) []byte {
 		if code == "" && e.status == http.StatusTooManyRequests {
 			code = "rate_limit_exceeded"
 		}
-		var c any
+		var c, p any
 		if code != "" {
 			c = code
 		}
+		if e.param != "" {
+			p = e.param
+		}
 		b, _ = json.Marshal(map[string]any{
-			"error": map[string]any{"message": e.message, "type": typ, "param": nil, "code": c},
+			"error": map[string]any{"message": e.message, "type": typ, "param": p, "code": c},
 		})
 	}
 	return b

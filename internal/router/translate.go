@@ -76,7 +76,7 @@ func untranslatable(q *request, route routeRef, err error) *apiError {
 	ae.reason = "untranslatable"
 	var un *xlate.Unsupported
 	if errors.As(err, &un) {
-		ae.code = "unsupported_parameter"
+		ae.code, ae.param = "unsupported_parameter", un.Field
 	}
 	return ae
 }
