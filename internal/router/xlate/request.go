@@ -378,7 +378,9 @@ func openAIMessage(out *anthRequest, raw json.RawMessage, field string) error {
 		}
 		out.addTurn("assistant", blocks)
 	case "tool":
-		if err := m.only(field, "role", "content", "tool_call_id"); err != nil {
+		// A tool message's name (sent by some frameworks) repeats the
+		// called tool's; the call id says which call it answers.
+		if err := m.only(field, "role", "content", "tool_call_id", "name"); err != nil {
 			return err
 		}
 		id, err := m.str("tool_call_id", field)

@@ -12,7 +12,8 @@
 // tool_choice; assistant tool calls and tool results (an Anthropic tool
 // result marked is_error reaches OpenAI as text starting "Error: ");
 // max_tokens and max_completion_tokens (a default when absent, as Anthropic
-// requires one); temperature (0 to 1), top_p, stop sequences, parallel tool
+// requires one; max_completion_tokens for OpenAI's own API, see
+// ChatOptions); temperature (0 to 1), top_p, stop sequences, parallel tool
 // use, the end user id; streaming and stream_options.include_usage; finish
 // and stop reasons; usage including cached input tokens; response ids and
 // models as the provider sent them; error bodies (their message).
