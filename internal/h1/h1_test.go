@@ -125,6 +125,15 @@ func (h *testHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/big":
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write(bytes.Repeat([]byte("x"), 5000))
+	case "/huge": // one write past the output buffer
+		w.Header().Set("Content-Type", "text/plain")
+		_, err := w.Write(bytes.Repeat([]byte("h"), 40000))
+		h.record(err)
+	case "/closebody":
+		w.Header().Set("Content-Type", "text/plain")
+		h.record(r.Body.Close())
+		_, err := r.Body.Read(make([]byte, 1))
+		h.record(err)
 	case "/stream":
 		w.Header().Set("Content-Type", "text/event-stream")
 		_, _ = io.WriteString(w, "a")
@@ -264,6 +273,13 @@ func TestExchange(t *testing.T) {
 			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nTransfer-Encoding: chunked\r\n\r\n1388\r\n" + strings.Repeat("x", 5000) + "\r\n0\r\n\r\n" + helloResp, nil},
 		{"HTTP/1.0 body past the buffer is close-delimited", "GET /big HTTP/1.0\r\n\r\n",
 			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nConnection: close\r\n\r\n" + strings.Repeat("x", 5000), nil},
+		{"one write larger than the output buffer", "GET /huge HTTP/1.1\r\nHost: a\r\n\r\n" + helloReq,
+			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nTransfer-Encoding: chunked\r\n\r\n9c40\r\n" + strings.Repeat("h", 40000) + "\r\n0\r\n\r\n" + helloResp,
+			[]string{"<nil>"}},
+		{"body closed by the handler: reads fail, the rest is drained, the connection kept",
+			"POST /closebody HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc" + helloReq,
+			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nContent-Length: 0\r\n\r\n" + helloResp,
+			[]string{"<nil>", http.ErrBodyReadAfterClose.Error()}},
 		{"flushes: chunked", "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n" + helloReq,
 			"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nDate: X\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n2\r\nbb\r\n0\r\n\r\n" + helloResp, nil},
 		{"second WriteHeader ignored", "GET /twice HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -730,5 +746,81 @@ func TestServeErrors(t *testing.T) {
 	go func() { time.Sleep(50 * time.Millisecond); ln.Close() }()
 	if err := s.Serve(ln); err == nil || errors.Is(err, http.ErrServerClosed) || !errors.Is(err, net.ErrClosed) {
 		t.Errorf("listener closed under Serve: %v, want the accept error", err)
+	}
+}
+
+// The watch starts only once the body is read: a body that arrives after
+// watchDelay, then a hang-up, still cancels the request.
+func TestDisconnectAfterSlowBody(t *testing.T) {
+	started := make(chan string, 1)
+	cancelled := make(chan struct{}, 1)
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		started <- string(b)
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-time.After(15 * time.Second):
+		}
+	})}
+	addr := startServer(t, s)
+	c := dial(t, addr)
+	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(watchDelay + 300*time.Millisecond) // the watch timer fires while the body is incomplete
+	if _, err := io.WriteString(c, "lo"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-started:
+		if b != "hello" {
+			t.Fatalf("body %q", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler never read the body")
+	}
+	c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request's context was not cancelled within 5 s of the hang-up")
+	}
+}
+
+// A pipelined request arriving while the watch runs ends the watch without
+// cancelling the request in flight; both are answered in order.
+func TestPipelinedRequestDuringWatch(t *testing.T) {
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-r.Context().Done():
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			case <-time.After(watchDelay + 800*time.Millisecond):
+			}
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, r.URL.Path)
+	})}
+	addr := startServer(t, s)
+	c := dial(t, addr)
+	if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(watchDelay + 300*time.Millisecond) // the watch runs
+	if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/slow", "/next"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", want, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 || string(b) != want {
+			t.Fatalf("%s: status %d body %q err %v", want, resp.StatusCode, b, err)
+		}
 	}
 }
