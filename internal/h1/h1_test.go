@@ -26,7 +26,8 @@ type scriptConn struct {
 	mu      sync.Mutex
 	out     bytes.Buffer
 	discard bool // count the output only (benchmarks)
-	n       int
+	n       int  // bytes written
+	writes  int  // Write calls
 }
 
 func (c *scriptConn) Read(p []byte) (int, error) {
@@ -40,6 +41,7 @@ func (c *scriptConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.n += len(p)
+	c.writes++
 	if c.discard {
 		return len(p), nil
 	}
@@ -822,5 +824,31 @@ func TestPipelinedRequestDuringWatch(t *testing.T) {
 		if err != nil || resp.StatusCode != 200 || string(b) != want {
 			t.Fatalf("%s: status %d body %q err %v", want, resp.StatusCode, b, err)
 		}
+	}
+}
+
+// Each response reaches the connection in as few writes as its flushes
+// allow: head and body together.
+func TestWritesPerResponse(t *testing.T) {
+	tests := []struct {
+		name   string
+		script string
+		writes int
+	}{
+		{"buffered body: one write", helloReq, 1},
+		{"declared length: one write", "GET /cl HTTP/1.1\r\nHost: a\r\n\r\n", 1},
+		{"chunked past the buffer: one write", "GET /big HTTP/1.1\r\nHost: a\r\n\r\n", 1},
+		{"two flushes: two writes and the last chunk", "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n", 3},
+		{"bad request: one write", "GET / HTTP/1.1\r\n\r\n", 1},
+		{"three pipelined requests: three writes", helloReq + helloReq + helloReq, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sc := &scriptConn{in: strings.NewReader(tt.script)}
+			(&Server{Handler: &testHandler{}}).newConn(context.Background(), sc).serve()
+			if sc.writes != tt.writes {
+				t.Errorf("%d writes, want %d: %q", sc.writes, tt.writes, sc.out.String())
+			}
+		})
 	}
 }
