@@ -225,6 +225,10 @@ func ChatToMessagesRequest(body []byte, defaultMaxTokens int64) (Request, error)
 	if len(out.Messages) == 0 {
 		return Request{}, unsupported("messages", "has no user or assistant content (Anthropic needs at least one message)")
 	}
+	if out.Messages[len(out.Messages)-1].Role == "assistant" {
+		// Anthropic would continue that turn (prefill); OpenAI answers anew.
+		return Request{}, unsupported(index("messages", len(msgs)-1)+".role", "a final assistant turn would be continued by Anthropic, not answered")
+	}
 	if res.Body, err = marshal(out); err != nil {
 		return Request{}, unsupported("body", "cannot be encoded: %v", err)
 	}
@@ -784,6 +788,9 @@ func MessagesToChatRequest(body []byte, opt ChatOptions) (Request, error) {
 		if err := anthropicMessage(&out, raw, index("messages", i)); err != nil {
 			return Request{}, err
 		}
+	}
+	if out.Messages[len(out.Messages)-1].Role == "assistant" {
+		return Request{}, unsupported(index("messages", len(msgs)-1)+".role", "a final assistant turn (prefill) is continued by Anthropic; OpenAI has no equivalent")
 	}
 	b, err := marshal(out)
 	if err != nil {

@@ -48,8 +48,9 @@ func TestChatToMessagesRequest(t *testing.T) {
 			`{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true},"stop":["a","b"]}`,
 			`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"}]}],"max_tokens":4096,"stop_sequences":["a","b"],"stream":true}`, true, ""},
 		{"assistant refusal kept as text",
-			`{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"refusal":"no"}]}`,
-			`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"}]},{"role":"assistant","content":[{"type":"text","text":"no"}]}],"max_tokens":4096}`, false, ""},
+			`{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"refusal":"no"},{"role":"user","content":"y"}]}`,
+			`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"}]},{"role":"assistant","content":[{"type":"text","text":"no"}]},{"role":"user","content":[{"type":"text","text":"y"}]}],"max_tokens":4096}`, false, ""},
+		{"final assistant turn would become a prefill", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Sure"}]}`, "", false, "messages[1].role"},
 
 		{"n above 1", `{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}`, "", false, "n"},
 		{"logprobs", `{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}`, "", false, "logprobs"},
@@ -143,6 +144,7 @@ func TestMessagesToChatRequest(t *testing.T) {
 		{"thinking block in history", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":[{"type":"thinking","thinking":"hm","signature":"s"}]}]}`, "", "messages[1].content[0].type"},
 		{"citations on a text block", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"x","citations":[{"type":"char_location"}]}]}]}`, "", "messages[0].content[0].citations"},
 		{"tool result after text in one turn", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"tool_result","tool_use_id":"t","content":"r"}]}]}`, "", "messages[0].content[1].type"},
+		{"prefill", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"{"}]}`, "", "messages[1].role"},
 		{"container", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}],"container":"c1"}`, "", "container"},
 	}
 	for _, tc := range tests {
