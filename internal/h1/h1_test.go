@@ -751,6 +751,13 @@ func TestServeErrors(t *testing.T) {
 	if err := (&Server{}).Serve(ln); err == nil || !strings.Contains(err.Error(), "Handler is nil") {
 		t.Errorf("no handler: %v", err)
 	}
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Serve returned and left its listener open (accept: %v)", err)
+	}
+	if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
 	s := &Server{Handler: &testHandler{}}
 	go func() { time.Sleep(50 * time.Millisecond); ln.Close() }()
 	if err := s.Serve(ln); err == nil || errors.Is(err, http.ErrServerClosed) || !errors.Is(err, net.ErrClosed) {

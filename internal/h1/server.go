@@ -114,8 +114,10 @@ const (
 )
 
 // Serve accepts connections on ln and serves each in its own goroutine. It
-// returns http.ErrServerClosed after Shutdown, or the listener's error.
+// returns http.ErrServerClosed after Shutdown, or the listener's error; it
+// closes ln when it returns (as net/http's Serve does).
 func (s *Server) Serve(ln net.Listener) error {
+	defer ln.Close()
 	if s.Handler == nil {
 		return errors.New("h1: Server.Handler is nil")
 	}
