@@ -258,7 +258,7 @@ func TestDeadlineBoundsTheWholeChain(t *testing.T) {
 
 func TestKeyRotationOn429(t *testing.T) {
 	h := newHarness(t, nil)
-	h.keys.keys["oa"] = []router.Key{{ID: "k1", Secret: []byte(canaryOA)}, {ID: "k2", Secret: []byte(canaryOA2)}}
+	h.keys.set("oa", router.Key{ID: "k1", Secret: []byte(canaryOA)}, router.Key{ID: "k2", Secret: []byte(canaryOA2)})
 	h.oa.Push(routertest.Behavior{Status: 429})
 	status, hdr, body := h.post("/v1/chat/completions", strings.Replace(chatBody, `"default"`, `"solo"`, 1))
 	if status != 200 || hdr.Get("X-Clawcage-Attempts") != "2" || hdr.Get("X-Clawcage-Target") != "oa/gpt-a" {

@@ -39,6 +39,15 @@ func (m *memKeys) Keys(p string) []router.Key {
 	return m.keys[p]
 }
 
+// set replaces the keys of provider p. (Under the lock: the router's
+// sockets use raw syscalls, which give the race detector no
+// happens-before edge from the test's request to the handler.)
+func (m *memKeys) set(p string, keys ...router.Key) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keys[p] = keys
+}
+
 type memUsage struct {
 	mu         sync.Mutex
 	recs       []router.UsageRecord

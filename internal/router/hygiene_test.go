@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clawcage/clawcage/internal/router"
 	"github.com/clawcage/clawcage/internal/router/routertest"
 )
 
@@ -91,8 +92,7 @@ func TestCanaryKeyNeverLeaks(t *testing.T) {
 	h := newHarness(t, nil)
 	h.oa.EchoKeyHeader, h.an.EchoKeyHeader = true, true
 	h.oa.EchoKeyInError, h.an.EchoKeyInError, h.ob.EchoKeyInError, h.an2.EchoKeyInError = true, true, true, true
-	h.keys.keys["oa"] = append(h.keys.keys["oa"], h.keys.keys["oa"][0])
-	h.keys.keys["oa"][1].ID, h.keys.keys["oa"][1].Secret = "oa-2", []byte(canaryOA2)
+	h.keys.set("oa", router.Key{ID: "oa-1", Secret: []byte(canaryOA)}, router.Key{ID: "oa-2", Secret: []byte(canaryOA2)})
 
 	h.oa.Push(routertest.Behavior{Status: 429}, routertest.Behavior{Status: 500}, routertest.Behavior{Status: 400})
 	h.an.Push(routertest.Behavior{Status: 529}, routertest.Behavior{Status: 401}, routertest.Behavior{DieMidStream: true})
