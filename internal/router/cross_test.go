@@ -472,3 +472,74 @@ func TestTranslatedRequestsKeepKeysInside(t *testing.T) {
 		t.Errorf("the provider's (redacted) error message did not reach the client")
 	}
 }
+
+// TestTranslatedCacheUsage: cached input tokens, reported each provider's
+// way, reach the client in its own dialect's terms and the ledger as input
+// tokens.
+func TestTranslatedCacheUsage(t *testing.T) {
+	h := crossHarness(t)
+	h.an.CachedTokens, h.oa.CachedTokens = 5, 5
+	ctx := ctxT(t)
+
+	// OpenAI SDK, Anthropic provider: 11 input + 5 cache reads = 16 prompt tokens, 5 cached.
+	oc := h.openai()
+	got, err := oc.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model: "claude", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	})
+	if err != nil {
+		t.Fatalf("chat: %v", err)
+	}
+	if got.Usage.PromptTokens != 16 || got.Usage.PromptTokensDetails.CachedTokens != 5 || got.Usage.TotalTokens != 23 {
+		t.Errorf("openai usage = %+v", got.Usage)
+	}
+	stream := oc.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+		Model: "claude", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
+	})
+	acc := openai.ChatCompletionAccumulator{}
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil || acc.Usage.PromptTokens != 16 || acc.Usage.PromptTokensDetails.CachedTokens != 5 {
+		t.Errorf("streamed openai usage = %+v (%v)", acc.Usage, err)
+	}
+
+	// Anthropic SDK, OpenAI provider: 11 prompt tokens of which 5 cached = 6 input + 5 cache reads.
+	ac := h.anthropic()
+	msg, err := ac.Messages.New(ctx, anthropic.MessageNewParams{
+		Model: "solo", MaxTokens: 50, Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
+	})
+	if err != nil {
+		t.Fatalf("messages: %v", err)
+	}
+	if msg.Usage.InputTokens != 6 || msg.Usage.CacheReadInputTokens != 5 || msg.Usage.OutputTokens != 7 {
+		t.Errorf("anthropic usage = %+v", msg.Usage)
+	}
+	astream := ac.Messages.NewStreaming(ctx, anthropic.MessageNewParams{
+		Model: "solo", MaxTokens: 50, Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
+	})
+	amsg := anthropic.Message{}
+	for astream.Next() {
+		if err := amsg.Accumulate(astream.Current()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := astream.Err(); err != nil || amsg.Usage.InputTokens != 6 || amsg.Usage.CacheReadInputTokens != 5 || amsg.Usage.OutputTokens != 7 {
+		t.Errorf("streamed anthropic usage = %+v (%v)", amsg.Usage, err)
+	}
+
+	h.closeRouter()
+	recs := h.usage.records()
+	if len(recs) != 4 {
+		t.Fatalf("usage records = %+v", recs)
+	}
+	for i, r := range recs { // in completion order: a stream's row may come after the next request's
+		wantIn, wantCost := int64(16), (16*3+7*15)/1e6
+		if r.Provider == "oa" {
+			wantIn, wantCost = 11, (11*2+7*8)/1e6
+		}
+		if r.TokensIn != wantIn || r.TokensOut != 7 || math.Abs(r.CostUSD-wantCost) > 1e-12 {
+			t.Errorf("usage record %d = %+v, want %d in, 7 out, $%g", i, r, wantIn, wantCost)
+		}
+	}
+}

@@ -67,6 +67,11 @@ type Provider struct {
 	Chunks int
 	// InputTokens and OutputTokens are reported in usage (default 11, 7).
 	InputTokens, OutputTokens int
+	// CachedTokens, when not 0, are input tokens read from the provider's
+	// prompt cache, reported each provider's way: OpenAI counts them
+	// within prompt_tokens (prompt_tokens_details.cached_tokens),
+	// Anthropic apart from input_tokens (cache_read_input_tokens).
+	CachedTokens int
 	// EchoKeyHeader puts the received key into an otherwise allowed
 	// response header, to prove the router strips it.
 	EchoKeyHeader bool
@@ -355,7 +360,20 @@ func (s *sse) event(name string, v any) {
 }
 
 func (p *Provider) usageOpenAI() map[string]any {
-	return map[string]any{"prompt_tokens": p.InputTokens, "completion_tokens": p.OutputTokens, "total_tokens": p.InputTokens + p.OutputTokens}
+	u := map[string]any{"prompt_tokens": p.InputTokens, "completion_tokens": p.OutputTokens, "total_tokens": p.InputTokens + p.OutputTokens}
+	if p.CachedTokens != 0 {
+		u["prompt_tokens_details"] = map[string]any{"cached_tokens": p.CachedTokens}
+	}
+	return u
+}
+
+// usageAnthropic is an Anthropic usage object with output tokens out.
+func (p *Provider) usageAnthropic(out int) map[string]any {
+	u := map[string]any{"input_tokens": p.InputTokens, "output_tokens": out}
+	if p.CachedTokens != 0 {
+		u["cache_read_input_tokens"] = p.CachedTokens
+	}
+	return u
 }
 
 func (p *Provider) chat(w http.ResponseWriter, req request, b Behavior) {
@@ -452,12 +470,12 @@ func (p *Provider) messages(w http.ResponseWriter, req request, b Behavior) {
 			stop = "tool_use"
 		}
 		writeJSON(w, map[string]any{"id": id, "type": "message", "role": "assistant", "model": req.Model, "content": content,
-			"stop_reason": stop, "stop_sequence": nil, "usage": map[string]any{"input_tokens": p.InputTokens, "output_tokens": p.OutputTokens}})
+			"stop_reason": stop, "stop_sequence": nil, "usage": p.usageAnthropic(p.OutputTokens)})
 		return
 	}
 	s := newSSE(w)
 	s.event("message_start", map[string]any{"type": "message_start", "message": map[string]any{"id": id, "type": "message", "role": "assistant",
-		"model": req.Model, "content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": map[string]any{"input_tokens": p.InputTokens, "output_tokens": 1}}})
+		"model": req.Model, "content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": p.usageAnthropic(1)}})
 	if b.DieMidStream {
 		hijackClose(w)
 		return
