@@ -418,6 +418,9 @@ func TestUntranslatableRequests(t *testing.T) {
 		if len(h.an.Requests())+len(h.an2.Requests()) != 0 {
 			t.Errorf("an untranslatable request reached a provider")
 		}
+		if n := counterValue(t, h, "clawcage_router_admission_refusals_total", "reason", "untranslatable"); n != 1 {
+			t.Errorf("untranslatable refusals counted %v times, want 1", n)
+		}
 	})
 	t.Run("anthropic SDK with thinking, openai-only route: 400 in anthropic's shape", func(t *testing.T) {
 		h := crossHarness(t)
@@ -542,4 +545,26 @@ func TestTranslatedCacheUsage(t *testing.T) {
 			t.Errorf("usage record %d = %+v, want %d in, 7 out, $%g", i, r, wantIn, wantCost)
 		}
 	}
+}
+
+// counterValue is the value of the counter name whose label has value.
+func counterValue(t *testing.T, h *harness, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := h.r.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -261,6 +261,7 @@ func (h *sandboxHandler) forward(w http.ResponseWriter, req *http.Request, q *re
 		if _, err := cross.get(q, other); err != nil {
 			tk.done(0, 0)
 			ae := untranslatable(q, route, err)
+			h.r.metrics.refusals.WithLabelValues(h.sandbox, ae.reason).Inc()
 			h.r.log.Info("request refused", "sandbox", h.sandbox, "route", route.name, "reason", ae.message, "status", ae.status)
 			ae.write(w, q.ep.dialect)
 			return
