@@ -1,7 +1,7 @@
 #!/bin/sh
 # Privacy router benchmark: direct vs clawcage vs a bare Go ReverseProxy
-# (the floor) vs nginx (a minimal C reverse proxy), side by side in one
-# run. Run as root from anywhere: bench/router/run.sh [router-bench flags...]
+# (the floor) vs a minimal Go HTTP/1.1 proxy (the lean floor) vs nginx (a
+# minimal C reverse proxy), side by side in one run. Run as root from anywhere: bench/router/run.sh [router-bench flags...]
 # nginx is installed with apt-get (nginx-light) if missing.
 # ROUTER_BENCH_BASELINE=<git revision> also builds clawcage at that revision
 # (from `git archive`, outside the checkout) and runs it side by side as
@@ -29,4 +29,4 @@ if [ -n "${ROUTER_BENCH_BASELINE:-}" ]; then
 fi
 echo "go: $(go version); nginx: $($ngx -v 2>&1 | head -1); cpus: $(nproc); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 # shellcheck disable=SC2086 # $base is empty or two words
-exec "$work/router-bench" -clawcage "$work/clawcage" $base -nginx "$ngx" "$@"
+exec "$work/router-bench" -clawcage "$work/clawcage" $base -lean-floor -nginx "$ngx" "$@"
