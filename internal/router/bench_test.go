@@ -219,3 +219,48 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 func (w *discardWriter) Flush() {}
+
+// BenchmarkTranslatedHandler is BenchmarkHandler for an Anthropic client
+// served by the same OpenAI upstream: the request, the answer (or each
+// stream event) and the usage are translated. The difference from
+// BenchmarkHandler is what translation costs a request.
+func BenchmarkTranslatedHandler(b *testing.B) {
+	for _, size := range []int{1024, 10240} {
+		for _, stream := range []bool{false, true} {
+			b.Run(fmt.Sprintf("size=%d/stream=%v", size, stream), func(b *testing.B) {
+				r, err := router.New(router.Options{
+					Providers: map[string]router.Provider{"fake": {Kind: router.KindOpenAI, BaseURL: "http://127.0.0.1:9/v1"}},
+					Routes:    map[string][]router.Target{"bench": {{Provider: "fake", Model: "gpt-bench"}}},
+					Keys:      &memKeys{keys: map[string][]router.Key{"fake": {{ID: "k", Secret: []byte("sk-bench-0123456789")}}}},
+					Usage:     &discardUsage{},
+					Log:       slog.New(slog.NewJSONHandler(io.Discard, nil)),
+					Transport: cannedUpstream(size, stream),
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close()
+				h := r.Handler("bench")
+				body := []byte(fmt.Sprintf(`{"model":"bench","system":"You are terse.","messages":[{"role":"user","content":%q}],"max_tokens":256,"stream":%v}`, strings.Repeat("Tell me about the weather in Paris. ", 8), stream))
+				rd := &rewindReader{}
+				req, _ := http.NewRequest(http.MethodPost, "http://inference.local:8080/v1/messages", rd)
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Anthropic-Version", "2023-06-01")
+				req.Header.Set("X-Api-Key", "sk-sandbox-fake")
+				w := &discardWriter{h: http.Header{}}
+				b.ReportAllocs()
+				cpu0 := cpuTime()
+				for b.Loop() {
+					rd.Reset(body)
+					clear(w.h)
+					w.status = 0
+					h.ServeHTTP(w, req)
+					if w.status != http.StatusOK {
+						b.Fatalf("status %d", w.status)
+					}
+				}
+				b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
