@@ -83,12 +83,32 @@ func (r *sseReader) end(fn func(name, data []byte) error) error {
 	return r.lineDone(nil, fn)
 }
 
+// encoder encodes JSON without HTML escaping into a buffer it reuses: the
+// result is valid until the next call.
+type encoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+func (e *encoder) encode(v any) []byte {
+	if e.enc == nil {
+		e.enc = json.NewEncoder(&e.buf)
+		e.enc.SetEscapeHTML(false)
+	}
+	e.buf.Reset()
+	if err := e.enc.Encode(v); err != nil {
+		panic(fmt.Sprintf("xlate: encoding %T: %v", v, err)) // only plain structs of strings and numbers reach here
+	}
+	return bytes.TrimSuffix(e.buf.Bytes(), []byte("\n"))
+}
+
 // ChatStream turns an Anthropic Messages event stream into an OpenAI chat
 // completion chunk stream. Feed it the upstream bytes as they arrive.
 type ChatStream struct {
 	includeUsage bool
 	created      int64
 	sse          sseReader
+	enc          encoder
 	out          []byte
 
 	id, model string
@@ -187,7 +207,7 @@ func (s *ChatStream) Close(dst []byte) ([]byte, error) {
 func (s *ChatStream) chunk(d oaDelta, finish *string) {
 	c := oaChunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
 		Choices: []oaChunkChoice{{Delta: d, FinishReason: finish}}}
-	s.data(mustMarshal(c))
+	s.data(s.enc.encode(c))
 }
 
 func (s *ChatStream) data(b []byte) {
@@ -278,7 +298,7 @@ func (s *ChatStream) event(_, data []byte) error {
 		}
 	case "message_stop":
 		if s.includeUsage {
-			s.data(mustMarshal(oaChunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
+			s.data(s.enc.encode(oaChunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
 				Choices: []oaChunkChoice{}, Usage: s.usage.toOpenAI()}))
 		}
 		s.out = append(s.out, "data: [DONE]\n\n"...)
@@ -288,7 +308,7 @@ func (s *ChatStream) event(_, data []byte) error {
 		if e.Error != nil {
 			typ, msg = e.Error.Type, e.Error.Message
 		}
-		s.data(mustMarshal(map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nil}}))
+		s.data(s.enc.encode(map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nil}}))
 		s.done = true
 	default:
 		// Anthropic may add event types; unknown ones are to be ignored.
@@ -307,6 +327,7 @@ func setIf(dst *int64, v *int64) {
 // arrive.
 type MessagesStream struct {
 	sse sseReader
+	enc encoder
 	out []byte
 
 	started  bool
@@ -370,7 +391,7 @@ func (s *MessagesStream) emit(name string, v any) {
 	s.out = append(s.out, "event: "...)
 	s.out = append(s.out, name...)
 	s.out = append(s.out, "\ndata: "...)
-	s.out = append(s.out, mustMarshal(v)...)
+	s.out = append(s.out, s.enc.encode(v)...)
 	s.out = append(s.out, "\n\n"...)
 }
 
