@@ -400,7 +400,9 @@ func openAIMessage(out *anthRequest, raw json.RawMessage, field string) error {
 		}
 		b := anthBlock{Type: "tool_result", ToolUseID: id}
 		if s, ok := asString(m["content"]); ok {
-			b.Content = mustMarshal(s)
+			if s != "" { // an empty result is a result without content
+				b.Content = mustMarshal(s)
+			}
 		} else {
 			parts, err := openAIContent(m["content"], join(field, "content"), false)
 			if err != nil {
