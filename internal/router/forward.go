@@ -373,7 +373,9 @@ chain:
 		tk.done(0, 0)
 		if last != nil && last.status != 0 {
 			hdr := w.Header()
-			copyOutbound(hdr, last.header, nil)
+			for k, vs := range last.header { // filtered and checked for key bytes by attempt
+				hdr[k] = vs
+			}
 			h.setRouteHeaders(hdr, route, lastTarget, attempts)
 			w.WriteHeader(last.status)
 			_, _ = w.Write(last.body)
@@ -570,7 +572,10 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q, uq 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		body, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		body = redactSecrets(body, keys)
-		res := &attemptResult{status: resp.StatusCode, header: resp.Header.Clone(), body: body, retryAfter: retryAfter(resp.Header, time.Now())}
+		// header keeps only what may reach the sandbox, already checked
+		// for key bytes: the chain may answer with it after this attempt.
+		res := &attemptResult{status: resp.StatusCode, header: make(http.Header, 4), body: body, retryAfter: retryAfter(resp.Header, time.Now())}
+		copyOutbound(res.header, resp.Header, keys)
 		if rerr != nil && len(body) == 0 {
 			res.err = attemptErr(rerr, timedOut, limit.Sub(start))
 		}
@@ -588,11 +593,10 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q, uq 
 		res.outcome = final
 		res.ttfb = time.Since(start)
 		hdr := w.Header()
-		copyOutbound(hdr, resp.Header, keys)
-		h.setRouteHeaders(hdr, route, t, n)
-		if uq.translated {
-			hdr.Set("Content-Type", "application/json")
+		for k, vs := range res.header {
+			hdr[k] = vs
 		}
+		h.setRouteHeaders(hdr, route, t, n)
 		w.WriteHeader(resp.StatusCode)
 		_, _ = w.Write(res.body)
 		return res

@@ -156,3 +156,32 @@ func TestCanaryKeyNeverLeaks(t *testing.T) {
 		}
 	}
 }
+
+// TestExhaustedChainHeadersCarryNoKey: when every attempt fails, the
+// chain answers with the last provider error; its headers are checked for
+// key bytes like those of any other answer (review F7).
+func TestExhaustedChainHeadersCarryNoKey(t *testing.T) {
+	for _, tc := range []struct{ name, path, body string }{
+		{"same dialect", "/v1/chat/completions", `{"model":"solo","messages":[{"role":"user","content":"hi"}]}`},
+		{"translated", "/v1/messages", `{"model":"solo","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.oa.EchoKeyHeader = true
+			for range 20 {
+				h.oa.Push(routertest.Behavior{Status: 503})
+			}
+			status, hdr, _ := h.post(tc.path, tc.body, "anthropic-version", "2023-06-01")
+			if status != 503 || hdr.Get("X-Ratelimit-Remaining-Requests") != "99" {
+				t.Fatalf("status %d, rate-limit header %q: want the provider's 503 with its clean headers", status, hdr.Get("X-Ratelimit-Remaining-Requests"))
+			}
+			for k, vs := range hdr {
+				for _, v := range vs {
+					if strings.Contains(v, canaryOA) {
+						t.Errorf("key in response header %s", k)
+					}
+				}
+			}
+		})
+	}
+}
