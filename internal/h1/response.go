@@ -275,12 +275,19 @@ func (c *conn) flushOut() {
 	}
 }
 
+// write writes p to the connection within the write timeout. The first
+// error is kept in c.werr and cancels the request's context (as net/http
+// does): the connection is done.
 func (c *conn) write(p []byte) {
 	if c.werr != nil {
 		return
 	}
+	if c.wto > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.wto))
+	}
 	if _, err := c.nc.Write(p); err != nil {
 		c.werr = err
+		c.cancelRequest()
 	}
 }
 
@@ -352,8 +359,9 @@ func (b *body) close() {
 
 // finish closes the body when the response head is committed: what the
 // handler left unread is drained (up to maxDrain, within the header read
-// timeout) so that the connection can serve the next request; otherwise the
-// connection closes after the response.
+// timeout or, without one, the body read timeout) so that the connection
+// can serve the next request; otherwise the connection closes after the
+// response.
 func (b *body) finish() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -367,7 +375,14 @@ func (b *body) finish() {
 		w.closeAfter = true
 		return
 	}
-	w.c.setReadDeadline(w.c.s.ReadHeaderTimeout)
+	// The drain as a whole is bounded: by the header read timeout (the
+	// next head waits behind it), or by the body timeout without one.
+	w.c.lim.perRead = 0
+	d := w.c.s.ReadHeaderTimeout
+	if d <= 0 {
+		d = w.c.s.bodyReadTimeout()
+	}
+	w.c.setReadDeadline(d)
 	_, err := io.CopyN(io.Discard, b.r, maxDrain+1)
 	_ = w.c.nc.SetReadDeadline(time.Time{})
 	if err == io.EOF {

@@ -10,10 +10,12 @@
 // "Expect: 100-continue", HEAD, responses with a declared Content-Length, a
 // buffered body's length, chunked or (HTTP/1.0 only) close-delimited
 // framing, http.Flusher, header size limits (431), a header read timeout, an
-// idle timeout, bounded draining of unread request bodies, handler panic
-// recovery, graceful Shutdown, and cancellation of a request's context when
-// the client hangs up while its handler runs (without a goroutine per
-// request; see watch.go).
+// idle timeout, a request body progress timeout and a per-write timeout (on
+// by default: a client that stops sending its body or stops reading its
+// response cannot hold its connection), bounded draining of unread request
+// bodies, handler panic recovery, graceful Shutdown, and cancellation of a
+// request's context when the client hangs up while its handler runs
+// (without a goroutine per request; see watch.go).
 //
 // It deliberately does not implement: HTTP/2 (or h2c upgrades), TLS,
 // connection upgrades or http.Hijacker, trailers (request trailers are
@@ -70,6 +72,20 @@ const (
 	lingerTimeout = 500 * time.Millisecond
 	// readBufferSize is the size of a connection's bufio.Reader.
 	readBufferSize = 4 << 10
+
+	// DefaultBodyReadTimeout is Server.BodyReadTimeout's default. A
+	// sandbox sends its request bodies over a local link where they move
+	// in milliseconds; a body that makes no progress for 30 s comes from a
+	// client that stalled on purpose or is stuck, and it would hold its
+	// goroutine and the router's in-flight slot. 30 s still covers a
+	// sandbox starved of CPU or briefly frozen by its cgroup.
+	DefaultBodyReadTimeout = 30 * time.Second
+	// DefaultWriteTimeout is Server.WriteTimeout's default. Streamed LLM
+	// output can pause for tens of seconds between events (a model
+	// thinking, a slow upstream), but the client only has to take what
+	// was sent: one that reads nothing for a minute, while the kernel's
+	// buffers are full, is gone or stalling on purpose.
+	DefaultWriteTimeout = 60 * time.Second
 )
 
 // Server serves HTTP/1.x on the connections its listeners accept. Its
@@ -84,6 +100,19 @@ type Server struct {
 	// IdleTimeout bounds the wait for the next request on a kept-alive
 	// connection. Zero means no limit.
 	IdleTimeout time.Duration
+	// BodyReadTimeout bounds each wait for request body bytes: the body
+	// must make progress at least this often, or the handler's read fails
+	// with a timeout (os.ErrDeadlineExceeded) and the connection closes
+	// after the response. Zero means DefaultBodyReadTimeout; a negative
+	// value means no limit.
+	BodyReadTimeout time.Duration
+	// WriteTimeout bounds each write to the connection (the deadline is
+	// set anew before every write, so a long stream is fine as long as the
+	// client keeps reading). A write that times out fails the handler's
+	// Write or Flush, cancels the request's context and resets the
+	// connection. Zero means DefaultWriteTimeout; a negative value means
+	// no limit.
+	WriteTimeout time.Duration
 	// MaxHeaderBytes bounds the bytes of a request head (request line and
 	// header fields); a longer head gets 431. Zero means
 	// http.DefaultMaxHeaderBytes.
@@ -251,6 +280,22 @@ func (s *Server) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// bodyReadTimeout and writeTimeout are the effective timeouts, 0 for none.
+func (s *Server) bodyReadTimeout() time.Duration {
+	return orDefault(s.BodyReadTimeout, DefaultBodyReadTimeout)
+}
+func (s *Server) writeTimeout() time.Duration { return orDefault(s.WriteTimeout, DefaultWriteTimeout) }
+
+func orDefault(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
 func (s *Server) maxHeaderBytes() int64 {
 	if s.MaxHeaderBytes > 0 {
 		return int64(s.MaxHeaderBytes)
@@ -267,6 +312,7 @@ type conn struct {
 	lim    limitReader   // counts the head's bytes for MaxHeaderBytes
 	br     *bufio.Reader // reads from lim
 	state  connState     // guarded by s.mu
+	wto    time.Duration // the write timeout, 0 for none
 
 	pend []byte   // body bytes held before the head is committed
 	out  []byte   // head and framed body bytes not yet written
@@ -284,7 +330,8 @@ func (s *Server) newConn(base context.Context, nc net.Conn) *conn {
 		nc:     nc,
 		ctx:    context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr()),
 		remote: nc.RemoteAddr().String(),
-		lim:    limitReader{r: nc},
+		lim:    limitReader{nc: nc},
+		wto:    s.writeTimeout(),
 	}
 	c.br = bufio.NewReaderSize(&c.lim, readBufferSize)
 	c.watch.init(c)
@@ -341,7 +388,7 @@ func (c *conn) awaitRequest(first bool) bool {
 		if !c.s.setState(c, stateIdle) {
 			return false
 		}
-		c.lim.n, c.lim.err = limit, nil
+		c.lim.n, c.lim.err, c.lim.perRead = limit, nil, 0
 		wait := c.s.IdleTimeout
 		if first {
 			wait = c.s.ReadHeaderTimeout // from the accept
@@ -358,7 +405,7 @@ func (c *conn) awaitRequest(first bool) bool {
 		}
 	} else {
 		// A pipelined request: its bytes already read count as head bytes.
-		c.lim.n, c.lim.err = max(limit-int64(c.br.Buffered()), 1), nil
+		c.lim.n, c.lim.err, c.lim.perRead = max(limit-int64(c.br.Buffered()), 1), nil, 0
 		c.s.setState(c, stateActive)
 	}
 	c.setReadDeadline(c.s.ReadHeaderTimeout)
@@ -393,8 +440,10 @@ func (c *conn) readRequest() (req *http.Request, code int, reason string, err er
 		}
 		return nil, http.StatusBadRequest, "", err
 	}
+	// The head's deadline stays: nothing reads until the body (whose
+	// reads set their own deadlines), the disconnect watch (which lifts
+	// it) or the next head (which sets its own).
 	c.lim.n = math.MaxInt64
-	_ = c.nc.SetReadDeadline(time.Time{}) // bodies have no deadline (as net/http without ReadTimeout)
 	if req.ProtoMajor != 1 {
 		return nil, http.StatusHTTPVersionNotSupported, "unsupported protocol version", nil
 	}
@@ -430,9 +479,7 @@ func (c *conn) reject(code int, reason string) {
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
 		"Connection: close\r\n\r\n" + body
-	if _, err := io.WriteString(c.nc, msg); err != nil {
-		c.werr = err
-	}
+	c.write([]byte(msg))
 }
 
 // handle runs the handler for req and finishes its response. It reports
@@ -448,6 +495,7 @@ func (c *conn) handle(req *http.Request) bool {
 	w.closeAfter = req.Close || !req.ProtoAtLeast(1, 1) || len(req.TransferEncoding) > 0
 	if req.Body != nil && req.Body != http.NoBody {
 		w.body = &body{w: w, r: req.Body, remaining: req.ContentLength}
+		c.lim.perRead = c.s.bodyReadTimeout()
 		if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") && req.ProtoAtLeast(1, 1) {
 			w.body.expect = true
 		}
@@ -502,9 +550,17 @@ func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
 
 // close closes the connection; graceful sends a FIN first and reads what
 // the client still sends for a moment, so that the kernel does not reset
-// the connection (discarding the response) for unread data.
+// the connection (discarding the response) for unread data. After a failed
+// write the connection is reset: the response is cut anyway, and a
+// client that stopped reading would otherwise keep the unsent bytes in
+// the kernel (an orphaned socket) for minutes.
 func (c *conn) close(graceful bool) {
 	c.watch.shutdown()
+	if c.werr != nil && !graceful {
+		if tc, ok := c.nc.(interface{ SetLinger(int) error }); ok {
+			_ = tc.SetLinger(0)
+		}
+	}
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && graceful && c.s.setState(c, stateClosing) {
 		if cw.CloseWrite() == nil {
 			_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
@@ -514,13 +570,15 @@ func (c *conn) close(graceful bool) {
 	c.nc.Close()
 }
 
-// limitReader reads from r until n bytes are read, then reports EOF; the
+// limitReader reads from nc until n bytes are read, then reports EOF; the
 // connection sets n before each request head and lifts it after. err is
-// the last error r returned.
+// the last error nc returned. While perRead is set (a request body is
+// read), every read from nc must return within perRead.
 type limitReader struct {
-	r   io.Reader
-	n   int64
-	err error
+	nc      net.Conn
+	n       int64
+	err     error
+	perRead time.Duration
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
@@ -530,7 +588,10 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > l.n {
 		p = p[:l.n]
 	}
-	n, err := l.r.Read(p)
+	if l.perRead > 0 {
+		_ = l.nc.SetReadDeadline(time.Now().Add(l.perRead))
+	}
+	n, err := l.nc.Read(p)
 	l.n -= int64(n)
 	if err != nil {
 		l.err = err

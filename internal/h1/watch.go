@@ -87,7 +87,7 @@ func (wt *watch) fire() {
 		wt.mu.Unlock()
 		return
 	}
-	wt.state, wt.done = watchOn, make(chan struct{})
+	wt.on()
 	done := wt.done
 	wt.mu.Unlock()
 	wt.run(done)
@@ -102,10 +102,18 @@ func (c *conn) bodyDone() {
 		wt.mu.Unlock()
 		return
 	}
-	wt.state, wt.done = watchOn, make(chan struct{})
+	wt.on()
 	done := wt.done
 	wt.mu.Unlock()
 	go wt.run(done)
+}
+
+// on starts watching; wt.mu is held. Nothing else reads the connection
+// now: the read deadline left by the head or the body is lifted (under
+// wt.mu, so that stopWatch's deadline comes after it).
+func (wt *watch) on() {
+	_ = wt.c.nc.SetReadDeadline(time.Time{})
+	wt.state, wt.done = watchOn, make(chan struct{})
 }
 
 // run waits for the connection to become readable and peeks at it.

@@ -1,0 +1,269 @@
+package h1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clawcage/clawcage/internal/rawsock"
+)
+
+// awaitGoroutines waits (bounded) until no more than want goroutines run.
+func awaitGoroutines(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > want {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines 5 s after the connection ended, want at most %d:\n%s",
+				runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// awaitNoConns waits (bounded) until s tracks no connection.
+func awaitNoConns(t *testing.T, s *Server) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server still tracks %d connections 5 s later", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// dialSmallWindow dials addr with a 4 KiB receive buffer set before the
+// connect, so that a client that does not read stops the server soon.
+func dialSmallWindow(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// A client that stops reading a streamed response: the write deadline
+// fails the handler's Write (os.ErrDeadlineExceeded), cancels the
+// request's context, resets the connection and ends its goroutines.
+func TestWriteTimeoutClientStopsReading(t *testing.T) {
+	plain := func(ln net.Listener) net.Listener { return ln }
+	raw := func(ln net.Listener) net.Listener {
+		return rawsock.Listener{Listener: ln, Options: rawsock.Options{MaxSlice: 256 << 10}}
+	}
+	tests := []struct {
+		name  string
+		wrap  func(net.Listener) net.Listener
+		flush bool // Flush after every write (an SSE stream) or not
+	}{
+		{"streamed with Flush, plain TCP", plain, true},
+		{"streamed with Flush, raw-syscall connection (rawsock)", raw, true},
+		{"large writes without Flush, raw-syscall connection (rawsock)", raw, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			type result struct {
+				writes int
+				err    error
+				ctxErr error
+			}
+			done := make(chan result, 1)
+			chunk := strings.Repeat("x", 64<<10)
+			s := &Server{WriteTimeout: 300 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain")
+				var res result
+				for res.writes = 1; res.writes <= 1000; res.writes++ { // at most 64 MB
+					if _, res.err = io.WriteString(w, chunk); res.err == nil && tt.flush {
+						res.err = http.NewResponseController(w).Flush()
+					}
+					if res.err != nil {
+						break
+					}
+				}
+				res.ctxErr = r.Context().Err()
+				done <- res
+			})}
+			addr := startServerWrapped(t, s, tt.wrap)
+			time.Sleep(10 * time.Millisecond) // Serve's goroutine is up
+			base := runtime.NumGoroutine()
+			c := dialSmallWindow(t, addr)
+			if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			var res result
+			select {
+			case res = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the handler's writes still block 10 s after the client stopped reading (WriteTimeout 300 ms)")
+			}
+			if !errors.Is(res.err, os.ErrDeadlineExceeded) {
+				t.Errorf("write %d returned %v, want os.ErrDeadlineExceeded", res.writes, res.err)
+			}
+			if res.ctxErr != context.Canceled {
+				t.Errorf("request context after the failed write: %v, want context.Canceled", res.ctxErr)
+			}
+			awaitNoConns(t, s)
+			awaitGoroutines(t, base)
+
+			// The client finds a reset connection (the unsent rest of the
+			// response is dropped, not left to the kernel), after the
+			// start of a chunked 200.
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(c)
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("client read ended with %v after %d bytes, want ECONNRESET", err, len(got))
+			}
+			if len(got) > 0 {
+				const wantHead = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\nxxxx"
+				if head := dateRE.ReplaceAllString(string(got[:min(len(got), 200)]), "Date: X\r\n"); !strings.HasPrefix(head, wantHead) {
+					t.Errorf("client read %q..., want %q...", head[:min(len(head), len(wantHead))], wantHead)
+				}
+			}
+		})
+	}
+}
+
+// A client that keeps reading a slow stream is not cut by the write
+// deadline: it bounds each write, not the response.
+func TestWriteTimeoutSlowStreamThatIsRead(t *testing.T) {
+	s := &Server{WriteTimeout: 200 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 5; i++ {
+			_, _ = fmt.Fprintf(w, "data: %d\n\n", i)
+			if err := http.NewResponseController(w).Flush(); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // 500 ms in all
+		}
+	})}
+	addr := startServer(t, s)
+	c := dial(t, addr)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	want := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nDate: X\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+		"9\r\ndata: 0\n\n\r\n9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n9\r\ndata: 3\n\n\r\n9\r\ndata: 4\n\n\r\n0\r\n\r\n"
+	if got := dateRE.ReplaceAllString(readUntilClosed(t, c, 5*time.Second), "Date: X\r\n"); got != want {
+		t.Errorf("read %q, want %q", got, want)
+	}
+}
+
+// A client that stops sending its request body: the handler's read fails
+// with os.ErrDeadlineExceeded after BodyReadTimeout without progress, the
+// response closes the connection, and its goroutines end. A body that
+// trickles but progresses is read to its end.
+func TestBodyReadTimeout(t *testing.T) {
+	tests := []struct {
+		name   string
+		head   string
+		parts  []string // sent 100 ms apart, then the client goes silent
+		want   string   // the handler's answer: bytes read, timed out
+		closes bool     // the server closes the connection after the answer
+	}{
+		{"Content-Length body stops mid-way",
+			"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n", []string{"ab"}, "2 true", true},
+		{"chunked body stops mid-chunk",
+			"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", []string{"5\r\nhel"}, "3 true", true},
+		{"nothing of the body is sent",
+			"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n", nil, "0 true", true},
+		{"100-continue, then no body",
+			"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n", nil, "0 true", true},
+		{"trickling body that progresses within each deadline is read",
+			"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n",
+			[]string{"a", "b", "c", "d", "e", "f", "g", "h"}, "8 false", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Server{BodyReadTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second,
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					b, err := io.ReadAll(r.Body)
+					w.Header().Set("Content-Type", "text/plain")
+					_, _ = fmt.Fprintf(w, "%d %v", len(b), errors.Is(err, os.ErrDeadlineExceeded))
+				})}
+			addr := startServer(t, s)
+			time.Sleep(10 * time.Millisecond)
+			base := runtime.NumGoroutine()
+			c := dial(t, addr)
+			if _, err := io.WriteString(c, tt.head); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range tt.parts {
+				time.Sleep(100 * time.Millisecond)
+				if _, err := io.WriteString(c, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nContent-Length: " + fmt.Sprint(len(tt.want)) + "\r\n"
+			if tt.closes {
+				want += "Connection: close\r\n"
+			}
+			want += "\r\n" + tt.want
+			if strings.Contains(tt.head, "100-continue") {
+				want = "HTTP/1.1 100 Continue\r\n\r\n" + want
+			}
+			if !tt.closes {
+				// The connection stays usable: a pipelined request that
+				// closes it gets its answer after the first.
+				if _, err := io.WriteString(c, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				want += "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nContent-Length: 7\r\nConnection: close\r\n\r\n0 false"
+			}
+			if got := dateRE.ReplaceAllString(readUntilClosed(t, c, 5*time.Second), "Date: X\r\n"); got != want {
+				t.Errorf("read %q, want %q", got, want)
+			}
+			awaitNoConns(t, s)
+			awaitGoroutines(t, base)
+		})
+	}
+}
+
+// The defaults apply when the fields are zero; negative values lift them.
+func TestTimeoutDefaults(t *testing.T) {
+	tests := []struct {
+		name            string
+		s               *Server
+		wantBody, wantW time.Duration
+	}{
+		{"zero means the defaults", &Server{}, DefaultBodyReadTimeout, DefaultWriteTimeout},
+		{"set values are kept", &Server{BodyReadTimeout: time.Second, WriteTimeout: 2 * time.Second}, time.Second, 2 * time.Second},
+		{"negative means no limit", &Server{BodyReadTimeout: -1, WriteTimeout: -1}, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.s.bodyReadTimeout(); got != tt.wantBody {
+				t.Errorf("body read timeout %v, want %v", got, tt.wantBody)
+			}
+			if got := tt.s.writeTimeout(); got != tt.wantW {
+				t.Errorf("write timeout %v, want %v", got, tt.wantW)
+			}
+		})
+	}
+}
