@@ -3,9 +3,12 @@ package router_test
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
@@ -567,4 +570,59 @@ func counterValue(t *testing.T, h *harness, name, label, value string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestUntranslatableAnswerIsChargedAndFinal: an OpenAI-kind target whose
+// answer cannot be translated (tool arguments that are not JSON) has been
+// billed: the answer is final (a 502 in the client's dialect), charged at
+// the provider's usage, not retried, and no cooldown for anyone (review F1).
+// Arguments cut by the output limit are an answer (stop_reason max_tokens).
+func TestUntranslatableAnswerIsChargedAndFinal(t *testing.T) {
+	var calls atomic.Int64
+	var finish atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"write","arguments":"{\"text\":\"Once upon a time"}}]},"finish_reason":"`+finish.Load().(string)+`"}],"usage":{"prompt_tokens":50,"completion_tokens":4096,"total_tokens":4146}}`)
+	}))
+	t.Cleanup(up.Close)
+	h := newHarness(t, func(o *router.Options) {
+		o.Providers["ev"] = router.Provider{Kind: router.KindOpenAI, BaseURL: up.URL + "/v1"}
+		o.Routes["evr"] = []router.Target{{Provider: "ev", Model: "gpt-x"}}
+		o.Prices = map[string]router.Price{"gpt-x": {Input: 2, Output: 8}}
+	})
+	body := `{"model":"evr","max_tokens":4096,"tool_choice":{"type":"tool","name":"write"},"tools":[{"name":"write","input_schema":{"type":"object"}}],"messages":[{"role":"user","content":"write a novel"}]}`
+
+	finish.Store("stop")
+	for i := range 4 {
+		status, hdr, b := h.post("/v1/messages", body, "anthropic-version", "2023-06-01")
+		if status != http.StatusBadGateway || hdr.Get("X-Clawcage-Target") != "ev/gpt-x" ||
+			!strings.Contains(string(b), `"type":"api_error"`) || !strings.Contains(string(b), "could not be translated") {
+			t.Fatalf("request %d: status %d target %q body %s", i, status, hdr.Get("X-Clawcage-Target"), b)
+		}
+	}
+	if calls.Load() != 4 {
+		t.Errorf("provider called %d times for 4 requests: an untranslatable answer was retried", calls.Load())
+	}
+	// No cooldown: anyone's request to the target still goes through.
+	finish.Store("length")
+	status, _, b := h.post("/v1/messages", body, "anthropic-version", "2023-06-01")
+	if status != 200 || !strings.Contains(string(b), `"stop_reason":"max_tokens"`) || !strings.Contains(string(b), `"input":{}`) {
+		t.Fatalf("after 4 untranslatable answers: status %d body %s", status, b)
+	}
+	h.closeRouter()
+	recs := h.usage.records()
+	if len(recs) != 5 {
+		t.Fatalf("usage records = %+v", recs)
+	}
+	want := (50*2 + 4096*8) / 1e6
+	for _, r := range recs {
+		if r.TokensIn != 50 || r.TokensOut != 4096 || math.Abs(r.CostUSD-want) > 1e-12 {
+			t.Errorf("usage record %+v, want the provider's 50/4096 tokens at $%g", r, want)
+		}
+	}
+	if recs[0].Status != http.StatusBadGateway || !strings.Contains(recs[0].Error, "translate response") {
+		t.Errorf("ledger row of an untranslatable answer: status %d error %q", recs[0].Status, recs[0].Error)
+	}
 }

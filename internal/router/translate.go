@@ -118,10 +118,14 @@ func (h *sandboxHandler) relayTranslated(w http.ResponseWriter, resp *http.Respo
 			out, err = xlate.ChatToMessagesResponse(body)
 		}
 		if err != nil {
-			res.meter.release()
-			res.meter = meter{} // nothing served, nothing to count
-			// Not the provider's answer to pass on: like a broken connection.
-			res.status, res.outcome, res.err = 0, retryable, fmt.Errorf("translate response: %w", err)
+			// The provider has answered (and billed) this: it is final, not
+			// a failure of the target to fall back from or cool down. The
+			// client gets a 502 in its dialect; the usage is counted.
+			res.meter.finish()
+			res.status, res.outcome, res.err = http.StatusBadGateway, final, fmt.Errorf("translate response: %w", err)
+			ae := &apiError{status: http.StatusBadGateway, message: fmt.Sprintf("clawcage: the answer of %s could not be translated: %v", h.targetLabel(route, t), err)}
+			h.setRouteHeaders(hdr, route, t, n)
+			ae.write(w, q.ep.dialect)
 			return
 		}
 		out = redactSecrets(out, keys)

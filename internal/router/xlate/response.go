@@ -211,8 +211,18 @@ func ChatToMessagesResponse(body []byte) ([]byte, error) {
 	if c.Message.Refusal != nil && *c.Message.Refusal != "" {
 		out.Content = append(out.Content, textBlock(*c.Message.Refusal))
 	}
+	finish := ""
+	if c.FinishReason != nil {
+		finish = *c.FinishReason
+	}
 	for i, tc := range c.Message.ToolCalls {
 		input := json.RawMessage("{}")
+		if finish == "length" && !json.Valid([]byte(tc.Function.Arguments)) {
+			// Arguments cut by the output limit: Anthropic has no partial
+			// input; the stop reason (max_tokens) says the call is incomplete.
+			out.Content = append(out.Content, anthBlock{Type: "tool_use", ID: tc.ID, Name: tc.Function.Name, Input: input})
+			continue
+		}
 		if tc.Function.Arguments != "" {
 			if !json.Valid([]byte(tc.Function.Arguments)) {
 				return nil, fmt.Errorf("openai response: tool_calls[%d].function.arguments is not JSON", i)
@@ -223,10 +233,6 @@ func ChatToMessagesResponse(body []byte) ([]byte, error) {
 			input = compact([]byte(tc.Function.Arguments))
 		}
 		out.Content = append(out.Content, anthBlock{Type: "tool_use", ID: tc.ID, Name: tc.Function.Name, Input: input})
-	}
-	finish := ""
-	if c.FinishReason != nil {
-		finish = *c.FinishReason
 	}
 	sr := stopReason(finish)
 	out.StopReason = &sr

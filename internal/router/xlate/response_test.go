@@ -55,6 +55,9 @@ func TestChatToMessagesResponse(t *testing.T) {
 		{"length is max_tokens, refusal is text",
 			`{"id":"c","model":"g","choices":[{"message":{"content":null,"refusal":"I can't"},"finish_reason":"length"}]}`,
 			`{"id":"c","type":"message","role":"assistant","model":"g","content":[{"type":"text","text":"I can't"}],"stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}`, false},
+		{"tool arguments cut by the output limit",
+			`{"id":"c","model":"g","choices":[{"message":{"content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"write","arguments":"{\"text\":\"Once upon"}}]},"finish_reason":"length"}],"usage":{"prompt_tokens":50,"completion_tokens":4096}}`,
+			`{"id":"c","type":"message","role":"assistant","model":"g","content":[{"type":"tool_use","id":"call_1","name":"write","input":{}}],"stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":50,"output_tokens":4096,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}`, false},
 		{"tool arguments not an object", `{"id":"c","model":"g","choices":[{"message":{"tool_calls":[{"id":"x","type":"function","function":{"name":"f","arguments":"{broken"}}]},"finish_reason":"tool_calls"}]}`, "", true},
 		{"no choices", `{"id":"c","model":"g","choices":[]}`, "", true},
 	}
