@@ -377,7 +377,7 @@ func (b *body) finish() {
 	}
 	// The drain as a whole is bounded: by the header read timeout (the
 	// next head waits behind it), or by the body timeout without one.
-	w.c.lim.perRead = 0
+	w.c.lim.bodyDeadlines(0, 0)
 	d := w.c.s.ReadHeaderTimeout
 	if d <= 0 {
 		d = w.c.s.bodyReadTimeout()

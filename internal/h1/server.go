@@ -80,6 +80,11 @@ const (
 	// goroutine and the router's in-flight slot. 30 s still covers a
 	// sandbox starved of CPU or briefly frozen by its cgroup.
 	DefaultBodyReadTimeout = 30 * time.Second
+	// DefaultBodyTimeout is Server.BodyTimeout's default. The progress
+	// deadline alone lets a client trickle a byte every 29 s for as long
+	// as it likes; a whole body of 32 MiB (the router's largest) arrives
+	// within a minute even at 0.5 MiB/s, far below any local link.
+	DefaultBodyTimeout = 60 * time.Second
 	// DefaultWriteTimeout is Server.WriteTimeout's default. Streamed LLM
 	// output can pause for tens of seconds between events (a model
 	// thinking, a slow upstream), but the client only has to take what
@@ -106,6 +111,12 @@ type Server struct {
 	// after the response. Zero means DefaultBodyReadTimeout; a negative
 	// value means no limit.
 	BodyReadTimeout time.Duration
+	// BodyTimeout bounds the time from the end of a request's head to the
+	// end of its body (reads after it fail as with BodyReadTimeout),
+	// however the client paces it. It runs while the handler does other
+	// things between reads too. Zero means DefaultBodyTimeout; a negative
+	// value means no limit.
+	BodyTimeout time.Duration
 	// WriteTimeout bounds each write to the connection (the deadline is
 	// set anew before every write, so a long stream is fine as long as the
 	// client keeps reading). A write that times out fails the handler's
@@ -280,10 +291,12 @@ func (s *Server) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// bodyReadTimeout and writeTimeout are the effective timeouts, 0 for none.
+// bodyReadTimeout, bodyTimeout and writeTimeout are the effective
+// timeouts, 0 for none.
 func (s *Server) bodyReadTimeout() time.Duration {
 	return orDefault(s.BodyReadTimeout, DefaultBodyReadTimeout)
 }
+func (s *Server) bodyTimeout() time.Duration  { return orDefault(s.BodyTimeout, DefaultBodyTimeout) }
 func (s *Server) writeTimeout() time.Duration { return orDefault(s.WriteTimeout, DefaultWriteTimeout) }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -388,7 +401,8 @@ func (c *conn) awaitRequest(first bool) bool {
 		if !c.s.setState(c, stateIdle) {
 			return false
 		}
-		c.lim.n, c.lim.err, c.lim.perRead = limit, nil, 0
+		c.lim.n, c.lim.err = limit, nil
+		c.lim.bodyDeadlines(0, 0)
 		wait := c.s.IdleTimeout
 		if first {
 			wait = c.s.ReadHeaderTimeout // from the accept
@@ -405,7 +419,8 @@ func (c *conn) awaitRequest(first bool) bool {
 		}
 	} else {
 		// A pipelined request: its bytes already read count as head bytes.
-		c.lim.n, c.lim.err, c.lim.perRead = max(limit-int64(c.br.Buffered()), 1), nil, 0
+		c.lim.n, c.lim.err = max(limit-int64(c.br.Buffered()), 1), nil
+		c.lim.bodyDeadlines(0, 0)
 		c.s.setState(c, stateActive)
 	}
 	c.setReadDeadline(c.s.ReadHeaderTimeout)
@@ -495,7 +510,7 @@ func (c *conn) handle(req *http.Request) bool {
 	w.closeAfter = req.Close || !req.ProtoAtLeast(1, 1) || len(req.TransferEncoding) > 0
 	if req.Body != nil && req.Body != http.NoBody {
 		w.body = &body{w: w, r: req.Body, remaining: req.ContentLength}
-		c.lim.perRead = c.s.bodyReadTimeout()
+		c.lim.bodyDeadlines(c.s.bodyReadTimeout(), c.s.bodyTimeout())
 		if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") && req.ProtoAtLeast(1, 1) {
 			w.body.expect = true
 		}
@@ -572,13 +587,24 @@ func (c *conn) close(graceful bool) {
 
 // limitReader reads from nc until n bytes are read, then reports EOF; the
 // connection sets n before each request head and lifts it after. err is
-// the last error nc returned. While perRead is set (a request body is
-// read), every read from nc must return within perRead.
+// the last error nc returned. While a request body is read, every read
+// from nc must return within perRead and by until (see bodyDeadlines).
 type limitReader struct {
 	nc      net.Conn
 	n       int64
 	err     error
-	perRead time.Duration
+	perRead time.Duration // 0: no per-read deadline
+	until   time.Time     // zero: no whole-body deadline
+	timed   bool          // perRead or until is set
+}
+
+// bodyDeadlines makes each read from now on return within perRead and
+// within whole from now (0 for no bound; both 0 ends the body deadlines).
+func (l *limitReader) bodyDeadlines(perRead, whole time.Duration) {
+	l.perRead, l.until, l.timed = perRead, time.Time{}, perRead > 0 || whole > 0
+	if whole > 0 {
+		l.until = time.Now().Add(whole)
+	}
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
@@ -588,8 +614,14 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > l.n {
 		p = p[:l.n]
 	}
-	if l.perRead > 0 {
-		_ = l.nc.SetReadDeadline(time.Now().Add(l.perRead))
+	if l.timed {
+		t := l.until
+		if l.perRead > 0 {
+			if next := time.Now().Add(l.perRead); t.IsZero() || next.Before(t) {
+				t = next
+			}
+		}
+		_ = l.nc.SetReadDeadline(t)
 	}
 	n, err := l.nc.Read(p)
 	l.n -= int64(n)

@@ -178,30 +178,45 @@ func TestWriteTimeoutSlowStreamThatIsRead(t *testing.T) {
 // A client that stops sending its request body: the handler's read fails
 // with os.ErrDeadlineExceeded after BodyReadTimeout without progress, the
 // response closes the connection, and its goroutines end. A body that
-// trickles but progresses is read to its end.
+// trickles but progresses is read to its end, unless it outlasts
+// BodyTimeout.
 func TestBodyReadTimeout(t *testing.T) {
 	tests := []struct {
 		name   string
 		head   string
-		parts  []string // sent 100 ms apart, then the client goes silent
-		want   string   // the handler's answer: bytes read, timed out
-		closes bool     // the server closes the connection after the answer
+		parts  []string      // sent gap apart, then the client goes silent
+		gap    time.Duration // 0 for 100 ms
+		limits [2]time.Duration
+		want   string // the handler's answer: bytes read, timed out
+		closes bool   // the server closes the connection after the answer
 	}{
 		{"Content-Length body stops mid-way",
-			"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n", []string{"ab"}, "2 true", true},
+			"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n", []string{"ab"}, 0, [2]time.Duration{}, "2 true", true},
 		{"chunked body stops mid-chunk",
-			"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", []string{"5\r\nhel"}, "3 true", true},
+			"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", []string{"5\r\nhel"}, 0, [2]time.Duration{}, "3 true", true},
 		{"nothing of the body is sent",
-			"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n", nil, "0 true", true},
+			"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n", nil, 0, [2]time.Duration{}, "0 true", true},
 		{"100-continue, then no body",
-			"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n", nil, "0 true", true},
+			"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n", nil, 0, [2]time.Duration{}, "0 true", true},
 		{"trickling body that progresses within each deadline is read",
 			"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n",
-			[]string{"a", "b", "c", "d", "e", "f", "g", "h"}, "8 false", false},
+			[]string{"a", "b", "c", "d", "e", "f", "g", "h"}, 0, [2]time.Duration{}, "8 false", false},
+		// Each part comes well within the 600 ms progress deadline, but
+		// the body must end within 1 s of the head: the read waiting
+		// for the third part (due at 1.2 s) fails at 1 s.
+		{"trickling body that progresses but outlasts BodyTimeout",
+			"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n", []string{"ab", "ab", "ab"},
+			400 * time.Millisecond, [2]time.Duration{600 * time.Millisecond, time.Second}, "4 true", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &Server{BodyReadTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second,
+			if tt.gap == 0 {
+				tt.gap = 100 * time.Millisecond
+			}
+			if tt.limits[0] == 0 {
+				tt.limits[0] = 300 * time.Millisecond // per read; BodyTimeout: the default
+			}
+			s := &Server{BodyReadTimeout: tt.limits[0], BodyTimeout: tt.limits[1], ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second,
 				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					b, err := io.ReadAll(r.Body)
 					w.Header().Set("Content-Type", "text/plain")
@@ -215,7 +230,7 @@ func TestBodyReadTimeout(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, p := range tt.parts {
-				time.Sleep(100 * time.Millisecond)
+				time.Sleep(tt.gap)
 				if _, err := io.WriteString(c, p); err != nil {
 					t.Fatal(err)
 				}
@@ -248,18 +263,22 @@ func TestBodyReadTimeout(t *testing.T) {
 // The defaults apply when the fields are zero; negative values lift them.
 func TestTimeoutDefaults(t *testing.T) {
 	tests := []struct {
-		name            string
-		s               *Server
-		wantBody, wantW time.Duration
+		name                      string
+		s                         *Server
+		wantRead, wantBody, wantW time.Duration
 	}{
-		{"zero means the defaults", &Server{}, DefaultBodyReadTimeout, DefaultWriteTimeout},
-		{"set values are kept", &Server{BodyReadTimeout: time.Second, WriteTimeout: 2 * time.Second}, time.Second, 2 * time.Second},
-		{"negative means no limit", &Server{BodyReadTimeout: -1, WriteTimeout: -1}, 0, 0},
+		{"zero means the defaults", &Server{}, DefaultBodyReadTimeout, DefaultBodyTimeout, DefaultWriteTimeout},
+		{"set values are kept", &Server{BodyReadTimeout: time.Second, BodyTimeout: 3 * time.Second, WriteTimeout: 2 * time.Second},
+			time.Second, 3 * time.Second, 2 * time.Second},
+		{"negative means no limit", &Server{BodyReadTimeout: -1, BodyTimeout: -1, WriteTimeout: -1}, 0, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.s.bodyReadTimeout(); got != tt.wantBody {
-				t.Errorf("body read timeout %v, want %v", got, tt.wantBody)
+			if got := tt.s.bodyReadTimeout(); got != tt.wantRead {
+				t.Errorf("body read timeout %v, want %v", got, tt.wantRead)
+			}
+			if got := tt.s.bodyTimeout(); got != tt.wantBody {
+				t.Errorf("body timeout %v, want %v", got, tt.wantBody)
 			}
 			if got := tt.s.writeTimeout(); got != tt.wantW {
 				t.Errorf("write timeout %v, want %v", got, tt.wantW)
