@@ -1,8 +1,10 @@
 package router_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
@@ -624,5 +627,79 @@ func TestUntranslatableAnswerIsChargedAndFinal(t *testing.T) {
 	}
 	if recs[0].Status != http.StatusBadGateway || !strings.Contains(recs[0].Error, "translate response") {
 		t.Errorf("ledger row of an untranslatable answer: status %d error %q", recs[0].Status, recs[0].Error)
+	}
+}
+
+// TestUnknownUsageChargesTheEstimate: a generated answer whose usage never
+// arrives is charged the up-front estimate, never $0 (review F6): a client
+// leaving a translated stream before the provider's usage chunk, and a
+// same-dialect OpenAI stream without include_usage.
+func TestUnknownUsageChargesTheEstimate(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		f := w.(http.Flusher)
+		for i := range 50 {
+			_, _ = fmt.Fprintf(w, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word%d \"},\"finish_reason\":null}]}\n\n", i)
+			f.Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		_, _ = io.WriteString(w, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n")
+		_, _ = io.WriteString(w, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-x\",\"choices\":[],\"usage\":{\"prompt_tokens\":100000,\"completion_tokens\":4000,\"total_tokens\":104000}}\n\ndata: [DONE]\n\n")
+	}))
+	t.Cleanup(slow.Close)
+	h := newHarness(t, func(o *router.Options) {
+		o.Providers["ev"] = router.Provider{Kind: router.KindOpenAI, BaseURL: slow.URL + "/v1"}
+		o.Routes["evr"] = []router.Target{{Provider: "ev", Model: "gpt-x"}}
+		o.Prices = map[string]router.Price{"gpt-x": {Input: 2, Output: 8}, "gpt-a": {Input: 2, Output: 8}}
+	})
+	h.truncatedOK = true
+
+	// A translated stream the client leaves after 10 deltas.
+	body := `{"model":"evr","max_tokens":4000,"stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	req, _ := http.NewRequest(http.MethodPost, h.url+"/v1/messages", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Anthropic-Version", "2023-06-01")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	for n := 0; n < 10; {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended early: %v", err)
+		}
+		if strings.HasPrefix(l, "event: content_block_delta") {
+			n++
+		}
+	}
+	resp.Body.Close()
+
+	// A same-dialect OpenAI stream without include_usage (the fake sends no usage then).
+	sameBody := `{"model":"solo","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	if status, _, _ := h.post("/v1/chat/completions", sameBody); status != 200 {
+		t.Fatalf("same-dialect stream: status %d", status)
+	}
+
+	h.closeRouter()
+	recs := h.usage.records()
+	if len(recs) != 2 {
+		t.Fatalf("usage records = %+v", recs)
+	}
+	for _, r := range recs {
+		b, out := body, int64(4000)
+		if r.Route == "solo" {
+			b, out = sameBody, 4096 // no limit: the default the estimate assumed
+		}
+		in := int64(len(b)+3) / 4
+		want := (float64(in)*2 + float64(out)*8) / 1e6
+		if r.TokensIn != in || r.TokensOut != out || math.Abs(r.CostUSD-want) > 1e-12 {
+			t.Errorf("route %s: ledger %d/%d tokens $%g, want the estimate %d/%d $%g", r.Route, r.TokensIn, r.TokensOut, r.CostUSD, in, out, want)
+		}
 	}
 }

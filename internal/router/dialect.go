@@ -126,6 +126,17 @@ func parseRequest(ep *endpoint, body []byte) (*request, *apiError) {
 	return req, nil
 }
 
+// estimateSplit divides the up-front token estimate into input and
+// output tokens: the output is the request's limit, or the default that
+// the estimate assumed (and a translated request sends) without one.
+func (q *request) estimateSplit() (in, out int64) {
+	out = q.maxTokens
+	if out == 0 && q.ep.metered && q.ep.path != "/v1/embeddings" {
+		out = defaultMaxTokens
+	}
+	return q.estimate - out, out
+}
+
 // withModel returns the body with only the top-level "model" value
 // replaced by modelJSON (a JSON string).
 func (q *request) withModel(modelJSON []byte) []byte {

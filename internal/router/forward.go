@@ -147,7 +147,8 @@ func (h *sandboxHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	estCost := 0.0
 	if ep.metered {
 		for _, t := range chain {
-			estCost = math.Max(estCost, h.r.cost(t.Model, q.estimate-q.maxTokens, q.maxTokens))
+			in, out := q.estimateSplit()
+			estCost = math.Max(estCost, h.r.cost(t.Model, in, out))
 		}
 	}
 	tk, aerr := h.adm.admit(q.estimate, estCost)
@@ -233,6 +234,10 @@ type attemptResult struct {
 	err        error
 	ttfb       time.Duration
 	meter      meter
+	// estimated is set when the provider's usage stayed unknown and the
+	// estimate (estIn, estOut tokens) was charged instead.
+	estimated     bool
+	estIn, estOut int64
 }
 
 // forward runs the route's chain until one target answers or the deadline
@@ -400,11 +405,19 @@ chain:
 	m := &res.meter
 	var actualTokens int64 = -1
 	var cost float64
-	if q.ep.metered && m.seen {
+	switch {
+	case q.ep.metered && m.seen:
 		actualTokens = m.in + m.out
 		cost = r.cost(servedBy.Model, m.in, m.out)
-	} else if !q.ep.metered || res.outcome == final {
+	case !q.ep.metered || res.outcome == final:
 		actualTokens = 0 // nothing generated: the estimate is given back
+	default:
+		// Generated, usage unknown (a stream without a usage chunk, a
+		// client that left before it): the estimate stands and is
+		// charged, never $0.
+		res.estIn, res.estOut = q.estimateSplit()
+		res.estimated = true
+		cost = r.cost(servedBy.Model, res.estIn, res.estOut)
 	}
 	tk.done(actualTokens, cost)
 	h.finish(w, q, route, servedBy, res.status, attempts, start, res, nil)
@@ -473,9 +486,13 @@ func (h *sandboxHandler) finish(_ http.ResponseWriter, q *request, route routeRe
 		}
 		if res.meter.seen {
 			rec.TokensIn, rec.TokensOut = res.meter.in, res.meter.out
-			rec.CostUSD = r.cost(t.Model, res.meter.in, res.meter.out)
-			rs.tokensIn.Add(float64(res.meter.in))
-			rs.tokensOut.Add(float64(res.meter.out))
+		} else if res.estimated {
+			rec.TokensIn, rec.TokensOut = res.estIn, res.estOut
+		}
+		if res.meter.seen || res.estimated {
+			rec.CostUSD = r.cost(t.Model, rec.TokensIn, rec.TokensOut)
+			rs.tokensIn.Add(float64(rec.TokensIn))
+			rs.tokensOut.Add(float64(rec.TokensOut))
 			h.cost.Add(rec.CostUSD)
 		}
 		if res.err != nil {
