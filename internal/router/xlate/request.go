@@ -29,6 +29,10 @@ type anthRequest struct {
 	Tools         []anthTool       `json:"tools,omitempty"`
 	ToolChoice    *anthToolChoice  `json:"tool_choice,omitempty"`
 	Metadata      *anthRequestMeta `json:"metadata,omitempty"`
+
+	// lastUserHasContent: the last turn is a user turn with more than
+	// tool results (kept as turns are added, so checking it is O(1)).
+	lastUserHasContent bool
 }
 
 type anthRequestMeta struct {
@@ -323,9 +327,17 @@ func (r *anthRequest) addTurn(role string, blocks []anthBlock) {
 	}
 	if n := len(r.Messages); n > 0 && r.Messages[n-1].Role == role {
 		r.Messages[n-1].Content = append(r.Messages[n-1].Content, blocks...)
-		return
+	} else {
+		r.Messages = append(r.Messages, anthMessage{Role: role, Content: blocks})
+		r.lastUserHasContent = false
 	}
-	r.Messages = append(r.Messages, anthMessage{Role: role, Content: blocks})
+	if role == "user" {
+		for _, b := range blocks {
+			if b.Type != "tool_result" {
+				r.lastUserHasContent = true
+			}
+		}
+	}
 }
 
 func openAIMessage(out *anthRequest, raw json.RawMessage, field string) error {
@@ -391,12 +403,8 @@ func openAIMessage(out *anthRequest, raw json.RawMessage, field string) error {
 		if err != nil || id == "" {
 			return unsupportedOr(err, join(field, "tool_call_id"), "is required")
 		}
-		if n := len(out.Messages); n > 0 && out.Messages[n-1].Role == "user" {
-			for _, pb := range out.Messages[n-1].Content {
-				if pb.Type != "tool_result" {
-					return unsupported(join(field, "role"), "a tool result after user content has no Anthropic equivalent (tool results come first in a turn)")
-				}
-			}
+		if n := len(out.Messages); n > 0 && out.Messages[n-1].Role == "user" && out.lastUserHasContent {
+			return unsupported(join(field, "role"), "a tool result after user content has no Anthropic equivalent (tool results come first in a turn)")
 		}
 		b := anthBlock{Type: "tool_result", ToolUseID: id}
 		if s, ok := asString(m["content"]); ok {
