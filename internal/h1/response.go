@@ -147,11 +147,11 @@ func (w *response) finish() {
 func (w *response) commit(final bool) {
 	c := w.c
 	w.committed = true
-	if w.body != nil {
-		w.body.finish() // before the head: it may decide to close
-	}
 	if httpguts.HeaderValuesContainsToken(w.header["Connection"], "close") || c.s.shuttingDown() {
 		w.closeAfter = true
+	}
+	if w.body != nil {
+		w.body.finish() // before the head: it may decide to close
 	}
 	switch {
 	case !w.bodyAllowed():
@@ -361,14 +361,15 @@ func (b *body) close() {
 // handler left unread is drained (up to maxDrain, within the header read
 // timeout or, without one, the body read timeout) so that the connection
 // can serve the next request; otherwise the connection closes after the
-// response.
+// response. A connection that closes after the response anyway is not
+// drained: the response would wait for nothing.
 func (b *body) finish() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
 	w := b.w
 	switch {
-	case b.eof:
+	case b.eof, w.closeAfter:
 		return
 	case b.failed, b.expect && !b.sent100, b.remaining > maxDrain:
 		// Broken, never asked for, or too much to read: close instead.

@@ -286,3 +286,31 @@ func TestTimeoutDefaults(t *testing.T) {
 		})
 	}
 }
+
+// A request whose connection closes after the response anyway gets its
+// answer at once when the handler leaves its body unread: the server does
+// not first drain what a trickling client still sends (up to
+// ReadHeaderTimeout, 10 s here) for a connection it is about to close.
+func TestNoDrainBeforeClosingResponse(t *testing.T) {
+	const okClose = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+	tests := []struct {
+		name string
+		send string // then the client goes silent
+	}{
+		{"chunked request (always closes)", "POST /noread HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"},
+		{"Connection: close", "POST /noread HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 100\r\n\r\nhello"},
+		{"HTTP/1.0", "POST /noread HTTP/1.0\r\nContent-Length: 100\r\n\r\nhello"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := startServer(t, &Server{Handler: &testHandler{}, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second})
+			c := dial(t, addr)
+			if _, err := io.WriteString(c, tt.send); err != nil {
+				t.Fatal(err)
+			}
+			if got := dateRE.ReplaceAllString(readUntilClosed(t, c, 3*time.Second), "Date: X\r\n"); got != okClose {
+				t.Errorf("read %q, want %q", got, okClose)
+			}
+		})
+	}
+}
