@@ -588,7 +588,7 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q, uq 
 	keys := []Key{k}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		body, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		body = redactSecrets(body, keys)
+		body = redactErrorBody(body, keys)
 		// header keeps only what may reach the sandbox, already checked
 		// for key bytes: the chain may answer with it after this attempt.
 		res := &attemptResult{status: resp.StatusCode, header: make(http.Header, 4), body: body, retryAfter: retryAfter(resp.Header, time.Now())}
@@ -598,7 +598,7 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q, uq 
 		}
 		if uq.translated {
 			// The error in the client's dialect, with the provider's message.
-			res.body = translatedError(resp.StatusCode, body, q.ep.dialect)
+			res.body = redactSecrets(translatedError(resp.StatusCode, body, q.ep.dialect), keys) // redacted again once decoded
 			res.header.Set("Content-Type", "application/json")
 		}
 		if isRetryable(resp.StatusCode) {

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"unsafe"
@@ -95,6 +96,62 @@ func containsSecretString(s string, secrets []Key) bool {
 }
 
 // redactSecrets replaces every occurrence of a secret in b.
+// redactErrorBody redacts keys in a provider's error body both as raw
+// bytes and as its JSON strings decode: a key written with JSON escapes
+// (\u0073k-..., \/) is the key to any client that decodes the body. Only
+// a body whose decoded strings hold a key is re-encoded.
+func redactErrorBody(b []byte, secrets []Key) []byte {
+	b = redactSecrets(b, secrets)
+	if bytes.IndexByte(b, '\\') < 0 || len(secrets) == 0 {
+		return b
+	}
+	var v any
+	if json.Unmarshal(b, &v) != nil {
+		return b
+	}
+	v, changed := redactValue(v, secrets)
+	if !changed {
+		return b
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return []byte(`{"error":{"message":"[redacted]"}}`)
+	}
+	return out
+}
+
+// redactValue replaces keys in the strings (and object names) of a
+// decoded JSON value.
+func redactValue(v any, secrets []Key) (any, bool) {
+	switch x := v.(type) {
+	case string:
+		if containsSecretString(x, secrets) {
+			return string(redactSecrets([]byte(x), secrets)), true
+		}
+	case []any:
+		changed := false
+		for i := range x {
+			var c bool
+			x[i], c = redactValue(x[i], secrets)
+			changed = changed || c
+		}
+		return x, changed
+	case map[string]any:
+		changed := false
+		for k, e := range x {
+			e, c := redactValue(e, secrets)
+			if containsSecretString(k, secrets) {
+				delete(x, k)
+				k, c = string(redactSecrets([]byte(k), secrets)), true
+			}
+			x[k] = e
+			changed = changed || c
+		}
+		return x, changed
+	}
+	return v, false
+}
+
 func redactSecrets(b []byte, secrets []Key) []byte {
 	for _, k := range secrets {
 		if len(k.Secret) >= minSecretLen && bytes.Contains(b, k.Secret) {

@@ -2,7 +2,11 @@ package router_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -181,6 +185,48 @@ func TestExhaustedChainHeadersCarryNoKey(t *testing.T) {
 						t.Errorf("key in response header %s", k)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestEscapedKeyInErrorBodyRedacted: a provider echoing its key in an
+// error body with JSON escapes (\u006b for 'k', \u002d for '-') must not
+// hand the key to a client that decodes the body, same-dialect or
+// translated (review F2).
+func TestEscapedKeyInErrorBodyRedacted(t *testing.T) {
+	esc := strings.NewReplacer("k", `\u006b`, "-", `\u002d`)
+	ev := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key `+esc.Replace(r.Header.Get("X-Api-Key"))+`"}}`)
+	}))
+	t.Cleanup(ev.Close)
+	h := newHarness(t, func(o *router.Options) {
+		o.Providers["ev"] = router.Provider{Kind: router.KindAnthropic, BaseURL: ev.URL}
+		o.Routes["evr"] = []router.Target{{Provider: "ev", Model: "claude-x"}}
+	})
+	h.keys.set("ev", router.Key{ID: "ev-1", Secret: []byte(canaryAN)})
+	for _, tc := range []struct{ name, path, body string }{
+		{"same dialect", "/v1/messages", `{"model":"evr","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`},
+		{"translated", "/v1/chat/completions", `{"model":"evr","messages":[{"role":"user","content":"hi"}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, _, body := h.post(tc.path, tc.body, "anthropic-version", "2023-06-01")
+			var v struct {
+				Error struct {
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(body, &v); err != nil || status != http.StatusUnauthorized {
+				t.Fatalf("status %d body %s: %v", status, body, err)
+			}
+			if strings.Contains(string(body), canaryAN) || strings.Contains(v.Error.Message, canaryAN) {
+				t.Errorf("the key reached the client: %s", body)
+			}
+			if v.Error.Message != "invalid x-api-key [redacted]" {
+				t.Errorf("message = %q, want the provider's with the key redacted", v.Error.Message)
 			}
 		})
 	}
