@@ -275,19 +275,26 @@ func (c *conn) flushOut() {
 	}
 }
 
-// write writes p to the connection within the write timeout. The first
-// error is kept in c.werr and cancels the request's context (as net/http
-// does): the connection is done.
+// writeSlice is the most written under one write deadline: a large
+// handler Write must progress by this much per write timeout, not finish
+// in one (rawsock slices its system calls the same way in the router).
+const writeSlice = 256 << 10
+
+// write writes p to the connection, each writeSlice within the write
+// timeout. The first error is kept in c.werr and cancels the request's
+// context (as net/http does): the connection is done.
 func (c *conn) write(p []byte) {
-	if c.werr != nil {
-		return
-	}
-	if c.wto > 0 {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.wto))
-	}
-	if _, err := c.nc.Write(p); err != nil {
-		c.werr = err
-		c.cancelRequest()
+	for c.werr == nil && len(p) > 0 {
+		n := len(p)
+		if c.wto > 0 {
+			n = min(n, writeSlice)
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.wto))
+		}
+		if _, err := c.nc.Write(p[:n]); err != nil {
+			c.werr = err
+			c.cancelRequest()
+		}
+		p = p[n:]
 	}
 }
 

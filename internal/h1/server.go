@@ -118,8 +118,8 @@ type Server struct {
 	// value means no limit.
 	BodyTimeout time.Duration
 	// WriteTimeout bounds each write to the connection (the deadline is
-	// set anew before every write, so a long stream is fine as long as the
-	// client keeps reading). A write that times out fails the handler's
+	// set anew before every write, and every 256 KiB of a larger one, so
+	// a long stream is fine as long as the client keeps reading). A write that times out fails the handler's
 	// Write or Flush, cancels the request's context and resets the
 	// connection. Zero means DefaultWriteTimeout; a negative value means
 	// no limit.

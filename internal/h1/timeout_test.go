@@ -314,3 +314,51 @@ func TestNoDrainBeforeClosingResponse(t *testing.T) {
 		})
 	}
 }
+
+// deadlineConn records the write deadlines set and the writes made.
+type deadlineConn struct {
+	*scriptConn
+	events []string
+}
+
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	c.events = append(c.events, "deadline")
+	return nil
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	c.events = append(c.events, fmt.Sprintf("write %d", len(p)))
+	return c.scriptConn.Write(p)
+}
+
+// Every write gets a fresh deadline, and a large handler Write gets one
+// per 256 KiB: the client must keep reading, not take 1 MiB within one
+// WriteTimeout. Without a timeout, no deadline is set.
+func TestWriteDeadlinePerSlice(t *testing.T) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", "1048576")
+		_, _ = w.Write(make([]byte, 1<<20))
+	})
+	head := len("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Wed, 26 Nov 2026 04:50:00 GMT\r\nContent-Length: 1048576\r\n\r\n")
+	tests := []struct {
+		name    string
+		timeout time.Duration
+		want    []string
+	}{
+		{"default timeout: a deadline per 256 KiB", 0, []string{
+			"deadline", "write " + fmt.Sprint(head), "deadline", "write 262144", "deadline", "write 262144",
+			"deadline", "write 262144", "deadline", "write 262144"}},
+		{"no timeout: one write, no deadline", -1, []string{"write " + fmt.Sprint(head), "write 1048576"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dc := &deadlineConn{scriptConn: &scriptConn{in: strings.NewReader("GET / HTTP/1.1\r\nHost: a\r\n\r\n")}}
+			c := (&Server{Handler: handler, WriteTimeout: tt.timeout}).newConn(context.Background(), dc)
+			c.serve()
+			if got := strings.Join(dc.events, ", "); got != strings.Join(tt.want, ", ") {
+				t.Errorf("events %s\nwant %s", got, strings.Join(tt.want, ", "))
+			}
+		})
+	}
+}
