@@ -681,9 +681,14 @@ func MessagesToChatRequest(body []byte, opt ChatOptions) (Request, error) {
 	if err != nil {
 		return Request{}, err
 	}
-	if ok && opt.MaxCompletionTokens {
+	if !ok || n < 1 {
+		// Anthropic refuses such a request; translated, it would have no
+		// output limit at all.
+		return Request{}, unsupported("max_tokens", "is required and at least 1 (as Anthropic requires)")
+	}
+	if opt.MaxCompletionTokens {
 		out.MaxCompletion = n
-	} else if ok {
+	} else {
 		out.MaxTokens = n
 	}
 	if out.Temperature, _, err = top.number("temperature", ""); err != nil {

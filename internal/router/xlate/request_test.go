@@ -148,6 +148,8 @@ func TestMessagesToChatRequest(t *testing.T) {
 		{"thinking block in history", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":[{"type":"thinking","thinking":"hm","signature":"s"}]}]}`, "", "messages[1].content[0].type"},
 		{"citations on a text block", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"x","citations":[{"type":"char_location"}]}]}]}`, "", "messages[0].content[0].citations"},
 		{"tool result after text in one turn", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"tool_result","tool_use_id":"t","content":"r"}]}]}`, "", "messages[0].content[1].type"},
+		{"no max_tokens", `{"model":"c","messages":[{"role":"user","content":"x"}]}`, "", "max_tokens"},
+		{"max_tokens 0", `{"model":"c","max_tokens":0,"messages":[{"role":"user","content":"x"}]}`, "", "max_tokens"},
 		{"prefill", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"{"}]}`, "", "messages[1].role"},
 		{"container", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}],"container":"c1"}`, "", "container"},
 	}
