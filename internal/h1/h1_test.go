@@ -866,3 +866,67 @@ func TestWritesPerResponse(t *testing.T) {
 		})
 	}
 }
+
+// gateConn is a scriptConn whose first Read waits for gate (which may shut
+// the server down) before it returns the script.
+type gateConn struct {
+	*scriptConn
+	gate   func(closed <-chan struct{})
+	gated  bool
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *gateConn) Read(p []byte) (int, error) {
+	if !c.gated {
+		c.gated = true
+		c.gate(c.closed)
+	}
+	return c.scriptConn.Read(p)
+}
+
+func (c *gateConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+// A request whose first byte arrives while Shutdown closes the idle
+// connection is not served: Shutdown closed it as idle, so no handler (in
+// the router, a billable upstream call) runs for an answer nobody gets.
+func TestShutdownClosesIdleConnBeforeItsRequestRuns(t *testing.T) {
+	h := &testHandler{}
+	s := &Server{Handler: h}
+	var called bool
+	s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		called = true
+		h.ServeHTTP(w, r)
+	})
+	shut := make(chan error, 1)
+	gc := &gateConn{scriptConn: &scriptConn{in: strings.NewReader(helloReq)}, closed: make(chan struct{})}
+	gc.gate = func(closed <-chan struct{}) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			shut <- s.Shutdown(ctx)
+		}()
+		select {
+		case <-closed: // Shutdown closed the idle connection
+		case <-time.After(5 * time.Second):
+			t.Error("Shutdown did not close the idle connection")
+		}
+	}
+	c := s.newConn(context.Background(), gc)
+	if c == nil {
+		t.Fatal("server refused the connection")
+	}
+	c.serve()
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if called {
+		t.Error("the handler ran for a request on a connection Shutdown had closed")
+	}
+	if got := gc.out.String(); got != "" {
+		t.Errorf("wrote %q to a connection Shutdown had closed, want nothing", got)
+	}
+}

@@ -272,12 +272,14 @@ func (s *Server) checkDrainedLocked() {
 	}
 }
 
-// setState records c's state; it refuses to make c idle once the server is
-// shutting down (the caller then closes c).
+// setState records c's state; once the server is shutting down it refuses
+// to make c idle, and to make an idle c active (Shutdown closed it as
+// idle; a request read from its buffers must not run): the caller then
+// closes c.
 func (s *Server) setState(c *conn, st connState) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if st != stateActive && s.closing {
+	if s.closing && (st != stateActive || c.state == stateIdle) {
 		return false
 	}
 	c.state = st
