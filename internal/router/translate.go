@@ -35,8 +35,15 @@ func (c *crossing) get(q *request, up *upstream) (*request, error) {
 	return c.q[v], c.err[v]
 }
 
+// maxTranslatedRequest bounds the body of a request that is translated:
+// translation holds a few copies of it (the same-dialect path none).
+const maxTranslatedRequest = 16 << 20
+
 // translateRequest translates q into the other dialect's endpoint.
 func translateRequest(q *request, opt xlate.ChatOptions) (*request, error) {
+	if len(q.body) > maxTranslatedRequest {
+		return nil, &xlate.Unsupported{Field: "body", Reason: fmt.Sprintf("%d bytes; requests over %d MiB are not translated", len(q.body), maxTranslatedRequest>>20)}
+	}
 	var (
 		tr  xlate.Request
 		err error

@@ -1,8 +1,11 @@
 package router
 
 import (
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/clawcage/clawcage/internal/router/xlate"
 )
 
 func TestCrossingPerUpstreamVariant(t *testing.T) {
@@ -46,5 +49,18 @@ func TestCrossingPerUpstreamVariant(t *testing.T) {
 				t.Errorf("translated twice")
 			}
 		})
+	}
+}
+
+func TestTranslateRefusesHugeBody(t *testing.T) {
+	body := []byte(`{"model":"r","max_tokens":5,"messages":[{"role":"user","content":"` + strings.Repeat("a", maxTranslatedRequest) + `"}]}`)
+	q, aerr := parseRequest(endpoints["/v1/messages"], body)
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	_, err := translateRequest(q, xlate.ChatOptions{})
+	var un *xlate.Unsupported
+	if !errors.As(err, &un) || un.Field != "body" || !strings.Contains(un.Reason, "over 16 MiB") {
+		t.Errorf("err = %v, want an Unsupported body", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
+	"unicode/utf8"
 )
 
 // Request is a translated request body.
@@ -84,8 +85,8 @@ var openAIHarmless = []string{"store", "metadata", "service_tier", "prompt_cache
 // an Anthropic Messages request. defaultMaxTokens is the output limit used
 // when the request sets none (Anthropic requires one).
 func ChatToMessagesRequest(body []byte, defaultMaxTokens int64) (Request, error) {
-	if !json.Valid(body) {
-		return Request{}, unsupported("body", "is not valid JSON")
+	if err := checkBody(body); err != nil {
+		return Request{}, err
 	}
 	top, err := parseObject(body, "")
 	if err != nil {
@@ -237,6 +238,19 @@ func ChatToMessagesRequest(body []byte, defaultMaxTokens int64) (Request, error)
 		return Request{}, unsupported("body", "cannot be encoded: %v", err)
 	}
 	return res, nil
+}
+
+// checkBody refuses a body that is not valid JSON or not valid UTF-8 (which
+// would come out of a translation as U+FFFD escapes, six bytes for each
+// bad byte).
+func checkBody(body []byte) error {
+	if !json.Valid(body) {
+		return unsupported("body", "is not valid JSON")
+	}
+	if !utf8.Valid(body) {
+		return unsupported("body", "is not valid UTF-8")
+	}
+	return nil
 }
 
 func unsupportedOr(err error, field, reason string) error {
@@ -656,8 +670,8 @@ type ChatOptions struct {
 // OpenAI chat completions request. A streamed request asks for the usage
 // chunk, so that usage is known at the end of the stream.
 func MessagesToChatRequest(body []byte, opt ChatOptions) (Request, error) {
-	if !json.Valid(body) {
-		return Request{}, unsupported("body", "is not valid JSON")
+	if err := checkBody(body); err != nil {
+		return Request{}, err
 	}
 	top, err := parseObject(body, "")
 	if err != nil {

@@ -56,6 +56,7 @@ func TestChatToMessagesRequest(t *testing.T) {
 			`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"}]},{"role":"assistant","content":[{"type":"text","text":"no"}]},{"role":"user","content":[{"type":"text","text":"y"}]}],"max_tokens":4096}`, false, ""},
 		{"final assistant turn would become a prefill", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Sure"}]}`, "", false, "messages[1].role"},
 
+		{"invalid UTF-8", "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", "", false, "body"},
 		{"n above 1", `{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}`, "", false, "n"},
 		{"logprobs", `{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}`, "", false, "logprobs"},
 		{"audio modality", `{"model":"m","messages":[{"role":"user","content":"x"}],"modalities":["text","audio"]}`, "", false, "modalities"},
