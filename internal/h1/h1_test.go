@@ -155,6 +155,13 @@ func (h *testHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-A", "a\r\nX-Injected: 1")
 		w.Header()["Bad Name"] = []string{"x"}
 		w.Header().Set("Content-Type", "text/plain")
+	case "/lowerframing": // framing fields in the wrong case
+		w.Header()["content-length"] = []string{"999"}
+		w.Header()["transfer-encoding"] = []string{"chunked"}
+		w.Header()["CONNECTION"] = []string{"keep-alive"}
+		w.Header()["trailer"] = []string{"X-T"}
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "hello")
 	case "/panic":
 		panic("boom")
 	case "/flushpanic":
@@ -297,6 +304,8 @@ func TestExchange(t *testing.T) {
 			"HTTP/1.1 204 No Content\r\nDate: X\r\n\r\n" + helloResp, []string{http.ErrBodyNotAllowed.Error()}},
 		{"response splitting: CR LF in a value, a bad name", "GET /inject HTTP/1.1\r\nHost: a\r\n\r\n",
 			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: a  X-Injected: 1\r\nDate: X\r\nContent-Length: 0\r\n\r\n", nil},
+		{"framing fields from the handler in any letter case are dropped (the server frames)", "GET /lowerframing HTTP/1.1\r\nHost: a\r\n\r\n" + helloReq,
+			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nContent-Length: 5\r\n\r\nhello" + helloResp, nil},
 		{"panic before the head: 500 and close", "GET /panic HTTP/1.1\r\nHost: a\r\n\r\n" + helloReq,
 			badResp("500", "Internal Server Error", ""), nil},
 		{"panic after a flush: the chunked body is cut", "GET /flushpanic HTTP/1.1\r\nHost: a\r\n\r\n" + helloReq,

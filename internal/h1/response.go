@@ -180,11 +180,9 @@ func (w *response) commit(final bool) {
 	b = append(b, "\r\n"...)
 	keys := c.keys[:0]
 	for k := range w.header {
-		switch k {
-		case "Content-Length", "Transfer-Encoding", "Connection", "Trailer":
-			continue // the server's to write
+		if !serverOwned(k) {
+			keys = append(keys, k)
 		}
-		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
@@ -228,6 +226,26 @@ func (w *response) commit(final bool) {
 		c.pend = c.pend[:0]
 		w.writeBody(pend)
 	}
+}
+
+// serverOwned reports whether k, in any letter case, names a field the
+// server writes itself (framing and connection management): a handler's
+// own, even under a non-canonical key set directly in the map, is dropped.
+func serverOwned(k string) bool {
+	var name string
+	switch len(k) {
+	case len("Trailer"):
+		name = "Trailer"
+	case len("Connection"):
+		name = "Connection"
+	case len("Content-Length"):
+		name = "Content-Length"
+	case len("Transfer-Encoding"):
+		name = "Transfer-Encoding"
+	default:
+		return false
+	}
+	return k == name || strings.EqualFold(k, name)
 }
 
 // appendFieldValue appends a header value with control bytes other than
