@@ -703,3 +703,27 @@ func TestUnknownUsageChargesTheEstimate(t *testing.T) {
 		}
 	}
 }
+
+// TestTranslatedRequestsCarryNoDialectHeaders: a translated request
+// carries none of the client dialect's headers (review F9); an Anthropic
+// target still gets the router's anthropic-version.
+func TestTranslatedRequestsCarryNoDialectHeaders(t *testing.T) {
+	h := crossHarness(t)
+	status, _, body := h.post("/v1/chat/completions", `{"model":"claude","messages":[{"role":"user","content":"hi"}]}`,
+		"Anthropic-Beta", "context-1m-2025-08-07", "Anthropic-Version", "2099-01-01", "Openai-Beta", "assistants=v2", "User-Agent", "agent/1")
+	if status != 200 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	got := h.an.Requests()[0].Header
+	if got.Get("Anthropic-Beta") != "" || got.Get("Openai-Beta") != "" || got.Get("Anthropic-Version") != "2023-06-01" || got.Get("User-Agent") != "agent/1" {
+		t.Errorf("upstream headers: beta %q, openai-beta %q, version %q, user-agent %q", got.Get("Anthropic-Beta"), got.Get("Openai-Beta"), got.Get("Anthropic-Version"), got.Get("User-Agent"))
+	}
+	status, _, body = h.post("/v1/messages", `{"model":"solo","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`,
+		"Anthropic-Beta", "x", "Anthropic-Version", "2023-06-01")
+	if status != 200 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	if got := h.oa.Requests()[0].Header; got.Get("Anthropic-Beta") != "" || got.Get("Anthropic-Version") != "" {
+		t.Errorf("an OpenAI target got the Anthropic client's headers: %v", got)
+	}
+}

@@ -568,7 +568,11 @@ func (h *sandboxHandler) attempt(in *http.Request, w http.ResponseWriter, q, uq 
 	body := uq.withModel(h.r.target(route, t).modelJSON)
 	out.Body, out.ContentLength = newBodyReader(body), int64(len(body))
 	out.GetBody = func() (io.ReadCloser, error) { return newBodyReader(body), nil }
-	copyInbound(out.Header, in.Header)
+	if uq.translated {
+		copyInboundNeutral(out.Header, in.Header)
+	} else {
+		copyInbound(out.Header, in.Header)
+	}
 	out.Header["Content-Type"] = contentTypeJSON
 	if up.Kind == KindAnthropic {
 		if out.Header.Get("Anthropic-Version") == "" {

@@ -26,6 +26,22 @@ const inboundAllowedPrefix = "X-Stainless-"
 
 // copyInbound copies the allowed headers of in to out. The value slices
 // are shared, not copied: neither side modifies them.
+// dialectHeaders are allowed inbound headers that belong to one dialect;
+// a translated request does not carry them to the other provider (an
+// Anthropic-Beta header would change how the provider reads a body the
+// translator wrote).
+var dialectHeaders = map[string]bool{"Anthropic-Version": true, "Anthropic-Beta": true, "Openai-Beta": true}
+
+// copyInboundNeutral is copyInbound for a translated request: without the
+// dialect's own headers.
+func copyInboundNeutral(out, in http.Header) {
+	for k, vs := range in {
+		if (inboundAllowed[k] || strings.HasPrefix(k, inboundAllowedPrefix)) && !dialectHeaders[k] {
+			out[k] = vs
+		}
+	}
+}
+
 func copyInbound(out, in http.Header) {
 	for k, vs := range in {
 		if inboundAllowed[k] || strings.HasPrefix(k, inboundAllowedPrefix) {
