@@ -127,6 +127,11 @@ func (h *testHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/big":
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write(bytes.Repeat([]byte("x"), 5000))
+	case "/bigfirst": // a first write past bufferBeforeChunking, no Content-Type
+		_, _ = io.WriteString(w, "<html>"+strings.Repeat("a", 5000))
+	case "/smallthenbig": // the sniffed start spans two writes
+		_, _ = io.WriteString(w, "<ht")
+		_, _ = io.WriteString(w, "ml>"+strings.Repeat("a", 5000))
 	case "/huge": // one write past the output buffer
 		w.Header().Set("Content-Type", "text/plain")
 		_, err := w.Write(bytes.Repeat([]byte("h"), 40000))
@@ -304,6 +309,12 @@ func TestExchange(t *testing.T) {
 			"HTTP/1.1 204 No Content\r\nDate: X\r\n\r\n" + helloResp, []string{http.ErrBodyNotAllowed.Error()}},
 		{"response splitting: CR LF in a value, a bad name", "GET /inject HTTP/1.1\r\nHost: a\r\n\r\n",
 			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: a  X-Injected: 1\r\nDate: X\r\nContent-Length: 0\r\n\r\n", nil},
+		{"Content-Type sniffed from a first write larger than the buffer", "GET /bigfirst HTTP/1.1\r\nHost: a\r\n\r\n",
+			"HTTP/1.1 200 OK\r\nDate: X\r\nContent-Type: text/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n138e\r\n<html>" +
+				strings.Repeat("a", 5000) + "\r\n0\r\n\r\n", nil},
+		{"Content-Type sniffed from the start of the body across writes", "GET /smallthenbig HTTP/1.1\r\nHost: a\r\n\r\n",
+			"HTTP/1.1 200 OK\r\nDate: X\r\nContent-Type: text/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n<ht\r\n138b\r\nml>" +
+				strings.Repeat("a", 5000) + "\r\n0\r\n\r\n", nil},
 		{"framing fields from the handler in any letter case are dropped (the server frames)", "GET /lowerframing HTTP/1.1\r\nHost: a\r\n\r\n" + helloReq,
 			"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: X\r\nContent-Length: 5\r\n\r\nhello" + helloResp, nil},
 		{"panic before the head: 500 and close", "GET /panic HTTP/1.1\r\nHost: a\r\n\r\n" + helloReq,

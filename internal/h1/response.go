@@ -94,7 +94,7 @@ func (w *response) Write(p []byte) (int, error) {
 			w.c.pend = append(w.c.pend, p...)
 			return len(p), nil
 		}
-		w.commit(false)
+		w.commit(false, p)
 	}
 	w.writeBody(p)
 	if w.c.werr != nil {
@@ -116,7 +116,7 @@ func (w *response) FlushError() error {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.committed {
-		w.commit(false)
+		w.commit(false, nil)
 	}
 	w.c.flushOut()
 	return w.c.werr
@@ -128,7 +128,7 @@ func (w *response) finish() {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.committed {
-		w.commit(true)
+		w.commit(true, nil)
 	} else if w.cl >= 0 && w.written != w.cl && w.bodyAllowed() && !w.isHead {
 		w.closeAfter = true // the body is short of its declared length
 	}
@@ -143,8 +143,10 @@ func (w *response) finish() {
 }
 
 // commit chooses the framing and builds the head in c.out, followed by the
-// body bytes held so far. final means the handler returned.
-func (w *response) commit(final bool) {
+// body bytes held so far. final means the handler returned; next is the
+// body the handler is writing, if any (its start may decide the sniffed
+// Content-Type).
+func (w *response) commit(final bool, next []byte) {
 	c := w.c
 	w.committed = true
 	if httpguts.HeaderValuesContainsToken(w.header["Connection"], "close") || c.s.shuttingDown() {
@@ -203,9 +205,9 @@ func (w *response) commit(final bool) {
 		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
 		b = append(b, "\r\n"...)
 	}
-	if _, ok := w.header["Content-Type"]; !ok && len(c.pend) > 0 && w.bodyAllowed() {
+	if _, ok := w.header["Content-Type"]; !ok && len(c.pend)+len(next) > 0 && w.bodyAllowed() {
 		b = append(b, "Content-Type: "...)
-		b = append(b, http.DetectContentType(c.pend)...)
+		b = append(b, http.DetectContentType(sniffable(c.pend, next))...)
 		b = append(b, "\r\n"...)
 	}
 	if w.cl >= 0 && w.status != 204 {
@@ -226,6 +228,20 @@ func (w *response) commit(final bool) {
 		c.pend = c.pend[:0]
 		w.writeBody(pend)
 	}
+}
+
+// sniffLen is how much of a body http.DetectContentType considers.
+const sniffLen = 512
+
+// sniffable returns the start of a body held in pend and continued by next.
+func sniffable(pend, next []byte) []byte {
+	if len(next) == 0 || len(pend) >= sniffLen {
+		return pend
+	}
+	if len(pend) == 0 {
+		return next
+	}
+	return append(append(make([]byte, 0, sniffLen), pend...), next[:min(len(next), sniffLen-len(pend))]...)
 }
 
 // serverOwned reports whether k, in any letter case, names a field the
