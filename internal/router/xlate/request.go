@@ -420,7 +420,7 @@ func openAIMessage(out *anthRequest, raw json.RawMessage, field string) error {
 		if n := len(out.Messages); n > 0 && out.Messages[n-1].Role == "user" && out.lastUserHasContent {
 			return unsupported(join(field, "role"), "a tool result after user content has no Anthropic equivalent (tool results come first in a turn)")
 		}
-		b := anthBlock{Type: "tool_result", ToolUseID: id}
+		b := anthBlock{Type: "tool_result", ToolUseID: anthropicID(id)}
 		if s, ok := asString(m["content"]); ok {
 			if s != "" { // an empty result is a result without content
 				b.Content = mustMarshal(s)
@@ -580,7 +580,7 @@ func openAIToolCall(raw json.RawMessage, field string) (anthBlock, error) {
 		}
 		input = c.Bytes()
 	}
-	return anthBlock{Type: "tool_use", ID: id, Name: name, Input: input}, nil
+	return anthBlock{Type: "tool_use", ID: anthropicID(id), Name: name, Input: input}, nil
 }
 
 // OpenAI request, as this package writes it.
@@ -939,6 +939,7 @@ func anthropicMessage(out *oaRequest, raw json.RawMessage, field string) error {
 			if c.ID, err = b.str("id", bf); err != nil {
 				return err
 			}
+			c.ID = openAIID(c.ID)
 			if c.Function.Name, err = b.str("name", bf); err != nil {
 				return err
 			}
@@ -1059,5 +1060,5 @@ func anthropicToolResult(b object, field string) (oaMessage, error) {
 	if len(parts) == 0 {
 		parts = []oaPart{textPart("")}
 	}
-	return oaMessage{Role: "tool", ToolCallID: id, Content: oaContent(parts)}, nil
+	return oaMessage{Role: "tool", ToolCallID: openAIID(id), Content: oaContent(parts)}, nil
 }

@@ -232,3 +232,55 @@ func TestManyToolResultsLinear(t *testing.T) {
 		t.Errorf("%d tool results, want %d", c, n)
 	}
 }
+
+func TestToolCallIDsAnthropicAccepts(t *testing.T) {
+	tests := []struct{ name, openai, anthropic string }{
+		{"OpenAI id kept", "call_abc-123", "call_abc-123"},
+		{"Kimi id encoded", "functions.get_weather:0", "clawcage-x-66756e6374696f6e732e6765745f776561746865723a30"},
+		{"id that looks encoded is encoded too", "clawcage-x-41", "clawcage-x-636c6177636167652d782d3431"},
+		{"empty id", "", "clawcage-x-"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := anthropicID(tc.openai); got != tc.anthropic {
+				t.Errorf("anthropicID(%q) = %q, want %q", tc.openai, got, tc.anthropic)
+			}
+			if !anthropicIDChars(tc.anthropic) {
+				t.Errorf("%q has characters Anthropic refuses", tc.anthropic)
+			}
+			if back := openAIID(tc.anthropic); back != tc.openai {
+				t.Errorf("openAIID(%q) = %q, want %q", tc.anthropic, back, tc.openai)
+			}
+		})
+	}
+	if got := openAIID("toolu_01AbC"); got != "toolu_01AbC" {
+		t.Errorf("an Anthropic id changed: %q", got)
+	}
+
+	// Through a conversation: a Kimi id in the history reaches Anthropic
+	// encoded and comes back to an OpenAI target as it was.
+	kimi := `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[{"id":"functions.get_weather:0","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},{"role":"tool","content":"ok","tool_call_id":"functions.get_weather:0"},{"role":"user","content":"y"}],"max_tokens":5}`
+	an, err := ChatToMessagesRequest([]byte(kimi), 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := anthropicID("functions.get_weather:0")
+	if strings.Count(string(an.Body), `"`+enc+`"`) != 2 || strings.Contains(string(an.Body), "functions.get_weather:0") {
+		t.Errorf("anthropic body %s", an.Body)
+	}
+	back, err := MessagesToChatRequest(an.Body, ChatOptions{})
+	if err != nil || string(back.Body) != kimi {
+		t.Errorf("back: %v\n got %s\nwant %s", err, back.Body, kimi)
+	}
+	// And in answers: a Kimi-style id from an OpenAI target reaches an
+	// Anthropic client encoded, streamed or not.
+	resp, err := ChatToMessagesResponse([]byte(`{"id":"c","model":"k","choices":[{"message":{"tool_calls":[{"id":"functions.get_weather:0","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}`))
+	if err != nil || !strings.Contains(string(resp), `"id":"`+enc+`"`) {
+		t.Errorf("response %s (%v)", resp, err)
+	}
+	st := NewMessagesStream()
+	out, _ := st.Write(nil, []byte(`data: {"id":"c","model":"k","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"functions.get_weather:0","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},"finish_reason":null}]}`+"\n\n"))
+	if !strings.Contains(string(out), `"id":"`+enc+`"`) {
+		t.Errorf("stream %s", out)
+	}
+}

@@ -133,7 +133,7 @@ func MessagesToChatResponse(body []byte, created int64) ([]byte, error) {
 			} else if args = compact(b.Input); args == nil {
 				return nil, fmt.Errorf("anthropic response: content[%d].input is not valid JSON", i)
 			}
-			reply.ToolCalls = append(reply.ToolCalls, oaToolCall{ID: b.ID, Type: "function", Function: oaFunction{Name: b.Name, Arguments: string(args)}})
+			reply.ToolCalls = append(reply.ToolCalls, oaToolCall{ID: openAIID(b.ID), Type: "function", Function: oaFunction{Name: b.Name, Arguments: string(args)}})
 		case "thinking", "redacted_thinking":
 			// reasoning, not part of the answer
 		default:
@@ -220,7 +220,7 @@ func ChatToMessagesResponse(body []byte) ([]byte, error) {
 		if finish == "length" && !json.Valid([]byte(tc.Function.Arguments)) {
 			// Arguments cut by the output limit: Anthropic has no partial
 			// input; the stop reason (max_tokens) says the call is incomplete.
-			out.Content = append(out.Content, anthBlock{Type: "tool_use", ID: tc.ID, Name: tc.Function.Name, Input: input})
+			out.Content = append(out.Content, anthBlock{Type: "tool_use", ID: anthropicID(tc.ID), Name: tc.Function.Name, Input: input})
 			continue
 		}
 		if tc.Function.Arguments != "" {
@@ -232,7 +232,7 @@ func ChatToMessagesResponse(body []byte) ([]byte, error) {
 			}
 			input = compact([]byte(tc.Function.Arguments))
 		}
-		out.Content = append(out.Content, anthBlock{Type: "tool_use", ID: tc.ID, Name: tc.Function.Name, Input: input})
+		out.Content = append(out.Content, anthBlock{Type: "tool_use", ID: anthropicID(tc.ID), Name: tc.Function.Name, Input: input})
 	}
 	sr := stopReason(finish)
 	out.StopReason = &sr

@@ -255,7 +255,7 @@ func (s *ChatStream) event(_, data []byte) error {
 			}
 			n := len(s.tools)
 			s.tools[e.Index] = n
-			s.chunk(oaDelta{ToolCalls: []oaToolCallDelta{{Index: n, ID: b.ID, Type: "function", Function: oaFunctionDelta{Name: b.Name}}}}, nil)
+			s.chunk(oaDelta{ToolCalls: []oaToolCallDelta{{Index: n, ID: openAIID(b.ID), Type: "function", Function: oaFunctionDelta{Name: b.Name}}}}, nil)
 		case "thinking", "redacted_thinking":
 			if s.skip == nil {
 				s.skip = make(map[int64]bool)
@@ -512,7 +512,7 @@ func (s *MessagesStream) event(_, data []byte) error {
 			s.blocks++
 			s.tools[tc.Index], s.open, s.openText = bi, bi, false
 			s.emit("content_block_start", anthBlockStart{Type: "content_block_start", Index: bi,
-				ContentBlock: anthBlock{Type: "tool_use", ID: tc.ID, Name: tc.Function.Name, Input: json.RawMessage("{}")}})
+				ContentBlock: anthBlock{Type: "tool_use", ID: anthropicID(tc.ID), Name: tc.Function.Name, Input: json.RawMessage("{}")}})
 		}
 		if tc.Function.Arguments != "" {
 			a := tc.Function.Arguments

@@ -35,9 +35,11 @@ package xlate
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -350,4 +352,39 @@ func ErrorMessage(status int, body []byte) string {
 		return fmt.Sprintf("provider answered %d", status)
 	}
 	return fmt.Sprintf("provider answered %d: %s", status, strconv.Quote(s))
+}
+
+// idPrefix marks an Anthropic tool-use id that encodes an OpenAI tool-call
+// id Anthropic would refuse (it accepts only [A-Za-z0-9_-]+, while e.g.
+// Kimi K2 on vLLM writes "functions.get_weather:0").
+const idPrefix = "clawcage-x-"
+
+// anthropicID is the Anthropic form of an OpenAI tool-call id: the id
+// itself when Anthropic accepts it, else idPrefix and its hex encoding.
+// openAIID undoes it, so ids survive any number of round trips.
+func anthropicID(id string) string {
+	if id != "" && !strings.HasPrefix(id, idPrefix) && anthropicIDChars(id) {
+		return id
+	}
+	return idPrefix + hex.EncodeToString([]byte(id))
+}
+
+// openAIID is the OpenAI form of an Anthropic tool-use id (see anthropicID).
+func openAIID(id string) string {
+	if rest, ok := strings.CutPrefix(id, idPrefix); ok {
+		if b, err := hex.DecodeString(rest); err == nil {
+			return string(b)
+		}
+	}
+	return id
+}
+
+func anthropicIDChars(id string) bool {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
