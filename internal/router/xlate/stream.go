@@ -330,19 +330,19 @@ type MessagesStream struct {
 	enc encoder
 	out []byte
 
-	started  bool
-	blocks   int64 // content blocks started
-	open     int64 // the open block, -1 when none
-	openText bool
-	tools    map[int]int64 // OpenAI tool call index → Anthropic block index
-	stop     string
-	haveStop bool
-	usage    anthUsage
-	done     bool
+	started   bool
+	blocks    int64         // content blocks started
+	text      int64         // the open text block, -1 when none
+	openTools []int64       // open tool_use blocks, in order
+	tools     map[int]int64 // OpenAI tool call index → Anthropic block index
+	stop      string
+	haveStop  bool
+	usage     anthUsage
+	done      bool
 }
 
 // NewMessagesStream returns a translator for one stream.
-func NewMessagesStream() *MessagesStream { return &MessagesStream{open: -1} }
+func NewMessagesStream() *MessagesStream { return &MessagesStream{text: -1} }
 
 type oaChunkIn struct {
 	ID      string `json:"id"`
@@ -432,28 +432,43 @@ type anthMessageDelta struct {
 	Usage anthUsage `json:"usage"`
 }
 
-func (s *MessagesStream) closeBlock() {
-	if s.open >= 0 {
-		s.emit("content_block_stop", anthIndexed{Type: "content_block_stop", Index: s.open})
-		s.open = -1
+func (s *MessagesStream) stopBlock(i int64) {
+	s.emit("content_block_stop", anthIndexed{Type: "content_block_stop", Index: i})
+}
+
+// closeText ends the open text block.
+func (s *MessagesStream) closeText() {
+	if s.text >= 0 {
+		s.stopBlock(s.text)
+		s.text = -1
 	}
 }
 
-func (s *MessagesStream) text(t string) {
+// closeAll ends every open block. Tool blocks stay open until the answer
+// ends: an OpenAI stream may interleave the arguments of parallel calls,
+// and a block gets no delta after its content_block_stop.
+func (s *MessagesStream) closeAll() {
+	s.closeText()
+	for _, i := range s.openTools {
+		s.stopBlock(i)
+	}
+	s.openTools = s.openTools[:0]
+}
+
+func (s *MessagesStream) appendText(t string) {
 	if t == "" {
 		return
 	}
-	if s.open < 0 || !s.openText {
-		s.closeBlock()
-		s.open, s.openText = s.blocks, true
+	if s.text < 0 {
+		s.text = s.blocks
 		s.blocks++
-		s.emit("content_block_start", anthBlockStart{Type: "content_block_start", Index: s.open, ContentBlock: textBlock("")})
+		s.emit("content_block_start", anthBlockStart{Type: "content_block_start", Index: s.text, ContentBlock: textBlock("")})
 	}
-	s.emit("content_block_delta", anthBlockDelta{Type: "content_block_delta", Index: s.open, Delta: anthDeltaBody{Type: "text_delta", Text: &t}})
+	s.emit("content_block_delta", anthBlockDelta{Type: "content_block_delta", Index: s.text, Delta: anthDeltaBody{Type: "text_delta", Text: &t}})
 }
 
 func (s *MessagesStream) finish() {
-	s.closeBlock()
+	s.closeAll()
 	var md anthMessageDelta
 	md.Type = "message_delta"
 	md.Delta.StopReason = stopReason(s.stop)
@@ -496,10 +511,10 @@ func (s *MessagesStream) event(_, data []byte) error {
 	}
 	ch := c.Choices[0]
 	if ch.Delta.Content != nil {
-		s.text(*ch.Delta.Content)
+		s.appendText(*ch.Delta.Content)
 	}
 	if ch.Delta.Refusal != nil {
-		s.text(*ch.Delta.Refusal)
+		s.appendText(*ch.Delta.Refusal)
 	}
 	for _, tc := range ch.Delta.ToolCalls {
 		bi, ok := s.tools[tc.Index]
@@ -507,10 +522,11 @@ func (s *MessagesStream) event(_, data []byte) error {
 			if s.tools == nil {
 				s.tools = make(map[int]int64)
 			}
-			s.closeBlock()
+			s.closeText()
 			bi = s.blocks
 			s.blocks++
-			s.tools[tc.Index], s.open, s.openText = bi, bi, false
+			s.tools[tc.Index] = bi
+			s.openTools = append(s.openTools, bi)
 			s.emit("content_block_start", anthBlockStart{Type: "content_block_start", Index: bi,
 				ContentBlock: anthBlock{Type: "tool_use", ID: anthropicID(tc.ID), Name: tc.Function.Name, Input: json.RawMessage("{}")}})
 		}
@@ -520,7 +536,7 @@ func (s *MessagesStream) event(_, data []byte) error {
 		}
 	}
 	if ch.FinishReason != nil {
-		s.closeBlock()
+		s.closeAll()
 		s.stop, s.haveStop = *ch.FinishReason, true
 	}
 	return nil
