@@ -23,12 +23,13 @@
 // 100 Continue, HTTP/1.0 keep-alive (every HTTP/1.0 request closes its
 // connection), and full-duplex handlers (the request body is closed once
 // the response head is sent, as net/http does by default). It is stricter
-// than net/http in a few places: a chunked request closes its connection
-// after the response (so a request that also had a Content-Length, which
-// http.ReadRequest silently drops, cannot desynchronise the connection), an
-// HTTP/1.1 request needs a non-empty valid host, and invalid response header
-// names are dropped and control bytes in response header values replaced
-// by spaces. Unlike net/http it does not snapshot the header map at
+// than net/http in a few places: a request target must be in origin form
+// ("/path") or "*" (absolute-form, meant for proxies, gets 400), a chunked
+// request closes its connection after the response (so a request that
+// also had a Content-Length, which http.ReadRequest silently drops, cannot
+// desynchronise the connection), an HTTP/1.1 request needs a non-empty
+// valid host, and invalid response header names are dropped and control
+// bytes in response header values replaced by spaces. Unlike net/http it does not snapshot the header map at
 // WriteHeader: changes made before the head is committed (first Flush,
 // 4 KiB of body, or the handler's return) are sent.
 package h1
@@ -45,6 +46,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -464,8 +466,16 @@ func (c *conn) readRequest() (req *http.Request, code int, reason string, err er
 	if req.ProtoMajor != 1 {
 		return nil, http.StatusHTTPVersionNotSupported, "unsupported protocol version", nil
 	}
+	// Only origin-form targets ("/path") and "*": in absolute-form the
+	// target's host replaces the Host field, which http.ReadRequest then
+	// deletes, so a missing or malformed one would go unseen (RFC 9112
+	// §3.2 wants 400 for both); it is meant for proxies, which this
+	// server is not. Authority-form (CONNECT) is for proxies too.
+	if req.RequestURI != "*" && !strings.HasPrefix(req.RequestURI, "/") {
+		return nil, http.StatusBadRequest, "request target not in origin form", nil
+	}
 	// http.ReadRequest refuses two Host fields and moves the one to
-	// req.Host (or takes the absolute-form target's host).
+	// req.Host.
 	if req.ProtoAtLeast(1, 1) && req.Host == "" {
 		return nil, http.StatusBadRequest, "missing required Host header", nil
 	}
