@@ -281,17 +281,44 @@ func TestKeyRotationOn429(t *testing.T) {
 }
 
 func TestSameDialectBodyPassesThroughByteForByte(t *testing.T) {
-	h := newHarness(t, nil)
 	// Odd spacing, key order, unknown fields, unicode escapes: only the
-	// model value may change.
-	in := "{ \"messages\" : [{\"role\":\"user\",\"content\":\"h\\u00e9llo \\\"q\\\"\"}],\n\t\"model\" :\"default\" , \"x_vendor\": {\"a\":[1,2,{}]}, \"max_tokens\":20, \"temperature\": 0.70 }"
-	status, _, body := h.post("/v1/chat/completions", in)
-	if status != 200 {
-		t.Fatalf("status %d: %s", status, body)
+	// model value may change, on mixed routes too (a translated attempt
+	// before must leave the client's bytes alone).
+	oaIn := "{ \"messages\" : [{\"role\":\"user\",\"content\":\"h\\u00e9llo \\\"q\\\"\"}],\n\t\"model\" :\"ROUTE\" , \"x_vendor\": {\"a\":[1,2,{}]}, \"max_tokens\":20, \"temperature\": 0.70 }"
+	anIn := "{ \"max_tokens\" : 20,\n\t\"model\":\"ROUTE\", \"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"h\\u00e9llo\",\"cache_control\":{\"type\":\"ephemeral\"}}]}], \"x_vendor\": [] }"
+	tests := []struct {
+		name, path, in, route, model string
+		fail                         func(h *harness) // scripts failures of earlier targets
+		got                          func(h *harness) *routertest.Provider
+	}{
+		{"openai route", "/v1/chat/completions", oaIn, "default", "gpt-a", nil, func(h *harness) *routertest.Provider { return h.oa }},
+		{"mixed route after a failed translated attempt", "/v1/chat/completions", oaIn, "mixed", "gpt-a",
+			func(h *harness) { h.an.Push(routertest.Behavior{Status: 529}) }, func(h *harness) *routertest.Provider { return h.oa }},
+		{"anthropic route", "/v1/messages", anIn, "claude", "claude-a", nil, func(h *harness) *routertest.Provider { return h.an }},
+		{"anthropic dialect on a mixed route", "/v1/messages", anIn, "anfirst", "claude-a", nil, func(h *harness) *routertest.Provider { return h.an }},
 	}
-	want := strings.Replace(in, `"default"`, `"gpt-a"`, 1)
-	if got := string(h.oa.Requests()[0].Body); got != want {
-		t.Errorf("upstream body\n got %q\nwant %q", got, want)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(o *router.Options) {
+				o.Routes["anfirst"] = []router.Target{{Provider: "an", Model: "claude-a"}, {Provider: "oa", Model: "gpt-a"}}
+			})
+			if tc.fail != nil {
+				tc.fail(h)
+			}
+			in := strings.Replace(tc.in, "ROUTE", tc.route, 1)
+			status, _, body := h.post(tc.path, in)
+			if status != 200 {
+				t.Fatalf("status %d: %s", status, body)
+			}
+			if tc.fail != nil && len(h.an.Requests()) != 1 {
+				t.Fatalf("the translated attempt before was not made")
+			}
+			want := strings.Replace(in, `"`+tc.route+`"`, `"`+tc.model+`"`, 1)
+			reqs := tc.got(h).Requests()
+			if got := string(reqs[len(reqs)-1].Body); got != want {
+				t.Errorf("upstream body\n got %q\nwant %q", got, want)
+			}
+		})
 	}
 }
 
