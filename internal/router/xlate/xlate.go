@@ -16,7 +16,10 @@
 // ChatOptions); temperature (0 to 1), top_p, stop sequences, parallel tool
 // use, the end user id; streaming and stream_options.include_usage; finish
 // and stop reasons; usage including cached input tokens; response ids and
-// models as the provider sent them; error bodies (their message).
+// models as the provider sent them (tool-call ids Anthropic would refuse
+// are hex-encoded behind a prefix on the Anthropic side and decoded back);
+// error bodies (their message). OpenAI tool arguments cut by the output
+// limit become an empty tool input with stop_reason max_tokens.
 //
 // What is not: anything whose meaning the other format cannot carry makes
 // the translation fail with an *Unsupported error naming the field, rather
@@ -25,8 +28,10 @@
 // logit_bias, reasoning_effort, strict or custom tools, temperature above
 // 1, named participants; Anthropic thinking, top_k, documents, server tools
 // (web search, code execution, ...), MCP servers, images in tool results,
-// more than 4 stop sequences. Any field this package does not know is
-// treated the same way. Cache-control hints, image detail and the OpenAI
+// more than 4 stop sequences, a missing max_tokens; in both, a conversation
+// ending in an assistant turn (a prefill to Anthropic only) and a body
+// that is not valid UTF-8. Any field this package does not know is treated
+// the same way. Cache-control hints, image detail and the OpenAI
 // store/metadata/service_tier/prompt_cache_key/safety_identifier fields
 // do not change the answer and are left out. Reasoning ("thinking") content
 // in a response is not passed on. The other endpoints (responses,
