@@ -263,7 +263,7 @@ func (h *sandboxHandler) forward(w http.ResponseWriter, req *http.Request, q *re
 	if other := h.otherKind(q, chain); other != nil {
 		// No target speaks q's dialect: without a translation there is
 		// nothing to try.
-		if _, err := cross.get(q, other); err != nil {
+		if _, err := cross.get(ctx, q, other); err != nil {
 			tk.done(0, 0)
 			ae := untranslatable(q, route, err)
 			h.r.metrics.refusals.WithLabelValues(h.sandbox, ae.reason).Inc()
@@ -282,7 +282,7 @@ chain:
 			up := r.upstreams[t.Provider]
 			uq := q // the request as this target takes it
 			if up.Kind != q.ep.dialect.kind() {
-				xq, err := cross.get(q, up)
+				xq, err := cross.get(ctx, q, up)
 				if err != nil {
 					if pass == 0 {
 						r.log.Info("target skipped: request cannot be translated", "sandbox", h.sandbox, "route", route.name, "target", h.targetLabel(route, t), "reason", err.Error())

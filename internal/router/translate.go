@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,13 +23,17 @@ type crossing struct {
 // errNotTranslated is the reason of an endpoint that is never translated.
 var errNotTranslated = errors.New("only /v1/chat/completions and /v1/messages are translated into each other")
 
-// get returns q translated for up, a provider of the other dialect.
-func (c *crossing) get(q *request, up *upstream) (*request, error) {
+// get returns q translated for up, a provider of the other dialect. A
+// request whose client has gone is not translated.
+func (c *crossing) get(ctx context.Context, q *request, up *upstream) (*request, error) {
 	v := 0
 	if up.officialOpenAI {
 		v = 1
 	}
 	if !c.done[v] {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("client gone before translation: %w", err)
+		}
 		c.q[v], c.err[v] = translateRequest(q, xlate.ChatOptions{MaxCompletionTokens: up.officialOpenAI})
 		c.done[v] = true
 	}

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -34,7 +35,7 @@ func TestCrossingPerUpstreamVariant(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			xq, err := c.get(q, r.upstreams[tc.provider])
+			xq, err := c.get(context.Background(), q, r.upstreams[tc.provider])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,7 +45,7 @@ func TestCrossingPerUpstreamVariant(t *testing.T) {
 			if xq.ep.path != "/v1/chat/completions" || !xq.translated {
 				t.Errorf("translated request: %s translated=%v", xq.ep.path, xq.translated)
 			}
-			again, _ := c.get(q, r.upstreams[tc.provider])
+			again, _ := c.get(context.Background(), q, r.upstreams[tc.provider])
 			if again != xq {
 				t.Errorf("translated twice")
 			}
@@ -62,5 +63,18 @@ func TestTranslateRefusesHugeBody(t *testing.T) {
 	var un *xlate.Unsupported
 	if !errors.As(err, &un) || un.Field != "body" || !strings.Contains(un.Reason, "over 16 MiB") {
 		t.Errorf("err = %v, want an Unsupported body", err)
+	}
+}
+
+func TestNoTranslationForAGoneClient(t *testing.T) {
+	q, aerr := parseRequest(endpoints["/v1/messages"], []byte(`{"model":"r","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`))
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var c crossing
+	if _, err := c.get(ctx, q, &upstream{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
 	}
 }
