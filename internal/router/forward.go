@@ -166,11 +166,17 @@ func (h *sandboxHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // readBody reads r to the end into a buffer sized from the request's
 // Content-Length (when known and within limit), so the usual body is read
 // without regrowing.
+// initialBodyBuf is the most readBody allocates before body bytes arrive.
+const initialBodyBuf = 64 << 10
+
 func readBody(r io.Reader, contentLength, limit int64) ([]byte, error) {
 	if contentLength <= 0 || contentLength > limit {
 		return io.ReadAll(r)
 	}
-	b := make([]byte, 0, contentLength+1) // +1: room to see EOF without growing
+	// +1: room to see EOF without growing. A declared length is a claim,
+	// not bytes: take at most initialBodyBuf up front and grow as bytes
+	// arrive, so a head announcing 32 MiB and then silence holds little.
+	b := make([]byte, 0, min(contentLength+1, initialBodyBuf))
 	for {
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,6 +113,23 @@ func TestReadBody(t *testing.T) {
 	t.Run("reader error is returned", func(t *testing.T) {
 		if _, err := readBody(iotest.ErrReader(io.ErrUnexpectedEOF), 10, 1<<20); err != io.ErrUnexpectedEOF {
 			t.Fatalf("err %v", err)
+		}
+	})
+	// A head announcing 32 MiB followed by silence (a sandbox holding
+	// router memory with claims): no more than initialBodyBuf is taken
+	// before bytes arrive.
+	t.Run("announced length is not allocated up front", func(t *testing.T) {
+		const announced = 32 << 20
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		got, err := readBody(iotest.ErrReader(io.ErrUnexpectedEOF), announced, 64<<20)
+		runtime.ReadMemStats(&after)
+		if err != io.ErrUnexpectedEOF || len(got) != 0 {
+			t.Fatalf("read %d bytes, err %v", len(got), err)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 2*initialBodyBuf {
+			t.Fatalf("allocated %d bytes for a body announced at %d with none sent, want at most %d", grew, announced, 2*initialBodyBuf)
 		}
 	})
 }
