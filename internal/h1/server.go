@@ -12,10 +12,11 @@
 // framing, http.Flusher, header size limits (431), a header read timeout, an
 // idle timeout, a request body progress timeout and a per-write timeout (on
 // by default: a client that stops sending its body or stops reading its
-// response cannot hold its connection), bounded draining of unread request
-// bodies, handler panic recovery, graceful Shutdown, and cancellation of a
-// request's context when the client hangs up while its handler runs
-// (without a goroutine per request; see watch.go).
+// response cannot hold its connection), a per-listener connection limit
+// (MaxConns), bounded draining of unread request bodies, handler panic
+// recovery, graceful Shutdown, and cancellation of a request's context when
+// the client hangs up while its handler runs (without a goroutine per
+// request; see watch.go).
 //
 // It deliberately does not implement: HTTP/2 (or h2c upgrades), TLS,
 // connection upgrades or http.Hijacker, trailers (request trailers are
@@ -93,6 +94,12 @@ const (
 	// was sent: one that reads nothing for a minute, while the kernel's
 	// buffers are full, is gone or stalling on purpose.
 	DefaultWriteTimeout = 60 * time.Second
+	// DefaultMaxConns is Server.MaxConns's default. An agent keeps a
+	// handful of connections to the router (parallel tool calls,
+	// subagents); 512 is far above that, yet bounds what one sandbox's
+	// listener can take of the router's file descriptors (shared by all
+	// sandboxes) and memory (a goroutine and buffers per connection).
+	DefaultMaxConns = 512
 )
 
 // Server serves HTTP/1.x on the connections its listeners accept. Its
@@ -126,6 +133,12 @@ type Server struct {
 	// connection. Zero means DefaultWriteTimeout; a negative value means
 	// no limit.
 	WriteTimeout time.Duration
+	// MaxConns bounds the open connections per listener (per Serve call).
+	// At the limit the server stops accepting, leaving new connections in
+	// the kernel's backlog (no descriptor is taken for them) until one
+	// closes, and logs a warning once per episode. Zero means
+	// DefaultMaxConns; a negative value means no limit.
+	MaxConns int
 	// MaxHeaderBytes bounds the bytes of a request head (request line and
 	// header fields); a longer head gets 431. Zero means
 	// http.DefaultMaxHeaderBytes.
@@ -141,6 +154,7 @@ type Server struct {
 	listeners   map[*net.Listener]struct{}
 	conns       map[*conn]struct{}
 	closing     bool
+	closed      chan struct{} // closed by Shutdown (made by whichever comes first)
 	drained     chan struct{} // closed once closing and conns is empty
 	drainClosed bool
 }
@@ -179,6 +193,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.listeners = make(map[*net.Listener]struct{})
 	}
 	s.listeners[lp] = struct{}{}
+	closed := s.closedLocked()
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -186,8 +201,36 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 
+	// slots holds a token per open connection when the count is bounded;
+	// the loop takes one before each Accept.
+	var slots chan struct{}
+	if n := s.MaxConns; n >= 0 {
+		if n == 0 {
+			n = DefaultMaxConns
+		}
+		slots = make(chan struct{}, n)
+	}
+	haveSlot, atLimit := false, false
 	var backoff time.Duration
 	for {
+		if slots != nil && !haveSlot {
+			select {
+			case slots <- struct{}{}:
+				atLimit = false
+			default:
+				if !atLimit {
+					atLimit = true
+					s.logger().Warn("connection limit reached: not accepting until a connection closes",
+						"listener", ln.Addr().String(), "limit", cap(slots))
+				}
+				select {
+				case slots <- struct{}{}:
+				case <-closed:
+					return http.ErrServerClosed
+				}
+			}
+			haveSlot = true
+		}
 		nc, err := ln.Accept()
 		if err != nil {
 			if s.shuttingDown() {
@@ -207,6 +250,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			return http.ErrServerClosed
 		}
+		c.slots, haveSlot = slots, false
 		go c.serve()
 	}
 }
@@ -228,6 +272,9 @@ func temporary(err error) bool {
 // ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.closedLocked())
+	}
 	s.closing = true
 	var err error
 	for lp := range s.listeners {
@@ -259,6 +306,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	return ctx.Err()
+}
+
+// closedLocked returns the channel Shutdown closes; s.mu is held.
+func (s *Server) closedLocked() chan struct{} {
+	if s.closed == nil {
+		s.closed = make(chan struct{})
+	}
+	return s.closed
 }
 
 func (s *Server) shuttingDown() bool {
@@ -330,6 +385,7 @@ type conn struct {
 	br     *bufio.Reader // reads from lim
 	state  connState     // guarded by s.mu
 	wto    time.Duration // the write timeout, 0 for none
+	slots  chan struct{} // Serve's connection tokens (one is c's), nil for none
 
 	pend []byte   // body bytes held before the head is committed
 	out  []byte   // head and framed body bytes not yet written
@@ -370,6 +426,9 @@ func (c *conn) serve() {
 	graceful := false
 	defer func() {
 		c.close(graceful)
+		if c.slots != nil {
+			<-c.slots // the listener may accept another
+		}
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.checkDrainedLocked()

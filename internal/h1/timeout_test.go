@@ -1,15 +1,18 @@
 package h1
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -360,5 +363,80 @@ func TestWriteDeadlinePerSlice(t *testing.T) {
 				t.Errorf("events %s\nwant %s", got, strings.Join(tt.want, ", "))
 			}
 		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A listener at MaxConns stops accepting: a further connection waits in
+// the kernel's backlog, unserved, until one of the open ones closes, then
+// it is served. The warning is logged once for the episode. Shutdown ends
+// a Serve that waits for a slot (startServer's cleanup checks it returns
+// http.ErrServerClosed).
+func TestMaxConns(t *testing.T) {
+	var logs lockedBuffer
+	s := &Server{Handler: &testHandler{}, MaxConns: 2,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	addr := startServer(t, s)
+	exchange := func(c net.Conn) {
+		t.Helper()
+		if _, err := io.WriteString(c, helloReq); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(helloResp)+len("Wed, 26 Nov 2026 04:50:00 GMT")-len("X"))
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatalf("no answer: %v (read %q)", err, got)
+		}
+		if g := dateRE.ReplaceAllString(string(got), "Date: X\r\n"); g != helloResp {
+			t.Fatalf("read %q, want %q", g, helloResp)
+		}
+	}
+	c1, c2 := dial(t, addr), dial(t, addr)
+	exchange(c1)
+	exchange(c2) // both kept alive: the limit is reached
+	c3 := dial(t, addr)
+	if _, err := io.WriteString(c3, helloReq); err != nil {
+		t.Fatal(err)
+	}
+	_ = c3.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c3.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a third connection over MaxConns 2 was answered (read %d bytes, %v)", n, err)
+	}
+	s.mu.Lock()
+	open := len(s.conns)
+	s.mu.Unlock()
+	if open != 2 {
+		t.Errorf("the server holds %d connections, want 2", open)
+	}
+	c1.Close()
+	_ = c3.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(helloResp)+len("Wed, 26 Nov 2026 04:50:00 GMT")-len("X"))
+	if _, err := io.ReadFull(c3, got); err != nil {
+		t.Fatalf("the waiting connection was not served after one closed: %v", err)
+	}
+	if g := dateRE.ReplaceAllString(string(got), "Date: X\r\n"); g != helloResp {
+		t.Fatalf("read %q, want %q", g, helloResp)
+	}
+	if n := strings.Count(logs.String(), "connection limit reached"); n != 1 {
+		t.Errorf("%d limit warnings, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "level=WARN msg=\"connection limit reached: not accepting until a connection closes\" listener="+addr+" limit=2") {
+		t.Errorf("warning lacks the listener and limit:\n%s", logs.String())
 	}
 }
