@@ -122,6 +122,35 @@ func (w *response) FlushError() error {
 	return w.c.werr
 }
 
+// SetWriteDeadline is http.ResponseController's: from now on this
+// response's writes must end by t (the zero time: no deadline) instead of
+// within WriteTimeout each.
+func (w *response) SetWriteDeadline(t time.Time) error {
+	if w.done {
+		return errAfterHandler
+	}
+	w.c.wdl, w.c.wfixed = t, true
+	return nil
+}
+
+// SetReadDeadline is http.ResponseController's: from now on the request
+// body's reads must end by t (the zero time: no deadline) instead of
+// within BodyReadTimeout and BodyTimeout. The head is read already.
+func (w *response) SetReadDeadline(t time.Time) error {
+	if w.done {
+		return errAfterHandler
+	}
+	if b := w.body; b != nil {
+		b.mu.Lock()
+		if !b.closed {
+			l := &w.c.lim
+			l.perRead, l.until, l.timed = 0, t, true
+		}
+		b.mu.Unlock()
+	}
+	return nil
+}
+
 // finish completes the response after the handler returned.
 func (w *response) finish() {
 	if w.status == 0 {
@@ -320,7 +349,10 @@ const writeSlice = 256 << 10
 func (c *conn) write(p []byte) {
 	for c.werr == nil && len(p) > 0 {
 		n := len(p)
-		if c.wto > 0 {
+		switch {
+		case c.wfixed:
+			_ = c.nc.SetWriteDeadline(c.wdl)
+		case c.wto > 0:
 			n = min(n, writeSlice)
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.wto))
 		}

@@ -385,6 +385,8 @@ type conn struct {
 	br     *bufio.Reader // reads from lim
 	state  connState     // guarded by s.mu
 	wto    time.Duration // the write timeout, 0 for none
+	wdl    time.Time     // the handler's write deadline, when wfixed
+	wfixed bool          // the handler set the write deadline (ResponseController)
 	slots  chan struct{} // Serve's connection tokens (one is c's), nil for none
 
 	pend []byte   // body bytes held before the head is committed
@@ -575,6 +577,7 @@ func (c *conn) handle(req *http.Request) bool {
 	defer cancel()
 	req = req.WithContext(ctx)
 	req.RemoteAddr = c.remote
+	c.wfixed = false
 	w := &response{c: c, req: req, header: make(http.Header), cl: -1, isHead: req.Method == http.MethodHead}
 	// HTTP/1.0 always closes (no keep-alive); so does a chunked request,
 	// whose Content-Length, if it had one, http.ReadRequest dropped.

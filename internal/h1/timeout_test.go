@@ -440,3 +440,66 @@ func TestMaxConns(t *testing.T) {
 		t.Errorf("warning lacks the listener and limit:\n%s", logs.String())
 	}
 }
+
+// http.ResponseController's deadlines replace the server's timeouts for
+// the rest of the request.
+func TestResponseControllerDeadlines(t *testing.T) {
+	type result struct {
+		setErr, ioErr error
+		n             int
+	}
+	tests := []struct {
+		name    string
+		s       *Server
+		send    string
+		handler func(w http.ResponseWriter, r *http.Request) result
+		wantN   int // bytes moved before the deadline; -1 for any
+	}{
+		{"SetWriteDeadline bounds writes to a client that does not read, without WriteTimeout",
+			&Server{WriteTimeout: -1}, "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+			func(w http.ResponseWriter, r *http.Request) (res result) {
+				res.setErr = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+				chunk := make([]byte, 64<<10)
+				for i := 0; i < 1000 && res.ioErr == nil; i++ {
+					var n int
+					n, res.ioErr = w.Write(chunk)
+					res.n += n
+				}
+				return res
+			}, -1},
+		{"SetReadDeadline bounds body reads, without body timeouts",
+			&Server{BodyReadTimeout: -1, BodyTimeout: -1}, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nab",
+			func(w http.ResponseWriter, r *http.Request) (res result) {
+				res.setErr = http.NewResponseController(w).SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+				var b []byte
+				b, res.ioErr = io.ReadAll(r.Body)
+				res.n = len(b)
+				return res
+			}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			done := make(chan result, 1)
+			tt.s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { done <- tt.handler(w, r) })
+			addr := startServer(t, tt.s)
+			c := dialSmallWindow(t, addr)
+			if _, err := io.WriteString(c, tt.send); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case res := <-done:
+				if res.setErr != nil {
+					t.Errorf("setting the deadline: %v", res.setErr)
+				}
+				if !errors.Is(res.ioErr, os.ErrDeadlineExceeded) {
+					t.Errorf("after %d bytes: %v, want os.ErrDeadlineExceeded", res.n, res.ioErr)
+				}
+				if tt.wantN >= 0 && res.n != tt.wantN {
+					t.Errorf("moved %d bytes, want %d", res.n, tt.wantN)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the handler still blocks 10 s later (deadline 300 ms)")
+			}
+		})
+	}
+}
