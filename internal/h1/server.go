@@ -9,14 +9,15 @@
 // (answered in order), request bodies with Content-Length or chunked,
 // "Expect: 100-continue", HEAD, responses with a declared Content-Length, a
 // buffered body's length, chunked or (HTTP/1.0 only) close-delimited
-// framing, http.Flusher, header size limits (431), a header read timeout, an
-// idle timeout, a request body progress timeout and a per-write timeout (on
-// by default: a client that stops sending its body or stops reading its
-// response cannot hold its connection), a per-listener connection limit
-// (MaxConns), bounded draining of unread request bodies, handler panic
-// recovery, graceful Shutdown, and cancellation of a request's context when
-// the client hangs up while its handler runs (without a goroutine per
-// request; see watch.go).
+// framing, http.Flusher (and http.ResponseController's Flush,
+// SetReadDeadline and SetWriteDeadline), header size limits (431), a header
+// read timeout, an idle timeout, a request body progress timeout and a
+// per-write timeout (on by default: a client that stops sending its body or
+// stops reading its response cannot hold its connection), a per-listener
+// connection limit (MaxConns), bounded draining of unread request bodies,
+// handler panic recovery, graceful Shutdown, and cancellation of a
+// request's context when the client hangs up while its handler runs
+// (without a goroutine per request; see watch.go).
 //
 // It deliberately does not implement: HTTP/2 (or h2c upgrades), TLS,
 // connection upgrades or http.Hijacker, trailers (request trailers are
