@@ -1,14 +1,14 @@
 package router
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/clawcage/clawcage/internal/jsonscan"
 )
 
 // dialect is the wire format of an endpoint.
@@ -91,7 +91,7 @@ func parseRequest(ep *endpoint, body []byte) (*request, *apiError) {
 	if !ok {
 		return nil, errBadRequest(`request has no "model" field`)
 	}
-	if req.model, ok = jsonString(body[ms.start:ms.end]); !ok || req.model == "" {
+	if req.model, ok = jsonscan.Unquote(body[ms.start:ms.end]); !ok || req.model == "" {
 		return nil, errBadRequest(`"model" must be a non-empty string`)
 	}
 	if s, ok := fields.get("stream"); ok {
@@ -142,23 +142,6 @@ func (q *request) estimateSplit() (in, out int64) {
 func (q *request) withModel(modelJSON []byte) []byte {
 	s, _ := q.fields.get("model")
 	return replaceSpan(q.body, s, modelJSON)
-}
-
-// jsonString decodes the JSON string literal b; ok is false when b is not
-// a string. A literal without escapes is converted directly.
-func jsonString(b []byte) (string, bool) {
-	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
-		return "", false
-	}
-	inner := b[1 : len(b)-1]
-	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-		return string(inner), true
-	}
-	var s string
-	if json.Unmarshal(b, &s) != nil {
-		return "", false
-	}
-	return s, true
 }
 
 // quoteJSON returns s as a JSON string literal.

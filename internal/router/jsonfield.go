@@ -2,9 +2,10 @@ package router
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/clawcage/clawcage/internal/jsonscan"
 )
 
 // span is the byte range [start,end) of a JSON value inside a body.
@@ -41,12 +42,12 @@ const dupCheckLinear = 16
 // names with escapes allocate.
 func topFields(b []byte, dst fieldSet) (fieldSet, error) {
 	fields := dst[:0]
-	i := skipWS(b, 0)
+	i := jsonscan.SkipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, errors.New("request body is not a JSON object")
 	}
 	var seen map[string]struct{}
-	i = skipWS(b, i+1)
+	i = jsonscan.SkipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return fields, nil
 	}
@@ -54,24 +55,24 @@ func topFields(b []byte, dst fieldSet) (fieldSet, error) {
 		if b[i] != '"' {
 			return nil, fmt.Errorf("malformed JSON at byte %d", i)
 		}
-		kEnd, err := skipString(b, i)
+		kEnd, err := jsonscan.SkipString(b, i)
 		if err != nil {
 			return nil, err
 		}
 		key := b[i+1 : kEnd-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
-			var k string
-			if err := json.Unmarshal(b[i:kEnd], &k); err != nil {
+			k, ok := jsonscan.Unquote(b[i:kEnd])
+			if !ok {
 				return nil, fmt.Errorf("malformed JSON key at byte %d", i)
 			}
 			key = []byte(k)
 		}
-		i = skipWS(b, kEnd)
+		i = jsonscan.SkipWS(b, kEnd)
 		if i >= len(b) || b[i] != ':' {
 			return nil, fmt.Errorf("malformed JSON at byte %d", i)
 		}
-		i = skipWS(b, i+1)
-		vEnd, err := skipValue(b, i)
+		i = jsonscan.SkipWS(b, i+1)
+		vEnd, err := jsonscan.SkipValue(b, i)
 		if err != nil {
 			return nil, err
 		}
@@ -94,9 +95,9 @@ func topFields(b []byte, dst fieldSet) (fieldSet, error) {
 			seen[string(key)] = struct{}{}
 		}
 		fields = append(fields, field{name: key, val: span{i, vEnd}})
-		i = skipWS(b, vEnd)
+		i = jsonscan.SkipWS(b, vEnd)
 		if i < len(b) && b[i] == ',' {
-			i = skipWS(b, i+1)
+			i = jsonscan.SkipWS(b, i+1)
 			continue
 		}
 		if i < len(b) && b[i] == '}' {
@@ -114,64 +115,4 @@ func replaceSpan(b []byte, s span, v []byte) []byte {
 	out = append(out, b[:s.start]...)
 	out = append(out, v...)
 	return append(out, b[s.end:]...)
-}
-
-func skipWS(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index after the string starting at b[i] == '"'.
-func skipString(b []byte, i int) (int, error) {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1, nil
-		}
-	}
-	return 0, errors.New("unterminated JSON string")
-}
-
-// skipValue returns the index after the JSON value starting at b[i].
-func skipValue(b []byte, i int) (int, error) {
-	if i >= len(b) {
-		return 0, errors.New("missing JSON value")
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				e, err := skipString(b, j)
-				if err != nil {
-					return 0, err
-				}
-				j = e - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1, nil
-				}
-			}
-		}
-		return 0, errors.New("unterminated JSON value")
-	default:
-		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\r' && b[j] != '\t' {
-			j++
-		}
-		if j == i {
-			return 0, fmt.Errorf("malformed JSON at byte %d", i)
-		}
-		return j, nil
-	}
 }

@@ -45,7 +45,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/clawcage/clawcage/internal/jsonscan"
 )
 
 // Unsupported is the error of a request that uses something the other
@@ -74,34 +75,37 @@ type object map[string]json.RawMessage
 // parseObject splits the JSON object raw (valid JSON) into its fields; a
 // repeated name keeps its last value, as encoding/json does.
 func parseObject(raw json.RawMessage, field string) (object, error) {
-	i := skipWS(raw, 0)
+	i := jsonscan.SkipWS(raw, 0)
 	if i >= len(raw) || raw[i] != '{' {
 		return nil, unsupported(field, "must be a JSON object")
 	}
 	o := make(object, 8)
-	i = skipWS(raw, i+1)
+	i = jsonscan.SkipWS(raw, i+1)
 	if i < len(raw) && raw[i] == '}' {
 		return o, nil
 	}
 	for i < len(raw) && raw[i] == '"' {
-		ke := skipString(raw, i)
-		key, ok := unquote(raw[i:ke])
+		ke, err := jsonscan.SkipString(raw, i)
+		if err != nil {
+			break
+		}
+		key, ok := jsonscan.Unquote(raw[i:ke])
 		if !ok {
 			break
 		}
-		i = skipWS(raw, ke)
+		i = jsonscan.SkipWS(raw, ke)
 		if i >= len(raw) || raw[i] != ':' {
 			break
 		}
-		i = skipWS(raw, i+1)
-		ve := skipValue(raw, i)
-		if ve <= i {
+		i = jsonscan.SkipWS(raw, i+1)
+		ve, err := jsonscan.SkipValue(raw, i)
+		if err != nil {
 			break
 		}
 		o[key] = raw[i:ve]
-		i = skipWS(raw, ve)
+		i = jsonscan.SkipWS(raw, ve)
 		if i < len(raw) && raw[i] == ',' {
-			i = skipWS(raw, i+1)
+			i = jsonscan.SkipWS(raw, i+1)
 			continue
 		}
 		if i < len(raw) && raw[i] == '}' {
@@ -114,24 +118,24 @@ func parseObject(raw json.RawMessage, field string) (object, error) {
 
 // asArray splits the JSON array raw (valid JSON) into its elements.
 func asArray(raw json.RawMessage) ([]json.RawMessage, bool) {
-	i := skipWS(raw, 0)
+	i := jsonscan.SkipWS(raw, 0)
 	if i >= len(raw) || raw[i] != '[' {
 		return nil, false
 	}
 	a := []json.RawMessage{}
-	i = skipWS(raw, i+1)
+	i = jsonscan.SkipWS(raw, i+1)
 	if i < len(raw) && raw[i] == ']' {
 		return a, true
 	}
 	for i < len(raw) {
-		ve := skipValue(raw, i)
-		if ve <= i {
+		ve, err := jsonscan.SkipValue(raw, i)
+		if err != nil {
 			return nil, false
 		}
 		a = append(a, raw[i:ve])
-		i = skipWS(raw, ve)
+		i = jsonscan.SkipWS(raw, ve)
 		if i < len(raw) && raw[i] == ',' {
-			i = skipWS(raw, i+1)
+			i = jsonscan.SkipWS(raw, i+1)
 			continue
 		}
 		return a, i < len(raw) && raw[i] == ']'
@@ -145,78 +149,7 @@ func asString(raw json.RawMessage) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}
-	return unquote(raw)
-}
-
-// unquote decodes the JSON string literal b; one without escapes is
-// converted directly.
-func unquote(b []byte) (string, bool) {
-	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
-		return "", false
-	}
-	inner := b[1 : len(b)-1]
-	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-		return string(inner), true
-	}
-	var s string
-	if json.Unmarshal(b, &s) != nil {
-		return "", false
-	}
-	return s, true
-}
-
-func skipWS(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index after the string starting at b[i] == '"'
-// (len(b) when it is not terminated).
-func skipString(b []byte, i int) int {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index after the JSON value starting at b[i] (i
-// itself when there is none).
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				j = skipString(b, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return i
-	}
-	j := i
-	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\r' && b[j] != '\t' {
-		j++
-	}
-	return j
+	return jsonscan.Unquote(raw)
 }
 
 // has reports whether key is present with a non-null value.
