@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/clawcage/clawcage/internal/jsonscan"
 )
@@ -39,7 +40,8 @@ const dupCheckLinear = 16
 // allocating). The body must be valid JSON (checked by the caller with
 // json.Valid); a duplicate field is an error so that the router and the
 // provider cannot disagree about which "model" or "tools" counts. Only
-// names with escapes allocate.
+// names with escapes or invalid UTF-8 allocate (decoded as encoding/json
+// does).
 func topFields(b []byte, dst fieldSet) (fieldSet, error) {
 	fields := dst[:0]
 	i := jsonscan.SkipWS(b, 0)
@@ -60,7 +62,9 @@ func topFields(b []byte, dst fieldSet) (fieldSet, error) {
 			return nil, err
 		}
 		key := b[i+1 : kEnd-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
+		if bytes.IndexByte(key, '\\') >= 0 || !utf8.Valid(key) {
+			// Decoded as the provider's JSON decoder does: escapes, and
+			// invalid UTF-8 as U+FFFD (so "\x80" and "\xff" are duplicates).
 			k, ok := jsonscan.Unquote(b[i:kEnd])
 			if !ok {
 				return nil, fmt.Errorf("malformed JSON key at byte %d", i)

@@ -32,6 +32,8 @@ func TestTopFieldsDuplicates(t *testing.T) {
 		{"forty distinct fields (map check)", many(40, `"model":"a"`), false, 41},
 		{"duplicate after forty fields (map check)", many(40, `"f3":"again"`), true, 0},
 		{"escaped duplicate after forty fields", many(40, `"model":"a","\u006dodel":"b"`), true, 0},
+		{"invalid UTF-8 names encoding/json reads as the same U+FFFD", "{\"\x80\":1,\"\xff\":2}", true, 0},
+		{"invalid UTF-8 name next to a valid one", "{\"m\xffodel\":1,\"model\":\"a\"}", false, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs, err := topFields([]byte(tc.body), nil)
