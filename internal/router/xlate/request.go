@@ -85,12 +85,9 @@ var openAIHarmless = []string{"store", "metadata", "service_tier", "prompt_cache
 // an Anthropic Messages request. defaultMaxTokens is the output limit used
 // when the request sets none (Anthropic requires one).
 func ChatToMessagesRequest(body []byte, defaultMaxTokens int64) (Request, error) {
-	if err := checkBody(body); err != nil {
-		return Request{}, err
-	}
-	top, err := parseObject(body, "")
+	top, err := parseBody(body)
 	if err != nil {
-		return Request{}, unsupported("body", "is not a JSON object")
+		return Request{}, err
 	}
 	known := append([]string{"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
 		"stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls", "user", "n", "logprobs",
@@ -215,24 +212,18 @@ func ChatToMessagesRequest(body []byte, defaultMaxTokens int64) (Request, error)
 		}
 	}
 
-	msgs, err := top.array("messages", "")
+	nmsgs, err := eachMessage(top, func(raw json.RawMessage, field string) error {
+		return openAIMessage(&out, raw, field)
+	})
 	if err != nil {
 		return Request{}, err
-	}
-	if len(msgs) == 0 {
-		return Request{}, unsupported("messages", "must not be empty")
-	}
-	for i, raw := range msgs {
-		if err := openAIMessage(&out, raw, index("messages", i)); err != nil {
-			return Request{}, err
-		}
 	}
 	if len(out.Messages) == 0 {
 		return Request{}, unsupported("messages", "has no user or assistant content (Anthropic needs at least one message)")
 	}
 	if out.Messages[len(out.Messages)-1].Role == "assistant" {
 		// Anthropic would continue that turn (prefill); OpenAI answers anew.
-		return Request{}, unsupported(index("messages", len(msgs)-1)+".role", "a final assistant turn would be continued by Anthropic, not answered")
+		return Request{}, unsupported(index("messages", nmsgs-1)+".role", "a final assistant turn would be continued by Anthropic, not answered")
 	}
 	if res.Body, err = marshal(out); err != nil {
 		return Request{}, unsupported("body", "cannot be encoded: %v", err)
@@ -240,17 +231,41 @@ func ChatToMessagesRequest(body []byte, defaultMaxTokens int64) (Request, error)
 	return res, nil
 }
 
-// checkBody refuses a body that is not valid JSON or not valid UTF-8 (which
-// would come out of a translation as U+FFFD escapes, six bytes for each
-// bad byte).
-func checkBody(body []byte) error {
+// parseBody splits a request body into its top-level fields. It refuses
+// a body that is not valid JSON, not valid UTF-8 (which would come out of
+// a translation as U+FFFD escapes, six bytes for each bad byte) or not a
+// JSON object.
+func parseBody(body []byte) (object, error) {
 	if !json.Valid(body) {
-		return unsupported("body", "is not valid JSON")
+		return nil, unsupported("body", "is not valid JSON")
 	}
 	if !utf8.Valid(body) {
-		return unsupported("body", "is not valid UTF-8")
+		return nil, unsupported("body", "is not valid UTF-8")
 	}
-	return nil
+	top, err := parseObject(body, "")
+	if err != nil {
+		return nil, unsupported("body", "is not a JSON object")
+	}
+	return top, nil
+}
+
+// eachMessage calls add with every element of the request's "messages"
+// array and its field path, in order, stopping at the first error; the
+// array must not be empty. It returns the number of messages.
+func eachMessage(top object, add func(raw json.RawMessage, field string) error) (int, error) {
+	msgs, err := top.array("messages", "")
+	if err != nil {
+		return 0, err
+	}
+	if len(msgs) == 0 {
+		return 0, unsupported("messages", "must not be empty")
+	}
+	for i, raw := range msgs {
+		if err := add(raw, index("messages", i)); err != nil {
+			return 0, err
+		}
+	}
+	return len(msgs), nil
 }
 
 func unsupportedOr(err error, field, reason string) error {
@@ -670,12 +685,9 @@ type ChatOptions struct {
 // OpenAI chat completions request. A streamed request asks for the usage
 // chunk, so that usage is known at the end of the stream.
 func MessagesToChatRequest(body []byte, opt ChatOptions) (Request, error) {
-	if err := checkBody(body); err != nil {
-		return Request{}, err
-	}
-	top, err := parseObject(body, "")
+	top, err := parseBody(body)
 	if err != nil {
-		return Request{}, unsupported("body", "is not a JSON object")
+		return Request{}, err
 	}
 	if err := top.only("", "model", "messages", "system", "max_tokens", "temperature", "top_p", "stop_sequences",
 		"stream", "tools", "tool_choice", "metadata", "thinking", "service_tier"); err != nil {
@@ -806,20 +818,14 @@ func MessagesToChatRequest(body []byte, opt ChatOptions) (Request, error) {
 		}
 		out.Messages = append(out.Messages, oaMessage{Role: "system", Content: c})
 	}
-	msgs, err := top.array("messages", "")
+	nmsgs, err := eachMessage(top, func(raw json.RawMessage, field string) error {
+		return anthropicMessage(&out, raw, field)
+	})
 	if err != nil {
 		return Request{}, err
 	}
-	if len(msgs) == 0 {
-		return Request{}, unsupported("messages", "must not be empty")
-	}
-	for i, raw := range msgs {
-		if err := anthropicMessage(&out, raw, index("messages", i)); err != nil {
-			return Request{}, err
-		}
-	}
 	if out.Messages[len(out.Messages)-1].Role == "assistant" {
-		return Request{}, unsupported(index("messages", len(msgs)-1)+".role", "a final assistant turn (prefill) is continued by Anthropic; OpenAI has no equivalent")
+		return Request{}, unsupported(index("messages", nmsgs-1)+".role", "a final assistant turn (prefill) is continued by Anthropic; OpenAI has no equivalent")
 	}
 	b, err := marshal(out)
 	if err != nil {

@@ -58,6 +58,10 @@ func TestChatToMessagesRequest(t *testing.T) {
 
 		{"invalid UTF-8", "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", "", false, "body"},
 		{"n above 1", `{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}`, "", false, "n"},
+		{"body not JSON", `{"model":"m",`, "", false, "body"},
+		{"body an array", `[{"model":"m"}]`, "", false, "body"},
+		{"no messages", `{"model":"m","messages":[]}`, "", false, "messages"},
+		{"messages not an array", `{"model":"m","messages":{"role":"user"}}`, "", false, "messages"},
 		{"logprobs", `{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}`, "", false, "logprobs"},
 		{"audio modality", `{"model":"m","messages":[{"role":"user","content":"x"}],"modalities":["text","audio"]}`, "", false, "modalities"},
 		{"audio output settings", `{"model":"m","messages":[{"role":"user","content":"x"}],"audio":{"voice":"alloy","format":"wav"}}`, "", false, "audio"},
@@ -153,6 +157,11 @@ func TestMessagesToChatRequest(t *testing.T) {
 		{"max_tokens 0", `{"model":"c","max_tokens":0,"messages":[{"role":"user","content":"x"}]}`, "", "max_tokens"},
 		{"prefill", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"{"}]}`, "", "messages[1].role"},
 		{"container", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}],"container":"c1"}`, "", "container"},
+		{"body not JSON", `{"model":"c",`, "", "body"},
+		{"body a string", `"hi"`, "", "body"},
+		{"invalid UTF-8", "{\"model\":\"c\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}", "", "body"},
+		{"no messages", `{"model":"c","max_tokens":5,"messages":[]}`, "", "messages"},
+		{"second message not an object", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"},"y"]}`, "", "messages[1]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
