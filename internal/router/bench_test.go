@@ -26,12 +26,7 @@ func BenchmarkRouter(b *testing.B) {
 		for _, stream := range []bool{false, true} {
 			fake := routertest.New(b, routertest.OpenAI)
 			fake.Text, fake.Chunks, fake.NoRecord = strings.Repeat("x", size), 10, true
-			r, err := router.New(router.Options{
-				Providers: map[string]router.Provider{"fake": {Kind: router.KindOpenAI, BaseURL: fake.URL}},
-				Routes:    map[string][]router.Target{"bench": {{Provider: "fake", Model: "gpt-bench"}}},
-				Keys:      &memKeys{keys: map[string][]router.Key{"fake": {{ID: "k", Secret: []byte("sk-bench-0123456789")}}}},
-				Usage:     &discardUsage{},
-			})
+			r, err := router.New(benchOptions(fake.URL))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -96,42 +91,61 @@ func BenchmarkHandler(b *testing.B) {
 	for _, size := range []int{1024, 10240} {
 		for _, stream := range []bool{false, true} {
 			b.Run(fmt.Sprintf("size=%d/stream=%v", size, stream), func(b *testing.B) {
-				up := cannedUpstream(size, stream)
-				r, err := router.New(router.Options{
-					Providers: map[string]router.Provider{"fake": {Kind: router.KindOpenAI, BaseURL: "http://127.0.0.1:9/v1"}},
-					Routes:    map[string][]router.Target{"bench": {{Provider: "fake", Model: "gpt-bench"}}},
-					Keys:      &memKeys{keys: map[string][]router.Key{"fake": {{ID: "k", Secret: []byte("sk-bench-0123456789")}}}},
-					Usage:     &discardUsage{},
-					Log:       slog.New(slog.NewJSONHandler(io.Discard, nil)),
-					Transport: up,
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer r.Close()
-				h := r.Handler("bench")
 				body := []byte(fmt.Sprintf(`{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":%q}],"max_tokens":256,"stream":%v}`, strings.Repeat("Tell me about the weather in Paris. ", 8), stream))
-				rd := &rewindReader{}
-				req, _ := http.NewRequest(http.MethodPost, "http://inference.local:8080/v1/chat/completions", rd)
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Authorization", "Bearer sk-sandbox-fake")
-				req.Header.Set("User-Agent", "OpenAI/Go 3.0")
-				w := &discardWriter{h: http.Header{}}
-				b.ReportAllocs()
-				cpu0 := cpuTime()
-				for b.Loop() {
-					rd.Reset(body)
-					clear(w.h)
-					w.status = 0
-					h.ServeHTTP(w, req)
-					if w.status != http.StatusOK {
-						b.Fatalf("status %d", w.status)
-					}
-				}
-				b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+				benchHandler(b, cannedUpstream(size, stream), "/v1/chat/completions", body, http.Header{
+					"Content-Type":  {"application/json"},
+					"Authorization": {"Bearer sk-sandbox-fake"},
+					"User-Agent":    {"OpenAI/Go 3.0"},
+				})
 			})
 		}
 	}
+}
+
+// benchOptions are the options of the benchmarks' router: one route,
+// "bench", to model gpt-bench of the OpenAI-kind provider "fake" at
+// baseURL, with one key and no usage ledger.
+func benchOptions(baseURL string) router.Options {
+	return router.Options{
+		Providers: map[string]router.Provider{"fake": {Kind: router.KindOpenAI, BaseURL: baseURL}},
+		Routes:    map[string][]router.Target{"bench": {{Provider: "fake", Model: "gpt-bench"}}},
+		Keys:      &memKeys{keys: map[string][]router.Key{"fake": {{ID: "k", Secret: []byte("sk-bench-0123456789")}}}},
+		Usage:     &discardUsage{},
+	}
+}
+
+// benchHandler calls the handler of the benchmarks' router (benchOptions,
+// answered by up, logging to nowhere) b.N times with a POST of body to
+// path carrying header, and reports allocations and CPU per request;
+// every answer must be a 200.
+func benchHandler(b *testing.B, up http.RoundTripper, path string, body []byte, header http.Header) {
+	opts := benchOptions("http://127.0.0.1:9/v1")
+	opts.Log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	opts.Transport = up
+	r, err := router.New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	h := r.Handler("bench")
+	rd := &rewindReader{}
+	req, _ := http.NewRequest(http.MethodPost, "http://inference.local:8080"+path, rd)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		rd.Reset(body)
+		clear(w.h)
+		w.status = 0
+		h.ServeHTTP(w, req)
+		if w.status != http.StatusOK {
+			b.Fatalf("status %d", w.status)
+		}
+	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
 
 // cannedUpstream answers every request with the same chat completion (or
@@ -228,38 +242,12 @@ func BenchmarkTranslatedHandler(b *testing.B) {
 	for _, size := range []int{1024, 10240} {
 		for _, stream := range []bool{false, true} {
 			b.Run(fmt.Sprintf("size=%d/stream=%v", size, stream), func(b *testing.B) {
-				r, err := router.New(router.Options{
-					Providers: map[string]router.Provider{"fake": {Kind: router.KindOpenAI, BaseURL: "http://127.0.0.1:9/v1"}},
-					Routes:    map[string][]router.Target{"bench": {{Provider: "fake", Model: "gpt-bench"}}},
-					Keys:      &memKeys{keys: map[string][]router.Key{"fake": {{ID: "k", Secret: []byte("sk-bench-0123456789")}}}},
-					Usage:     &discardUsage{},
-					Log:       slog.New(slog.NewJSONHandler(io.Discard, nil)),
-					Transport: cannedUpstream(size, stream),
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer r.Close()
-				h := r.Handler("bench")
 				body := []byte(fmt.Sprintf(`{"model":"bench","system":"You are terse.","messages":[{"role":"user","content":%q}],"max_tokens":256,"stream":%v}`, strings.Repeat("Tell me about the weather in Paris. ", 8), stream))
-				rd := &rewindReader{}
-				req, _ := http.NewRequest(http.MethodPost, "http://inference.local:8080/v1/messages", rd)
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Anthropic-Version", "2023-06-01")
-				req.Header.Set("X-Api-Key", "sk-sandbox-fake")
-				w := &discardWriter{h: http.Header{}}
-				b.ReportAllocs()
-				cpu0 := cpuTime()
-				for b.Loop() {
-					rd.Reset(body)
-					clear(w.h)
-					w.status = 0
-					h.ServeHTTP(w, req)
-					if w.status != http.StatusOK {
-						b.Fatalf("status %d", w.status)
-					}
-				}
-				b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+				benchHandler(b, cannedUpstream(size, stream), "/v1/messages", body, http.Header{
+					"Content-Type":      {"application/json"},
+					"Anthropic-Version": {"2023-06-01"},
+					"X-Api-Key":         {"sk-sandbox-fake"},
+				})
 			})
 		}
 	}

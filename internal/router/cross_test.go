@@ -93,15 +93,7 @@ func TestOpenAISDKOnAnthropicTarget(t *testing.T) {
 		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
 		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
 	})
-	acc := openai.ChatCompletionAccumulator{}
-	chunks := 0
-	for stream.Next() {
-		acc.AddChunk(stream.Current())
-		chunks++
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
+	acc, chunks := readChatStream(t, stream)
 	if got := acc.Choices[0].Message.Content; got != "Hello from the fake" || acc.Choices[0].FinishReason != "stop" {
 		t.Errorf("streamed content = %q finish %q", got, acc.Choices[0].FinishReason)
 	}
@@ -121,23 +113,19 @@ func TestOpenAISDKOnAnthropicTarget(t *testing.T) {
 		Model:    "claude",
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
 	})
-	acc = openai.ChatCompletionAccumulator{}
+	noUsage := openai.ChatCompletionAccumulator{}
 	for stream.Next() {
 		if stream.Current().JSON.Usage.Valid() {
 			t.Errorf("usage chunk sent without include_usage")
 		}
-		acc.AddChunk(stream.Current())
+		noUsage.AddChunk(stream.Current())
 	}
-	if err := stream.Err(); err != nil || acc.Choices[0].Message.Content != "Hello from the fake" {
-		t.Fatalf("stream without usage: %v, content %q", err, acc.Choices[0].Message.Content)
+	if err := stream.Err(); err != nil || noUsage.Choices[0].Message.Content != "Hello from the fake" {
+		t.Fatalf("stream without usage: %v, content %q", err, noUsage.Choices[0].Message.Content)
 	}
 
 	// The ledger: every row with the provider's tokens and claude-a's price.
-	h.closeRouter()
-	recs := h.usage.records()
-	if len(recs) != 3 {
-		t.Fatalf("usage records = %+v", recs)
-	}
+	recs := h.ledger(3)
 	wantCost := (11*3 + 7*15) / 1e6
 	for _, r := range recs {
 		if r.Route != "claude" || r.Provider != "an" || r.Model != "claude-a" || r.TokensIn != 11 || r.TokensOut != 7 || r.Status != 200 || r.Attempts != 1 ||
@@ -170,13 +158,7 @@ func TestOpenAISDKToolRoundTripOnAnthropicTarget(t *testing.T) {
 
 	// Streamed tool call: arguments arrive in pieces.
 	stream := c.Chat.Completions.NewStreaming(ctx, params)
-	acc := openai.ChatCompletionAccumulator{}
-	for stream.Next() {
-		acc.AddChunk(stream.Current())
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
+	acc, _ := readChatStream(t, stream)
 	stc := acc.Choices[0].Message.ToolCalls
 	if len(stc) != 1 || stc[0].ID != "toolu_fake1" || stc[0].Function.Name != "get_weather" || stc[0].Function.Arguments != `{"city": "Paris"}` || acc.Choices[0].FinishReason != "tool_calls" {
 		t.Errorf("streamed tool calls = %+v finish %q", stc, acc.Choices[0].FinishReason)
@@ -227,27 +209,15 @@ func TestAnthropicSDKOnOpenAITarget(t *testing.T) {
 		MaxTokens: 100,
 		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
 	})
-	acc := anthropic.Message{}
-	for stream.Next() {
-		if err := acc.Accumulate(stream.Current()); err != nil {
-			t.Fatalf("accumulate: %v", err)
-		}
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
+	acc := readMessageStream(t, stream)
 	if len(acc.Content) != 1 || acc.Content[0].Text != "Hello from the fake" || acc.StopReason != "end_turn" || acc.Usage.InputTokens != 11 || acc.Usage.OutputTokens != 7 {
 		t.Errorf("streamed message = %+v", acc)
 	}
 	if so := upstreamBody(t, h.oa)["stream_options"]; jsonOf(t, so) != `{"include_usage":true}` {
 		t.Errorf("upstream stream_options = %v, want the usage chunk asked for", so)
 	}
-	h.closeRouter()
-	recs := h.usage.records()
+	recs := h.ledger(2)
 	wantCost := (11*2 + 7*8) / 1e6
-	if len(recs) != 2 {
-		t.Fatalf("usage records = %+v", recs)
-	}
 	for _, r := range recs {
 		if r.Route != "solo" || r.Provider != "oa" || r.Model != "gpt-a" || r.TokensIn != 11 || r.TokensOut != 7 || math.Abs(r.CostUSD-wantCost) > 1e-12 {
 			t.Errorf("usage record = %+v", r)
@@ -259,15 +229,7 @@ func TestAnthropicSDKToolRoundTripOnOpenAITarget(t *testing.T) {
 	h := crossHarness(t)
 	c := h.anthropic()
 	ctx := ctxT(t)
-	params := anthropic.MessageNewParams{
-		Model:     "solo",
-		MaxTokens: 100,
-		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("weather?"))},
-		Tools: []anthropic.ToolUnionParam{{OfTool: &anthropic.ToolParam{
-			Name:        "get_weather",
-			InputSchema: anthropic.ToolInputSchemaParam{Properties: map[string]any{"city": map[string]any{"type": "string"}}},
-		}}},
-	}
+	params := anthropicWeatherParams("solo")
 	msg, err := c.Messages.New(ctx, params)
 	if err != nil {
 		t.Fatalf("messages: %v", err)
@@ -281,15 +243,7 @@ func TestAnthropicSDKToolRoundTripOnOpenAITarget(t *testing.T) {
 	}
 
 	stream := c.Messages.NewStreaming(ctx, params)
-	acc := anthropic.Message{}
-	for stream.Next() {
-		if err := acc.Accumulate(stream.Current()); err != nil {
-			t.Fatalf("accumulate: %v", err)
-		}
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
+	acc := readMessageStream(t, stream)
 	if len(acc.Content) != 1 || acc.Content[0].Type != "tool_use" || acc.Content[0].ID != "call_fake1" || string(acc.Content[0].Input) != `{"city":"Paris"}` || acc.StopReason != "tool_use" {
 		t.Errorf("streamed tool use = %+v stop %q", acc.Content, acc.StopReason)
 	}
@@ -338,13 +292,7 @@ func TestCrossDialectFallback(t *testing.T) {
 			Model:    "claude",
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
 		}, option.WithResponseInto(&resp))
-		acc := openai.ChatCompletionAccumulator{}
-		for stream.Next() {
-			acc.AddChunk(stream.Current())
-		}
-		if err := stream.Err(); err != nil {
-			t.Fatalf("stream: %v", err)
-		}
+		acc, _ := readChatStream(t, stream)
 		if acc.Choices[0].Message.Content != "Hello from the fake" {
 			t.Errorf("content = %q", acc.Choices[0].Message.Content)
 		}
@@ -505,12 +453,9 @@ func TestTranslatedCacheUsage(t *testing.T) {
 		Model: "claude", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
 		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
 	})
-	acc := openai.ChatCompletionAccumulator{}
-	for stream.Next() {
-		acc.AddChunk(stream.Current())
-	}
-	if err := stream.Err(); err != nil || acc.Usage.PromptTokens != 16 || acc.Usage.PromptTokensDetails.CachedTokens != 5 {
-		t.Errorf("streamed openai usage = %+v (%v)", acc.Usage, err)
+	acc, _ := readChatStream(t, stream)
+	if acc.Usage.PromptTokens != 16 || acc.Usage.PromptTokensDetails.CachedTokens != 5 {
+		t.Errorf("streamed openai usage = %+v", acc.Usage)
 	}
 
 	// Anthropic SDK, OpenAI provider: 11 prompt tokens of which 5 cached = 6 input + 5 cache reads.
@@ -527,21 +472,12 @@ func TestTranslatedCacheUsage(t *testing.T) {
 	astream := ac.Messages.NewStreaming(ctx, anthropic.MessageNewParams{
 		Model: "solo", MaxTokens: 50, Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
 	})
-	amsg := anthropic.Message{}
-	for astream.Next() {
-		if err := amsg.Accumulate(astream.Current()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := astream.Err(); err != nil || amsg.Usage.InputTokens != 6 || amsg.Usage.CacheReadInputTokens != 5 || amsg.Usage.OutputTokens != 7 {
-		t.Errorf("streamed anthropic usage = %+v (%v)", amsg.Usage, err)
+	amsg := readMessageStream(t, astream)
+	if amsg.Usage.InputTokens != 6 || amsg.Usage.CacheReadInputTokens != 5 || amsg.Usage.OutputTokens != 7 {
+		t.Errorf("streamed anthropic usage = %+v", amsg.Usage)
 	}
 
-	h.closeRouter()
-	recs := h.usage.records()
-	if len(recs) != 4 {
-		t.Fatalf("usage records = %+v", recs)
-	}
+	recs := h.ledger(4)
 	for i, r := range recs { // in completion order: a stream's row may come after the next request's
 		wantIn, wantCost := int64(16), (16*3+7*15)/1e6
 		if r.Provider == "oa" {
@@ -614,11 +550,7 @@ func TestUntranslatableAnswerIsChargedAndFinal(t *testing.T) {
 	if status != 200 || !strings.Contains(string(b), `"stop_reason":"max_tokens"`) || !strings.Contains(string(b), `"input":{}`) {
 		t.Fatalf("after 4 untranslatable answers: status %d body %s", status, b)
 	}
-	h.closeRouter()
-	recs := h.usage.records()
-	if len(recs) != 5 {
-		t.Fatalf("usage records = %+v", recs)
-	}
+	recs := h.ledger(5)
 	want := (50*2 + 4096*8) / 1e6
 	for _, r := range recs {
 		if r.TokensIn != 50 || r.TokensOut != 4096 || math.Abs(r.CostUSD-want) > 1e-12 {
@@ -686,11 +618,7 @@ func TestUnknownUsageChargesTheEstimate(t *testing.T) {
 		t.Fatalf("same-dialect stream: status %d", status)
 	}
 
-	h.closeRouter()
-	recs := h.usage.records()
-	if len(recs) != 2 {
-		t.Fatalf("usage records = %+v", recs)
-	}
+	recs := h.ledger(2)
 	for _, r := range recs {
 		b, out := body, int64(4000)
 		if r.Route == "solo" {

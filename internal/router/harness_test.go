@@ -262,6 +262,18 @@ func (h *harness) closeRouter() {
 	_ = h.r.Close()
 }
 
+// ledger closes the router (closeRouter) and returns the usage rows it
+// wrote; any number of rows but n fails the test.
+func (h *harness) ledger(n int) []router.UsageRecord {
+	h.t.Helper()
+	h.closeRouter()
+	recs := h.usage.records()
+	if len(recs) != n {
+		h.t.Fatalf("usage records = %+v, want %d", recs, n)
+	}
+	return recs
+}
+
 // recordingTransport keeps every response header and body a client saw
 // (for the canary test).
 type recordingTransport struct {

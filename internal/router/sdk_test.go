@@ -10,9 +10,11 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
+	assestream "github.com/anthropics/anthropic-sdk-go/v2/packages/ssestream"
 	"github.com/clawcage/clawcage/internal/router"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/openai/openai-go/v3/responses"
 	"github.com/openai/openai-go/v3/shared"
 )
@@ -98,15 +100,7 @@ func TestOpenAISDKChatStreamingWithUsage(t *testing.T) {
 		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
 		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
 	})
-	acc := openai.ChatCompletionAccumulator{}
-	chunks := 0
-	for stream.Next() {
-		acc.AddChunk(stream.Current())
-		chunks++
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
+	acc, chunks := readChatStream(t, stream)
 	if chunks < 5 {
 		t.Errorf("got %d chunks, want the fake's 5+ (role, 3 deltas, finish, usage)", chunks)
 	}
@@ -140,13 +134,7 @@ func TestOpenAISDKToolCalls(t *testing.T) {
 		t.Errorf("tool calls = %+v", tc)
 	}
 	stream := c.Chat.Completions.NewStreaming(ctxT(t), params)
-	acc := openai.ChatCompletionAccumulator{}
-	for stream.Next() {
-		acc.AddChunk(stream.Current())
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
+	acc, _ := readChatStream(t, stream)
 	tc = acc.Choices[0].Message.ToolCalls
 	if len(tc) != 1 || tc[0].Function.Name != "get_weather" || tc[0].Function.Arguments != `{"city":"Paris"}` {
 		t.Errorf("streamed tool calls = %+v", tc)
@@ -241,15 +229,7 @@ func TestAnthropicSDKMessages(t *testing.T) {
 		MaxTokens: 100,
 		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
 	})
-	acc := anthropic.Message{}
-	for stream.Next() {
-		if err := acc.Accumulate(stream.Current()); err != nil {
-			t.Fatalf("accumulate: %v", err)
-		}
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
+	acc := readMessageStream(t, stream)
 	if len(acc.Content) != 1 || acc.Content[0].Text != "Hello from the fake" || acc.Usage.OutputTokens != 7 || acc.Usage.InputTokens != 11 {
 		t.Errorf("streamed message = %+v", acc)
 	}
@@ -286,15 +266,7 @@ func TestAnthropicSDKMessages(t *testing.T) {
 func TestAnthropicSDKToolUse(t *testing.T) {
 	h := newHarness(t, nil)
 	c := h.anthropic()
-	params := anthropic.MessageNewParams{
-		Model:     "claude",
-		MaxTokens: 100,
-		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("weather?"))},
-		Tools: []anthropic.ToolUnionParam{{OfTool: &anthropic.ToolParam{
-			Name:        "get_weather",
-			InputSchema: anthropic.ToolInputSchemaParam{Properties: map[string]any{"city": map[string]any{"type": "string"}}},
-		}}},
-	}
+	params := anthropicWeatherParams("claude")
 	msg, err := c.Messages.New(ctxT(t), params)
 	if err != nil {
 		t.Fatalf("messages: %v", err)
@@ -303,15 +275,7 @@ func TestAnthropicSDKToolUse(t *testing.T) {
 		t.Errorf("tool use = %+v", msg.Content)
 	}
 	stream := c.Messages.NewStreaming(ctxT(t), params)
-	acc := anthropic.Message{}
-	for stream.Next() {
-		if err := acc.Accumulate(stream.Current()); err != nil {
-			t.Fatalf("accumulate: %v", err)
-		}
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
+	acc := readMessageStream(t, stream)
 	if len(acc.Content) != 1 || acc.Content[0].Name != "get_weather" || !strings.Contains(string(acc.Content[0].Input), "Paris") {
 		t.Errorf("streamed tool use = %+v", acc.Content)
 	}
@@ -334,5 +298,53 @@ func TestSDKErrorsAreDialectCorrect(t *testing.T) {
 	var aerr *anthropic.Error
 	if !errors.As(err, &aerr) || aerr.StatusCode != 429 || !strings.Contains(aerr.RawJSON(), `"rate_limit_error"`) {
 		t.Errorf("anthropic refusal = %v", err)
+	}
+}
+
+// readChatStream reads a streamed chat completion to its end and returns
+// it accumulated, with the number of chunks; a stream error fails the
+// test.
+func readChatStream(t *testing.T, s *ssestream.Stream[openai.ChatCompletionChunk]) (openai.ChatCompletion, int) {
+	t.Helper()
+	acc := openai.ChatCompletionAccumulator{}
+	chunks := 0
+	for s.Next() {
+		acc.AddChunk(s.Current())
+		chunks++
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	return acc.ChatCompletion, chunks
+}
+
+// readMessageStream reads a streamed Anthropic message to its end and
+// returns it accumulated; a stream error or an event the SDK cannot
+// accumulate fails the test.
+func readMessageStream(t *testing.T, s *assestream.Stream[anthropic.MessageStreamEventUnion]) anthropic.Message {
+	t.Helper()
+	msg := anthropic.Message{}
+	for s.Next() {
+		if err := msg.Accumulate(s.Current()); err != nil {
+			t.Fatalf("accumulate: %v", err)
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	return msg
+}
+
+// anthropicWeatherParams asks route model, with a 100-token limit, for the
+// weather, offering one tool: get_weather(city string).
+func anthropicWeatherParams(model string) anthropic.MessageNewParams {
+	return anthropic.MessageNewParams{
+		Model:     model,
+		MaxTokens: 100,
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("weather?"))},
+		Tools: []anthropic.ToolUnionParam{{OfTool: &anthropic.ToolParam{
+			Name:        "get_weather",
+			InputSchema: anthropic.ToolInputSchemaParam{Properties: map[string]any{"city": map[string]any{"type": "string"}}},
+		}}},
 	}
 }
