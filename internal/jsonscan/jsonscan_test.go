@@ -30,14 +30,18 @@ func TestSkipWS(t *testing.T) {
 	}
 }
 
+// skipCase is a case for SkipString or SkipValue: the index they return
+// for in starting at i, or the error they fail with.
+type skipCase struct {
+	name    string
+	in      string
+	i       int
+	want    int
+	wantErr string
+}
+
 func TestSkipString(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      string
-		i       int
-		want    int
-		wantErr string
-	}{
+	testSkip(t, "SkipString", SkipString, []skipCase{
 		{"plain string", `"abc",`, 0, 5, ""},
 		{"empty string", `""`, 0, 2, ""},
 		{"escaped quote does not end it", `"a\"b"x`, 0, 6, ""},
@@ -47,31 +51,11 @@ func TestSkipString(t *testing.T) {
 		{"unterminated", `"abc`, 0, 0, "unterminated JSON string"},
 		{"ends in an escaped quote", `"abc\"`, 0, 0, "unterminated JSON string"},
 		{"lone quote", `"`, 0, 0, "unterminated JSON string"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := SkipString([]byte(tc.in), tc.i)
-			if tc.wantErr != "" {
-				if err == nil || err.Error() != tc.wantErr {
-					t.Fatalf("SkipString(%q, %d) = %d, %v; want error %q", tc.in, tc.i, got, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("SkipString(%q, %d) = %d, %v; want %d", tc.in, tc.i, got, err, tc.want)
-			}
-		})
-	}
+	})
 }
 
 func TestSkipValue(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      string
-		i       int
-		want    int
-		wantErr string
-	}{
+	testSkip(t, "SkipValue", SkipValue, []skipCase{
 		{"string", `"a,b"`, 0, 5, ""},
 		{"number ends at comma", `12.5e3,`, 0, 6, ""},
 		{"number ends at closing brace", `{"a":-1}`, 5, 7, ""},
@@ -94,18 +78,22 @@ func TestSkipValue(t *testing.T) {
 		{"delimiter where a value should be", `,1`, 0, 0, "malformed JSON at byte 0"},
 		{"whitespace where a value should be", `{"a": 1}`, 5, 0, "malformed JSON at byte 5"},
 		{"closing brace where a value should be", `{"a":}`, 5, 0, "malformed JSON at byte 5"},
-	}
+	})
+}
+
+func testSkip(t *testing.T, name string, skip func([]byte, int) (int, error), tests []skipCase) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := SkipValue([]byte(tc.in), tc.i)
+			got, err := skip([]byte(tc.in), tc.i)
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
-					t.Fatalf("SkipValue(%q, %d) = %d, %v; want error %q", tc.in, tc.i, got, err, tc.wantErr)
+					t.Fatalf("%s(%q, %d) = %d, %v; want error %q", name, tc.in, tc.i, got, err, tc.wantErr)
 				}
 				return
 			}
 			if err != nil || got != tc.want {
-				t.Fatalf("SkipValue(%q, %d) = %d, %v; want %d", tc.in, tc.i, got, err, tc.want)
+				t.Fatalf("%s(%q, %d) = %d, %v; want %d", name, tc.in, tc.i, got, err, tc.want)
 			}
 		})
 	}
