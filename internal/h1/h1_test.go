@@ -561,24 +561,28 @@ func TestStreamingFlushReachesClient(t *testing.T) {
 	}
 }
 
+// plainListener and rawListener are the two kinds of listener the router
+// serves: plain TCP and, as Router.Serve wraps it, raw-syscall I/O.
+func plainListener(ln net.Listener) net.Listener { return ln }
+
+func rawListener(ln net.Listener) net.Listener {
+	return rawsock.Listener{Listener: ln, Options: rawsock.Options{MaxSlice: 256 << 10}}
+}
+
 // A client that hangs up while its handler waits cancels the request's
 // context (after watchDelay), with and without a request body, through a
 // plain TCP connection and through a raw-syscall one.
 func TestDisconnectCancelsContext(t *testing.T) {
-	plain := func(ln net.Listener) net.Listener { return ln }
-	raw := func(ln net.Listener) net.Listener {
-		return rawsock.Listener{Listener: ln, Options: rawsock.Options{MaxSlice: 256 << 10}}
-	}
 	tests := []struct {
 		name string
 		wrap func(net.Listener) net.Listener
 		req  string
 	}{
-		{"GET, no body", plain, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"},
-		{"POST, body read", plain, "POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"},
-		{"POST, chunked body read", plain, "POST /wait HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
-		{"raw-syscall connection (rawsock), GET", raw, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"},
-		{"raw-syscall connection (rawsock), POST", raw, "POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"},
+		{"GET, no body", plainListener, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"POST, body read", plainListener, "POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"},
+		{"POST, chunked body read", plainListener, "POST /wait HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"raw-syscall connection (rawsock), GET", rawListener, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"raw-syscall connection (rawsock), POST", rawListener, "POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,7 +1,6 @@
 package h1
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,12 +11,11 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/clawcage/clawcage/internal/rawsock"
+	"github.com/clawcage/clawcage/internal/syncbuf"
 )
 
 // awaitGoroutines waits (bounded) until no more than want goroutines run.
@@ -77,18 +75,14 @@ func dialSmallWindow(t *testing.T, addr string) net.Conn {
 // fails the handler's Write (os.ErrDeadlineExceeded), cancels the
 // request's context, resets the connection and ends its goroutines.
 func TestWriteTimeoutClientStopsReading(t *testing.T) {
-	plain := func(ln net.Listener) net.Listener { return ln }
-	raw := func(ln net.Listener) net.Listener {
-		return rawsock.Listener{Listener: ln, Options: rawsock.Options{MaxSlice: 256 << 10}}
-	}
 	tests := []struct {
 		name  string
 		wrap  func(net.Listener) net.Listener
 		flush bool // Flush after every write (an SSE stream) or not
 	}{
-		{"streamed with Flush, plain TCP", plain, true},
-		{"streamed with Flush, raw-syscall connection (rawsock)", raw, true},
-		{"large writes without Flush, raw-syscall connection (rawsock)", raw, false},
+		{"streamed with Flush, plain TCP", plainListener, true},
+		{"streamed with Flush, raw-syscall connection (rawsock)", rawListener, true},
+		{"large writes without Flush, raw-syscall connection (rawsock)", rawListener, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -366,31 +360,13 @@ func TestWriteDeadlinePerSlice(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A listener at MaxConns stops accepting: a further connection waits in
 // the kernel's backlog, unserved, until one of the open ones closes, then
 // it is served. The warning is logged once for the episode. Shutdown ends
 // a Serve that waits for a slot (startServer's cleanup checks it returns
 // http.ErrServerClosed).
 func TestMaxConns(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	s := &Server{Handler: &testHandler{}, MaxConns: 2,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	addr := startServer(t, s)

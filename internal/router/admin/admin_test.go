@@ -13,13 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/clawcage/clawcage/internal/syncbuf"
 	"github.com/clawcage/clawcage/internal/usage"
 	"github.com/clawcage/clawcage/internal/vault"
 	"github.com/clawcage/clawcage/internal/vault/vaulttest"
@@ -372,7 +372,7 @@ func TestPeerCheckRefusesOtherUID(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(sock, 0o666) // let the child reach it: only the peer check stands in the way
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	l := PeerCheckListener(raw, slog.New(slog.NewTextHandler(logs, nil)))
 	f := newFixture(t)
 	f.v.Set("anthropic", []byte(canary))
@@ -437,23 +437,4 @@ func TestPeerAllowedRejectsNonUnix(t *testing.T) {
 	if PeerAllowed(c) {
 		t.Fatal("a TCP connection passed the peer check")
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a server goroutine to write while
-// the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clawcage/clawcage/internal/syncbuf"
 	"github.com/clawcage/clawcage/internal/vault"
 )
 
@@ -238,7 +239,7 @@ func TestAuditScanRefusesNonRootPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(sock, 0o666) // only the peer check stands in the way
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	f := scanFixture(t)
 	srv := &http.Server{Handler: f.h, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(PeerCheckListener(raw, slog.New(slog.NewTextHandler(logs, nil))))

@@ -6,13 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/clawcage/clawcage/internal/sandbox"
 	"github.com/clawcage/clawcage/internal/sandbox/pid1"
+	"github.com/clawcage/clawcage/internal/syncbuf"
 )
 
 // This test binary is its own sandbox-init: package pid1 (its C start-up
@@ -278,7 +278,7 @@ func TestSignalDuringFirstExec(t *testing.T) {
 		t.Run(delay.String(), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			out := &lockedBuffer{}
+			out := &syncbuf.Buffer{}
 			p, err := sandbox.Start(ctx, sandbox.Spec{
 				Command: []string{"/bin/sh", "-c", `trap 'exit 42' TERM; echo ready; while :; do sleep 0.01; done`},
 			}, sandbox.Stdio{Stdout: out})
@@ -315,22 +315,4 @@ func TestSignalDuringFirstExec(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for one writer and one reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
