@@ -381,3 +381,62 @@ func TestExecConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestClosedExecChannelIdlesPID1: if the host's end of the exec channel
+// closes while the sandbox runs (a supervisor that died and was restarted
+// holds no copy), PID 1 stops watching the channel. It must not fork exec
+// servers that read EOF and exit, over and over: PID 1 and its reaped
+// children use no CPU in the next half second, and the sandbox lives on.
+func TestClosedExecChannelIdlesPID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starts a sandbox: needs root")
+	}
+	for _, firstExec := range []bool{false, true} {
+		t.Run(fmt.Sprintf("after an exec %v", firstExec), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			p, err := Start(ctx, Spec{Command: []string{"/bin/sleep", "30"}}, Stdio{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { p.Wait(); close(done) }()
+			defer func() { p.Signal(syscall.SIGKILL); <-done }()
+			if firstExec {
+				if o := execIn(ctx, t, p, ExecRequest{Argv: []string{"/bin/true"}}, ""); o.err != nil || o.code != 0 {
+					t.Fatalf("exec: %d, %v", o.code, o.err)
+				}
+			}
+			p.exec.Close()
+			time.Sleep(100 * time.Millisecond) // let PID 1 see the close
+			before := cpuTicks(t, p.Pid())
+			time.Sleep(500 * time.Millisecond)
+			if used := cpuTicks(t, p.Pid()) - before; used > 2 {
+				t.Fatalf("PID 1 and its children used %d ticks in 500 ms after the host closed the exec channel, want ≤ 2", used)
+			}
+			select {
+			case <-done:
+				t.Fatal("closing the exec channel ended the sandbox")
+			default:
+			}
+		})
+	}
+}
+
+// cpuTicks is pid's user+system time plus that of its reaped children
+// (/proc/PID/stat fields 14-17), in clock ticks.
+func cpuTicks(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	var sum int64
+	for _, v := range f[11:15] { // utime stime cutime cstime (fields 14-17; f[0] is field 3)
+		var n int64
+		fmt.Sscan(v, &n)
+		sum += n
+	}
+	return sum
+}

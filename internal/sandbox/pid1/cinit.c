@@ -31,6 +31,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -1401,7 +1402,7 @@ static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUS
 
 /* reap collects every exited child; it exits with the command's status
  * once the command is gone. */
-static void reap(pid_t command)
+static void reap(pid_t command, pid_t *server)
 {
 	for (;;) {
 		int st;
@@ -1412,6 +1413,10 @@ static void reap(pid_t command)
 			_exit(EXIT_SETUP_FAILED); /* ECHILD: nothing left to wait for */
 		if (p == 0)
 			return;
+		if (p == *server) {
+			*server = 0; /* the next request forks a new one */
+			continue;
+		}
 		if (p != command)
 			continue; /* an orphan */
 		if (WIFEXITED(st))
@@ -1423,7 +1428,7 @@ static void reap(pid_t command)
 
 /* handle reads the pending signals from sfd: SIGCHLD reaps, the others are
  * forwarded to the command. It returns when sfd has nothing more. */
-static void handle_signals(int sfd, pid_t command)
+static void handle_signals(int sfd, pid_t command, pid_t *server)
 {
 	struct signalfd_siginfo si[16];
 	for (;;) {
@@ -1434,7 +1439,7 @@ static void handle_signals(int sfd, pid_t command)
 			return; /* EAGAIN: drained */
 		for (size_t i = 0; i < (size_t)k / sizeof si[0]; i++) {
 			if (si[i].ssi_signo == SIGCHLD)
-				reap(command);
+				reap(command, server);
 			else
 				kill(command, (int)si[i].ssi_signo);
 		}
@@ -1445,8 +1450,12 @@ static void handle_signals(int sfd, pid_t command)
  * (then PID 1 exits with its status). PID 1 never leaves this loop: on the
  * first `sandbox exec` request (the exec channel readable) it forks the
  * exec server, which returns from here (and from the constructor) into
- * the Go runtime and serves the channel; PID 1 closes its copy and goes on
- * supervising in C, so no signal is ever lost in a hand-over. */
+ * the Go runtime and serves the channel; PID 1 goes on supervising in C,
+ * so no signal is ever lost in a hand-over. PID 1 keeps its copy of the
+ * channel but stops watching it while the server lives; when the server
+ * dies (a --root command can kill it: same user namespace) PID 1 reaps it
+ * and forks a new one on the next request. The dead server's sessions end
+ * (their hosts see EOF); the sandbox and later execs are unaffected. */
 static void supervise(pid_t command, const sigset_t *mask)
 {
 	int sfd = signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -1457,10 +1466,13 @@ static void supervise(pid_t command, const sigset_t *mask)
 	}
 	/* A command that exited before the signalfd existed left SIGCHLD
 	 * pending, which the signalfd reports; reap anyway to be sure. */
-	reap(command);
+	pid_t server = 0; /* the exec server while it lives */
+	int channel = cfg.exec_fd > 0;
+	reap(command, &server);
 	struct pollfd pfd[2] = {{sfd, POLLIN, 0}, {cfg.exec_fd, POLLIN, 0}};
-	nfds_t n = cfg.exec_fd > 0 ? 2 : 1;
 	for (;;) {
+		nfds_t n = channel && server == 0 ? 2 : 1;
+		pfd[1].revents = 0;
 		if (poll(pfd, n, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -1469,19 +1481,33 @@ static void supervise(pid_t command, const sigset_t *mask)
 			_exit(EXIT_SETUP_FAILED);
 		}
 		if (pfd[0].revents)
-			handle_signals(sfd, command);
-		if (n == 2 && pfd[1].revents) {
+			handle_signals(sfd, command, &server);
+		if (n == 2 && (pfd[1].revents & (POLLHUP | POLLERR))) {
+			/* A closed peer reads as POLLIN|POLLHUP: only a queued
+			 * message is worth a server, or the server would read
+			 * EOF, exit and be forked again, forever. */
+			char b;
+			if (recv(cfg.exec_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) {
+				close(cfg.exec_fd);
+				channel = 0;
+				continue;
+			}
+		}
+		if (n == 2 && pfd[1].revents && server == 0) {
 			pid_t srv = fork();
 			if (srv == 0) {
 				close(sfd);
 				return; /* the exec server */
 			}
-			if (srv < 0)
+			if (srv < 0) {
+				/* Nobody serves the channel: the host's requests
+				 * fail (instead of PID 1 spinning on it). */
 				dprintf(2, "clawcage sandbox: start the exec server: fork: %s\n", errstr(errno));
-			/* The server has the channel (or, if the fork failed,
-			 * nobody: the host's requests fail). */
-			close(cfg.exec_fd);
-			n = 1;
+				close(cfg.exec_fd);
+				channel = 0;
+				continue;
+			}
+			server = srv;
 		}
 	}
 }

@@ -242,6 +242,68 @@ func TestRootCommandCannotCrashExecServer(t *testing.T) {
 	}
 }
 
+// TestKilledExecServerIsReplaced: a --root command can SIGKILL the exec
+// server (same user namespace, and SIGKILL cannot be caught); its own
+// session ends, but PID 1 (in C) reaps the server and forks a new one for
+// the next request, so later execs work and the sandbox lives on.
+func TestKilledExecServerIsReplaced(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starts a sandbox: needs root")
+	}
+	if !testCInit {
+		t.Skip("without cgo PID 1 serves exec itself and cannot be killed from inside")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := sandbox.Start(ctx, sandbox.Spec{Command: []string{"/bin/sleep", "30"}, Root: true}, sandbox.Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { p.Wait(); close(done) }()
+	defer func() { p.Signal(syscall.SIGKILL); <-done }()
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	serverPid := func() int {
+		t.Helper()
+		kids := childrenOf(t, p.Pid())
+		for _, k := range kids {
+			b, _ := os.ReadFile("/proc/" + itoa(k) + "/cmdline")
+			if strings.HasSuffix(string(bytes.TrimRight(b, "\x00")), "sandbox-init") {
+				return k
+			}
+		}
+		t.Fatalf("no exec server among PID 1's children %v", kids)
+		return 0
+	}
+	for round := range 3 {
+		if code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/true"}}, devnull, devnull, devnull); err != nil || code != 0 {
+			t.Fatalf("round %d: exec: %d, %v", round, code, err)
+		}
+		first := serverPid()
+		// The session of the command that kills its own server ends
+		// with it: an error, not a hang.
+		code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/sh", "-c", "kill -KILL $PPID; sleep 5"}}, devnull, devnull, devnull)
+		if err == nil && code == 0 {
+			t.Fatalf("round %d: the killing command's session reported success", round)
+		}
+		select {
+		case <-done:
+			t.Fatalf("round %d: killing the exec server ended the sandbox", round)
+		default:
+		}
+		if code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/sh", "-c", "exit 7"}}, devnull, devnull, devnull); err != nil || code != 7 {
+			t.Fatalf("round %d: exec after the server was killed: %d, %v; want 7", round, code, err)
+		}
+		if second := serverPid(); second == first {
+			t.Fatalf("round %d: exec server pid %d survived SIGKILL", round, first)
+		}
+	}
+}
+
 // childrenOf returns the pids of pid's children (from /proc/*/stat).
 func childrenOf(t *testing.T, pid int) []int {
 	t.Helper()
