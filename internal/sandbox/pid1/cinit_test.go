@@ -304,6 +304,56 @@ func TestKilledExecServerIsReplaced(t *testing.T) {
 	}
 }
 
+// TestRootCommandCannotLowerPID1Limits: prlimit on another process is
+// refused by the sandbox's seccomp filter, so a --root command cannot
+// lower PID 1's limits for every later exec; its own limits it may lower.
+func TestRootCommandCannotLowerPID1Limits(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starts a sandbox: needs root")
+	}
+	if _, err := os.Stat("/usr/bin/prlimit"); err != nil {
+		t.Skip("needs util-linux's prlimit")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := sandbox.Start(ctx, sandbox.Spec{Command: []string{"/bin/sleep", "30"}, Root: true}, sandbox.Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { p.Wait(); close(done) }()
+	defer func() { p.Signal(syscall.SIGKILL); <-done }()
+	run := func(script string) (int, string) {
+		t.Helper()
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		devnull, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer devnull.Close()
+		code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/sh", "-c", script}}, devnull, w, w)
+		w.Close()
+		out, _ := readAll(r)
+		if err != nil {
+			t.Fatalf("exec %q: %v", script, err)
+		}
+		return code, strings.TrimSpace(out)
+	}
+	_, before := run("ulimit -n")
+	if code, out := run("prlimit --pid 1 --nofile=16:16"); code == 0 || !strings.Contains(out, "Operation not permitted") {
+		t.Fatalf("prlimit --pid 1: exit %d, %q; want a failure with EPERM", code, out)
+	}
+	if code, out := run("ulimit -n 20 && ulimit -n"); code != 0 || !strings.HasSuffix(out, "20") {
+		t.Fatalf("lowering its own limit: exit %d, %q; want 20", code, out)
+	}
+	if _, after := run("ulimit -n"); after != before || after == "16" {
+		t.Fatalf("a later exec's nofile limit is %q, want %q as before", after, before)
+	}
+}
+
 // childrenOf returns the pids of pid's children (from /proc/*/stat).
 func childrenOf(t *testing.T, pid int) []int {
 	t.Helper()

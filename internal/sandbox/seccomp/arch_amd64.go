@@ -114,6 +114,8 @@ func sysnumAMD64(name string) (uint32, bool) {
 		n = unix.SYS_USELIB
 	case "personality":
 		n = unix.SYS_PERSONALITY
+	case "prlimit64":
+		n = unix.SYS_PRLIMIT64
 	case "ioctl":
 		n = unix.SYS_IOCTL
 	case "socket":
