@@ -204,6 +204,28 @@ func TestOperatorUmaskDoesNotLeakIn(t *testing.T) {
 	}
 }
 
+// startRootSleeper starts a --root sandbox running sleep 30, killed when
+// the test ends. done closes when it has exited; devnull is open for
+// reading and writing.
+func startRootSleeper(t *testing.T) (ctx context.Context, p *sandbox.Process, done <-chan struct{}, devnull *os.File) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	p, err := sandbox.Start(ctx, sandbox.Spec{Command: []string{"/bin/sleep", "30"}, Root: true}, sandbox.Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { p.Wait(); close(exited) }()
+	t.Cleanup(func() { p.Signal(syscall.SIGKILL); <-exited })
+	devnull, err = os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { devnull.Close() })
+	return ctx, p, exited, devnull
+}
+
 // TestRootCommandCannotCrashExecServer checks that after the first exec
 // (which starts the Go exec server) a --root command's kill-sent SIGSEGV,
 // SIGABRT, SIGBUS and SIGSYS to PID 1 and to the process that started it
@@ -213,20 +235,7 @@ func TestRootCommandCannotCrashExecServer(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("starts a sandbox: needs root")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	p, err := sandbox.Start(ctx, sandbox.Spec{Command: []string{"/bin/sleep", "30"}, Root: true}, sandbox.Stdio{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { p.Wait(); close(done) }()
-	defer func() { p.Signal(syscall.SIGKILL); <-done }()
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer devnull.Close()
+	ctx, p, done, devnull := startRootSleeper(t)
 	for _, sig := range []string{"SEGV", "ABRT", "BUS", "SYS"} {
 		if code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/sh", "-c", "kill -" + sig + " 1 $PPID; sleep 0.1"}}, devnull, devnull, devnull); err != nil || code != 0 {
 			t.Fatalf("exec kill -%s 1: %d, %v", sig, code, err)
@@ -253,20 +262,7 @@ func TestKilledExecServerIsReplaced(t *testing.T) {
 	if !testCInit {
 		t.Skip("without cgo PID 1 serves exec itself and cannot be killed from inside")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	p, err := sandbox.Start(ctx, sandbox.Spec{Command: []string{"/bin/sleep", "30"}, Root: true}, sandbox.Stdio{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { p.Wait(); close(done) }()
-	defer func() { p.Signal(syscall.SIGKILL); <-done }()
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer devnull.Close()
+	ctx, p, done, devnull := startRootSleeper(t)
 	serverPid := func() int {
 		t.Helper()
 		kids := childrenOf(t, p.Pid())
@@ -314,26 +310,13 @@ func TestRootCommandCannotLowerPID1Limits(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/prlimit"); err != nil {
 		t.Skip("needs util-linux's prlimit")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	p, err := sandbox.Start(ctx, sandbox.Spec{Command: []string{"/bin/sleep", "30"}, Root: true}, sandbox.Stdio{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { p.Wait(); close(done) }()
-	defer func() { p.Signal(syscall.SIGKILL); <-done }()
+	ctx, p, _, devnull := startRootSleeper(t)
 	run := func(script string) (int, string) {
 		t.Helper()
 		r, w, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
 		}
-		devnull, err := os.Open(os.DevNull)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer devnull.Close()
 		code, err := p.Exec(ctx, sandbox.ExecRequest{Root: true, Argv: []string{"/bin/sh", "-c", script}}, devnull, w, w)
 		w.Close()
 		out, _ := readAll(r)
